@@ -1,0 +1,8 @@
+"""streamwarden's detectors: a pure library, batches of events in, findings out.
+
+It never imports Kafka or faust; ``streams`` runs it inside the stream processors.
+"""
+
+from .base import Detector, EventLike, Finding, Severity, finding_id
+
+__all__ = ["Detector", "EventLike", "Finding", "Severity", "finding_id"]

@@ -1,0 +1,67 @@
+"""Cheap text descriptors of a response: refusals and empty answers.
+
+Runs on every event in microseconds; it also keeps the pipeline exercised end to end
+before the model-backed detectors are configured.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+
+from .base import Detector, EventLike, Finding, Severity
+
+# Phrasings that open or carry a refusal in English chat models' answers.
+_REFUSAL_PATTERNS = [
+    r"\bI(?:'m| am) (?:sorry|afraid),? (?:but )?I (?:can(?:'|no)t|cannot|won't|am not able to|am unable to)\b",
+    r"\bI(?:'m| am) (?:not able|unable) to (?:help|assist|comply|provide|do that)\b",
+    r"\bI (?:can(?:'|no)t|cannot|won't) (?:help|assist|comply|provide|do that|answer)\b",
+    r"\bas an AI(?: language model)?,? I (?:can(?:'|no)t|cannot|don't|do not)\b",
+    r"\bI must (?:decline|refuse)\b",
+    r"\bthat request (?:goes against|violates) (?:my|our) (?:guidelines|policies|policy)\b",
+]
+_REFUSAL_RE = re.compile("|".join(f"(?:{p})" for p in _REFUSAL_PATTERNS), re.IGNORECASE)
+# A refusal is said early; a long helpful answer quoting "I can't" later is not one.
+_REFUSAL_WINDOW = 240
+
+
+def is_refusal(text: str) -> bool:
+    """True when the response refuses the request."""
+    return bool(_REFUSAL_RE.search(text[:_REFUSAL_WINDOW].replace("\u2019", "'")))
+
+
+class ResponseDescriptorDetector(Detector):
+    """Flags refusals (low) and empty responses to non-empty prompts (medium)."""
+
+    name = "descriptors"
+
+    def score_batch(self, events: Sequence[EventLike]) -> list[Finding]:
+        findings: list[Finding] = []
+        for event in events:
+            response = event.response.strip()
+            if not response:
+                if event.prompt_text.strip():
+                    findings.append(
+                        Finding.for_event(
+                            event,
+                            detector=self.name,
+                            kind="empty_response",
+                            severity=Severity.MEDIUM,
+                            score=1.0,
+                            summary="The model returned an empty response to a non-empty prompt.",
+                        )
+                    )
+                continue
+            if is_refusal(response):
+                findings.append(
+                    Finding.for_event(
+                        event,
+                        detector=self.name,
+                        kind="refusal",
+                        severity=Severity.LOW,
+                        score=1.0,
+                        summary="The model refused the request.",
+                        details={"response_chars": len(response)},
+                    )
+                )
+        return findings

@@ -1,0 +1,174 @@
+"""The faust application: where events enter the monitor and findings and metrics leave it.
+
+inference topic --take_events(n, within=t)--> Pipeline (decode, detectors)
+    -> findings topic (key event_id), dead-letter topic (original bytes, reason in headers)
+    -> WindowAggregator --timer--> metrics topic;   Prometheus /metrics on the web server
+
+Delivery is at-least-once: faust acks a micro-batch's offsets only after the body of the
+loop has handed every output to the producer, and flushes the producer before it commits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import faust
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from detectors import registry
+
+from .metrics import WindowAggregator, WorkerMetrics
+from .pipeline import BatchResult, Pipeline, RawRecord
+from .settings import Settings
+from .topics import topic_specs
+
+log = logging.getLogger(__name__)
+
+
+def faust_broker_urls(bootstrap: str) -> list[str]:
+    return [f"kafka://{hp.strip()}" for hp in bootstrap.split(",") if hp.strip()]
+
+
+def faust_credentials(settings: Settings):
+    """faust's credentials object for TLS and/or SASL, or None for PLAINTEXT."""
+    import ssl
+
+    k = settings.kafka
+    if k.security_protocol == "PLAINTEXT":
+        return None
+    context = None
+    if k.security_protocol in ("SSL", "SASL_SSL"):
+        context = ssl.create_default_context(cafile=str(k.ssl_cafile) if k.ssl_cafile else None)
+        if k.ssl_certfile:
+            context.load_cert_chain(str(k.ssl_certfile), str(k.ssl_keyfile) if k.ssl_keyfile else None)
+    if k.security_protocol == "SSL":
+        return faust.SSLCredentials(context)
+    password = k.sasl_password.get_secret_value() if k.sasl_password else None
+    return faust.SASLCredentials(
+        username=k.sasl_username,
+        password=password,
+        mechanism=k.sasl_mechanism,
+        ssl_context=context,
+    )
+
+
+def faust_options(settings: Settings) -> dict:
+    options = dict(
+        broker=faust_broker_urls(settings.bootstrap),
+        broker_credentials=faust_credentials(settings),
+        store="memory://",  # the worker keeps no faust tables: correctness never rests on table recovery
+        web_bind=settings.web_host,
+        web_host=settings.web_host,
+        web_port=settings.web_port,
+        topic_partitions=settings.output_partitions,
+        producer_max_request_size=max(1_048_576, settings.max_event_bytes + 65_536),
+        consumer_max_fetch_size=max(4_194_304, settings.max_event_bytes * 2),
+    )
+    if settings.effective_replication_factor:
+        options["topic_replication_factor"] = settings.effective_replication_factor
+    if settings.embedded:
+        options.update(broker_session_timeout=6, broker_heartbeat_interval=1, topic_replication_factor=1)
+    return options
+
+
+class Worker:
+    """Builds the faust app and its agents from settings; one instance per worker process."""
+
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self.worker_id = settings.worker_id or f"{socket.gethostname()}:{os.getpid()}"
+        self.detectors = registry.build(settings.detectors)
+        self.pipeline = Pipeline(self.detectors, settings.max_event_bytes)
+        self.metrics = WorkerMetrics()
+        self.windows = WindowAggregator(self.worker_id)
+        # Detectors run off the event loop (they may be CPU- or GPU-bound), one batch at a time:
+        # the agent awaits each batch, so in-flight work is bounded and consumption slows with it.
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="detectors")
+        self.app = faust.App(settings.app_id, **faust_options(settings))
+        specs = topic_specs(settings)
+
+        def raw_topic(role: str):
+            spec = specs[role]
+            return self.app.topic(spec.name, key_serializer="raw", value_serializer="raw", partitions=spec.partitions)
+
+        self.inference_topic = raw_topic("inference")
+        self.findings_topic = raw_topic("findings")
+        self.deadletter_topic = raw_topic("deadletter")
+        self.metrics_topic = raw_topic("metrics")
+        self._register()
+
+    # -- agents, timers, pages ------------------------------------------------------------
+
+    def _register(self) -> None:
+        app = self.app
+        settings = self.settings
+
+        @app.agent(self.inference_topic, name="streamwarden.detect")
+        async def detect(stream):
+            async for events in stream.take_events(settings.batch_size, within=settings.batch_within_s):
+                records = [
+                    RawRecord(e.value, e.key, e.message.topic, e.message.partition, e.message.offset) for e in events
+                ]
+                await self.handle(records)
+
+        @app.timer(interval=settings.metrics_window_s, name="streamwarden.metrics")
+        async def publish_metrics():
+            await self.flush_metrics()
+
+        metrics = self.metrics
+
+        @app.page("/metrics")
+        async def prometheus(web, request):
+            return web.bytes(generate_latest(metrics.registry), content_type=CONTENT_TYPE_LATEST.split(";")[0])
+
+        @app.page("/healthz")
+        async def healthz(web, request):
+            return web.json({"status": "ok", "worker": self.worker_id, "detectors": [d.name for d in self.detectors]})
+
+    async def handle(self, records: list[RawRecord]) -> BatchResult:
+        """Process one micro-batch and hand every output to the producer."""
+        t0 = time.perf_counter()
+        self.metrics.in_flight.inc()
+        try:
+            loop = asyncio.get_running_loop()
+            result = await loop.run_in_executor(self._executor, self.pipeline.process, records)
+        finally:
+            self.metrics.in_flight.dec()
+        await self.publish(result)
+        self.metrics.observe(result, len(records), time.perf_counter() - t0)
+        self.windows.add(result)
+        return result
+
+    async def publish(self, result: BatchResult) -> None:
+        for finding in result.findings:
+            await self.findings_topic.send(
+                key=(finding.event_id or finding.finding_id).encode(),
+                value=finding.model_dump_json().encode(),
+            )
+        for dead in result.dead_letters:
+            await self.deadletter_topic.send(
+                key=dead.record.key, value=dead.record.value, headers=dead.headers(self.worker_id)
+            )
+            log.warning(
+                "dead letter: %s at %s[%d]@%d: %s",
+                dead.reason_code,
+                dead.record.topic,
+                dead.record.partition,
+                dead.record.offset,
+                dead.reason,
+            )
+
+    async def flush_metrics(self) -> None:
+        for record in self.windows.flush():
+            await self.metrics_topic.send(key=record.key.encode(), value=record.model_dump_json().encode())
+
+    def run(self) -> None:
+        """Run the faust worker in this process until it is stopped (SIGTERM/SIGINT)."""
+        from faust.worker import Worker as FaustWorker
+
+        FaustWorker(self.app, loglevel=self.settings.log_level, quiet=True).execute_from_commandline()

@@ -1,0 +1,209 @@
+"""The ``streamwarden`` command line.
+
+Every command takes its configuration from flags, ``STREAMWARDEN_*`` environment
+variables and an optional ``--config FILE``, through one settings class
+(:class:`streams.settings.Settings`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Optional
+
+import typer
+from pydantic import ValidationError
+
+from .settings import CONFIG_ENV, Settings, load_settings
+
+app = typer.Typer(
+    help="streamwarden: monitor LLM traffic on Kafka for hallucination, drift, bias and PII leaks.",
+    no_args_is_help=True,
+    add_completion=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+tap_app = typer.Typer(help="Send prompt/response events to Kafka.", no_args_is_help=True)
+schema_app = typer.Typer(help="The event schema.", no_args_is_help=True)
+topics_app = typer.Typer(help="The Kafka topics streamwarden uses.", no_args_is_help=True)
+app.add_typer(tap_app, name="tap")
+app.add_typer(schema_app, name="schema")
+app.add_typer(topics_app, name="topics")
+
+BootstrapOpt = typer.Option(None, "--bootstrap", "-b", help="Kafka bootstrap servers host:port[,host:port] (env STREAMWARDEN_BOOTSTRAP).")
+EmbeddedOpt = typer.Option(None, "--embedded/--production", help="Settings profile: the embedded tansu broker, or Kafka's defaults.")
+
+
+@app.callback()
+def _root(
+    config: Optional[Path] = typer.Option(None, "--config", "-c", help="A YAML/TOML/JSON settings file (env STREAMWARDEN_CONFIG).", exists=True, dir_okay=False),
+    log_level: str = typer.Option("warning", "--log-level", help="Log level of this command."),
+) -> None:
+    if config is not None:
+        os.environ[CONFIG_ENV] = str(config)
+    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+
+
+def _settings(**overrides) -> Settings:
+    embedded = overrides.pop("embedded", None)
+    if embedded is not None:
+        overrides["profile"] = "embedded" if embedded else "production"
+    try:
+        return load_settings(**overrides)
+    except (ValidationError, ValueError, FileNotFoundError) as exc:
+        typer.secho(f"invalid settings: {exc}", fg="red", err=True)
+        raise typer.Exit(2) from None
+
+
+@app.command()
+def demo(
+    seconds: Optional[float] = typer.Option(None, "--seconds", "-s", min=1, help="Stop after N seconds and print a JSON summary (default: run until Ctrl-C)."),
+    rate: float = typer.Option(200.0, "--rate", min=1, help="Events per second to generate."),
+    bootstrap: Optional[str] = typer.Option(None, "--bootstrap", "-b", help="Use this Kafka instead of starting the embedded broker."),
+    seed: int = typer.Option(7, help="Seed of the traffic generator."),
+    live: Optional[bool] = typer.Option(None, "--live/--no-live", help="Live terminal view (default: when on a terminal)."),
+    worker_log: Optional[Path] = typer.Option(None, help="Where the worker's log goes (default: a temp file)."),
+) -> None:
+    """Start a broker, a worker and a traffic generator with injected incidents; watch findings live."""
+    from .demo import DemoOptions, run_demo
+
+    overrides = {"metrics_window_s": 1.0}
+    if bootstrap:
+        overrides.update(bootstrap=bootstrap, profile=os.environ.get("STREAMWARDEN_PROFILE", "production"))
+    else:
+        overrides.update(profile="embedded")
+    settings = _settings(**overrides)
+    opts = DemoOptions(seconds=seconds, rate=rate, seed=seed, live=live, worker_log=worker_log)
+    try:
+        summary = run_demo(settings, opts)
+    except KeyboardInterrupt:
+        raise typer.Exit(130) from None
+    typer.echo(json.dumps(summary, indent=2))
+    if not summary["drained"]:
+        typer.secho("the worker did not account for every event sent; see the worker log", fg="red", err=True)
+        raise typer.Exit(1)
+
+
+@app.command()
+def worker(
+    bootstrap: Optional[str] = BootstrapOpt,
+    embedded: Optional[bool] = EmbeddedOpt,
+    web_port: Optional[int] = typer.Option(None, help="Port of the worker's web server (/metrics, /healthz)."),
+    detectors: Optional[str] = typer.Option(None, help="Comma-separated detector names (default: from settings)."),
+) -> None:
+    """Run a stream processor: consume the inference topic, run the detectors, publish findings and metrics."""
+    from .app import Worker
+    from .topics import ensure_topics
+
+    overrides = dict(bootstrap=bootstrap, embedded=embedded, web_port=web_port)
+    if detectors:
+        overrides["detectors"] = [d.strip() for d in detectors.split(",") if d.strip()]
+    settings = _settings(**overrides)
+    try:
+        ensure_topics(settings)
+    except Exception as exc:  # noqa: BLE001 - faust retries on its own; say why we could not create them
+        typer.secho(f"could not create topics on {settings.bootstrap}: {type(exc).__name__}: {exc}", fg="yellow", err=True)
+    try:
+        w = Worker(settings)
+    except ValueError as exc:
+        typer.secho(str(exc), fg="red", err=True)
+        raise typer.Exit(2) from None
+    w.run()
+
+
+@app.command()
+def broker(
+    port: int = typer.Option(9092, help="Port on 127.0.0.1 for the embedded broker."),
+) -> None:
+    """Run the embedded Kafka-protocol broker (tansu, in memory) in the foreground, for local work."""
+    from .broker import EmbeddedBroker
+
+    with EmbeddedBroker(port=port) as b:
+        typer.echo(f"embedded broker on {b.bootstrap} (in memory: data is gone when it stops); Ctrl-C to stop")
+        try:
+            while b.running:
+                time.sleep(0.5)
+        except KeyboardInterrupt:
+            pass
+
+
+@topics_app.command("create")
+def topics_create(bootstrap: Optional[str] = BootstrapOpt, embedded: Optional[bool] = EmbeddedOpt) -> None:
+    """Create the topics that do not exist yet."""
+    from .topics import ensure_topics, topic_specs
+
+    settings = _settings(bootstrap=bootstrap, embedded=embedded)
+    created = ensure_topics(settings)
+    for spec in topic_specs(settings).values():
+        mark = "created" if spec.name in created else "exists"
+        typer.echo(f"{spec.role:<11} {spec.name:<40} partitions={spec.partitions:<3} {mark}")
+
+
+@topics_app.command("list")
+def topics_list() -> None:
+    """Show the topic names the current settings use."""
+    from .topics import topic_specs
+
+    for spec in topic_specs(_settings()).values():
+        typer.echo(f"{spec.role:<11} {spec.name:<40} partitions={spec.partitions}")
+
+
+@tap_app.command("replay")
+def tap_replay(
+    file: Path = typer.Argument(..., exists=True, dir_okay=False, help="A JSONL file, one event per line."),
+    bootstrap: Optional[str] = BootstrapOpt,
+    embedded: Optional[bool] = EmbeddedOpt,
+) -> None:
+    """Load recorded logs into the inference topic (each line as it is: bad lines are dead-lettered by the worker)."""
+    from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeRemainingColumn, TransferSpeedColumn
+
+    from .tap import Tap
+
+    settings = _settings(bootstrap=bootstrap, embedded=embedded)
+    size = file.stat().st_size
+    lines = 0
+    with Tap(settings=settings) as tap, Progress(
+        TextColumn("[bold]replay[/bold] {task.fields[lines]} lines"),
+        BarColumn(),
+        TaskProgressColumn(),
+        TransferSpeedColumn(),
+        TimeRemainingColumn(),
+        transient=False,
+    ) as progress:
+        task = progress.add_task("replay", total=size, lines=0)
+        with file.open("rb") as fh:
+            for raw in fh:
+                progress.update(task, advance=len(raw), lines=lines)
+                line = raw.strip()
+                if not line:
+                    continue
+                lines += 1
+                tap.record(line, wait_s=30.0)
+        progress.update(task, lines=lines)
+        stats = tap.close(timeout_s=60)
+    typer.echo(json.dumps({"lines": lines, "sent": stats.sent, "dropped": stats.dropped, "failed": stats.failed}))
+    if stats.dropped or stats.failed:
+        raise typer.Exit(1)
+
+
+@schema_app.command("export")
+def schema_export(out: Optional[Path] = typer.Option(None, help="Write here (default: stdout).")) -> None:
+    """Print or write the JSON Schema of InferenceEvent."""
+    from .schema import render_json_schema
+
+    text = render_json_schema()
+    if out is None:
+        typer.echo(text, nl=False)
+    else:
+        out.write_text(text, encoding="utf-8")
+
+
+def main() -> None:  # the console script
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,229 @@
+"""``streamwarden demo``: a real broker, a real worker, synthetic traffic, a live view.
+
+Everything is the product's own path: the embedded tansu broker (or ``--bootstrap``), the
+topics, a ``streamwarden worker`` process, the tap sending generated traffic, and the
+output topics read back for the view and the final JSON summary.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console, Group
+from rich.live import Live
+from rich.table import Table
+from rich.text import Text
+
+from .broker import EmbeddedBroker, free_port
+from .outputs import OutputReader, OutputTally
+from .settings import Settings
+from .tap import Tap
+from .topics import ensure_topics
+from .traffic import Schedule, TrafficGenerator
+
+
+@dataclass
+class DemoOptions:
+    seconds: float | None = None
+    rate: float = 200.0
+    seed: int = 7
+    live: bool | None = None  # None: only on a terminal
+    drain_timeout_s: float = 60.0
+    worker_log: Path | None = None
+
+
+class _Sent:
+    def __init__(self):
+        self.valid = 0
+        self.malformed = 0
+        self.phase_of_event: dict[str, str] = {}
+        self.by_phase: dict[str, int] = {}
+
+
+def _worker_env(settings: Settings, web_port: int) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(
+        STREAMWARDEN_BOOTSTRAP=settings.bootstrap,
+        STREAMWARDEN_PROFILE=settings.profile,
+        STREAMWARDEN_TOPIC_PREFIX=settings.topic_prefix,
+        STREAMWARDEN_WEB_PORT=str(web_port),
+        STREAMWARDEN_METRICS_WINDOW_S=str(settings.metrics_window_s),
+        STREAMWARDEN_DETECTORS=json.dumps(settings.detectors),
+        STREAMWARDEN_INPUT_PARTITIONS=str(settings.input_partitions),
+        STREAMWARDEN_OUTPUT_PARTITIONS=str(settings.output_partitions),
+    )
+    return env
+
+
+def _view(tally: OutputTally, sent: _Sent, phase: str, elapsed: float, opts: DemoOptions, web_port: int) -> Group:
+    head = Table.grid(padding=(0, 2))
+    total = f"/{opts.seconds:.0f}s" if opts.seconds else ""
+    head.add_row(
+        Text(f"streamwarden demo  {elapsed:5.1f}s{total}", style="bold"),
+        Text(f"phase: {phase}", style="yellow" if phase != "clean" else "green"),
+        Text(f"metrics: http://127.0.0.1:{web_port}/metrics", style="dim"),
+    )
+    counts = Table(title="pipeline", show_header=True, header_style="bold")
+    for col in ("sent", "malformed sent", "processed", "events/s", "findings", "dead letters", "actions"):
+        counts.add_column(col, justify="right")
+    rate = tally.events_processed / elapsed if elapsed > 0 else 0.0
+    counts.add_row(
+        str(sent.valid), str(sent.malformed), str(tally.events_processed), f"{rate:.0f}",
+        str(len(tally.finding_ids)), str(tally.dead_letters), str(tally.actions),
+    )
+    kinds = Table(title="findings by detector.kind", show_header=True, header_style="bold")
+    kinds.add_column("detector.kind")
+    kinds.add_column("count", justify="right")
+    for kind, n in sorted(tally.findings_by_kind.items()):
+        kinds.add_row(kind, str(n))
+    recent = Table(title="latest findings", show_header=True, header_style="bold")
+    for col in ("severity", "detector", "model", "summary"):
+        recent.add_column(col)
+    for f in list(tally.recent)[-5:]:
+        recent.add_row(f["severity"], f"{f['detector']}.{f['kind']}", f"{f['model']}@{f['model_version']}", f["summary"])
+    return Group(head, counts, kinds, recent)
+
+
+def run_demo(settings: Settings, opts: DemoOptions, console: Console | None = None) -> dict[str, Any]:
+    """Run the demo and return its summary; the caller prints it."""
+    console = console or Console(stderr=True)
+    live_view = console.is_terminal if opts.live is None else opts.live
+    broker = None
+    if settings.profile == "embedded":
+        broker = EmbeddedBroker().start()
+        settings = settings.model_copy(update={"bootstrap": broker.bootstrap})
+    worker = None
+    reader = None
+    tap = None
+    try:
+        ensure_topics(settings)
+        web_port = free_port()
+        log_path = opts.worker_log or Path(tempfile.mkstemp(prefix="streamwarden-worker-", suffix=".log")[1])
+        worker_log = open(log_path, "ab")
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "streams.cli", "worker"],
+            env=_worker_env(settings, web_port),
+            stdout=worker_log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
+        sent = _Sent()
+        tally = OutputTally()
+        lock = threading.Lock()
+
+        def on_record(rec):
+            with lock:
+                tally.add(rec, phase_of=sent.phase_of_event.get)
+
+        reader = OutputReader(settings, ("findings", "deadletter", "metrics", "actions"), on_record).start()
+        tap = Tap(settings=settings)
+        schedule = Schedule.for_run(opts.seconds)
+        gen = TrafficGenerator(schedule, seed=opts.seed)
+        start = time.monotonic()
+        phase = "clean"
+        live = Live(console=console, refresh_per_second=4, transient=False) if live_view else None
+        if live:
+            live.start()
+        next_report = 0.0
+        try:
+            while True:
+                elapsed = time.monotonic() - start
+                if opts.seconds is not None and elapsed >= opts.seconds:
+                    break
+                if worker.poll() is not None:
+                    raise RuntimeError(f"the worker exited with {worker.returncode}; see {log_path}")
+                # Send what the rate allows up to now, then sleep a little.
+                due = int(elapsed * opts.rate) - (sent.valid + sent.malformed)
+                for _ in range(max(0, min(due, 1000))):
+                    phase = schedule.phase_at(time.monotonic() - start)
+                    kind, payload = gen.event(time.monotonic() - start)
+                    if kind == "malformed":
+                        tap.record(payload)
+                        sent.malformed += 1
+                    else:
+                        tap.record(payload)
+                        sent.valid += 1
+                        p = payload.metadata["phase"]
+                        sent.phase_of_event[payload.event_id] = p
+                        sent.by_phase[p] = sent.by_phase.get(p, 0) + 1
+                if live and elapsed >= next_report:
+                    with lock:
+                        live.update(_view(tally, sent, phase, elapsed, opts, web_port))
+                    next_report = elapsed + 0.25
+                elif not live and elapsed >= next_report:
+                    with lock:
+                        console.print(
+                            f"[{elapsed:5.1f}s] phase={phase} sent={sent.valid} processed={tally.events_processed} "
+                            f"findings={len(tally.finding_ids)} dead_letters={tally.dead_letters} actions={tally.actions}"
+                        )
+                    next_report = elapsed + 5.0
+                time.sleep(0.01)
+            sending_s = time.monotonic() - start
+            tap_stats = tap.close(timeout_s=30)
+            # Drain: wait until the worker has accounted for everything that was sent.
+            deadline = time.monotonic() + opts.drain_timeout_s
+            drained = False
+            while time.monotonic() < deadline:
+                with lock:
+                    done = tally.events_processed >= tap_stats.sent - sent.malformed and tally.dead_letters >= sent.malformed
+                if done:
+                    drained = True
+                    break
+                if worker.poll() is not None:
+                    break
+                time.sleep(0.2)
+            time.sleep(settings.metrics_window_s)  # one more window: late findings and duplicates show up
+            total_s = time.monotonic() - start
+            if live:
+                with lock:
+                    live.update(_view(tally, sent, "done", total_s, opts, web_port))
+        finally:
+            if live:
+                live.stop()
+        with lock:
+            summary = {
+                "seconds": round(sending_s, 2),
+                "broker": "embedded tansu" if broker else settings.bootstrap,
+                "events_sent": sent.valid,
+                "malformed_sent": sent.malformed,
+                "tap": {"accepted": tap_stats.accepted, "sent": tap_stats.sent, "dropped": tap_stats.dropped, "failed": tap_stats.failed},
+                "events_processed": tally.events_processed,
+                "events_per_s": round(tally.events_processed / total_s, 1) if total_s else 0.0,
+                "drained": drained,
+                "findings": dict(sorted(tally.findings_by_detector.items())),
+                "findings_by_kind": dict(sorted(tally.findings_by_kind.items())),
+                "findings_total": len(tally.finding_ids),
+                "findings_duplicated": tally.findings_duplicated,
+                "events_by_phase": dict(sorted(sent.by_phase.items())),
+                "findings_by_phase": dict(sorted(tally.findings_by_phase.items())),
+                "dead_letters": tally.dead_letters,
+                "dead_letter_reasons": dict(sorted(tally.dead_letter_reasons.items())),
+                "actions": tally.actions,
+                "metrics_records": tally.metrics_records,
+                "worker_log": str(log_path),
+            }
+        return summary
+    finally:
+        if tap is not None:
+            tap.close(timeout_s=1)
+        if reader is not None:
+            reader.stop()
+        if worker is not None and worker.poll() is None:
+            worker.send_signal(signal.SIGTERM)
+            try:
+                worker.wait(20)
+            except subprocess.TimeoutExpired:
+                worker.kill()
+                worker.wait(5)
+        if broker is not None:
+            broker.stop()

@@ -1,0 +1,151 @@
+"""Metrics out of the worker: windowed records for the metrics topic, and Prometheus series.
+
+Labels are low-cardinality by construction: model, model_version, detector, kind,
+severity, reason code. Never user data.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from datetime import datetime, timezone
+
+from prometheus_client import CollectorRegistry, Counter as PromCounter, Gauge, Histogram
+
+from .pipeline import BatchResult
+from .schema import MetricsRecord
+
+
+class WindowAggregator:
+    """Accumulates batch results and cuts them into tumbling windows (one record per key)."""
+
+    def __init__(self, worker_id: str, now: datetime | None = None):
+        self.worker_id = worker_id
+        self._window_start = now or datetime.now(timezone.utc)
+        self._models: dict[tuple[str, str], MetricsRecord] = {}
+        self._pipeline = self._new_pipeline_record()
+
+    def _new_pipeline_record(self) -> MetricsRecord:
+        return MetricsRecord(scope="pipeline", worker_id=self.worker_id, window_start=self._window_start, window_end=self._window_start)
+
+    def _model_record(self, model: str, version: str) -> MetricsRecord:
+        key = (model, version)
+        rec = self._models.get(key)
+        if rec is None:
+            rec = self._models[key] = MetricsRecord(
+                scope="model",
+                model=model,
+                model_version=version,
+                worker_id=self.worker_id,
+                window_start=self._window_start,
+                window_end=self._window_start,
+            )
+        return rec
+
+    def add(self, result: BatchResult) -> None:
+        p = self._pipeline
+        p.batches += 1
+        p.duplicates += result.duplicates
+        _add_counts(p.dead_letters, Counter(d.reason_code for d in result.dead_letters))
+        _add_counts(p.detector_errors, result.detector_errors)
+        for event in result.events:
+            rec = self._model_record(event.model, event.model_version)
+            rec.events += 1
+            rec.response_chars += len(event.response)
+            rec.output_tokens += event.output_tokens or 0
+            if event.latency_ms is not None:
+                rec.latency.observe(event.latency_ms)
+        for finding in result.findings:
+            rec = self._model_record(finding.model, finding.model_version)
+            key = f"{finding.detector}.{finding.kind}"
+            rec.findings[key] = rec.findings.get(key, 0) + 1
+            sev = finding.severity.value
+            rec.findings_by_severity[sev] = rec.findings_by_severity.get(sev, 0) + 1
+
+    def flush(self, now: datetime | None = None) -> list[MetricsRecord]:
+        """Close the current window and return its records (the pipeline record always, models seen)."""
+        end = now or datetime.now(timezone.utc)
+        records = [*self._models.values(), self._pipeline]
+        out = [r.model_copy(update={"window_end": end}) for r in records]
+        self._window_start = end
+        self._models = {}
+        self._pipeline = self._new_pipeline_record()
+        return out
+
+
+def _add_counts(target: dict[str, int], counts) -> None:
+    for k, v in counts.items():
+        target[k] = target.get(k, 0) + v
+
+
+class WorkerMetrics:
+    """The worker's Prometheus series, in a registry of its own (served on /metrics)."""
+
+    def __init__(self, registry: CollectorRegistry | None = None):
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.events = PromCounter(
+            "streamwarden_events_total", "Valid inference events processed.", ["model", "model_version"], registry=r
+        )
+        self.findings = PromCounter(
+            "streamwarden_findings_total",
+            "Findings published, by detector, kind and severity.",
+            ["model", "model_version", "detector", "kind", "severity"],
+            registry=r,
+        )
+        self.dead_letters = PromCounter(
+            "streamwarden_dead_letters_total", "Records sent to the dead-letter topic, by reason.", ["reason"], registry=r
+        )
+        self.duplicates = PromCounter(
+            "streamwarden_duplicate_events_total", "Events dropped as duplicates of an event_id.", registry=r
+        )
+        self.detector_errors = PromCounter(
+            "streamwarden_detector_errors_total", "Batches on which a detector raised.", ["detector"], registry=r
+        )
+        self.batch_seconds = Histogram(
+            "streamwarden_batch_duration_seconds",
+            "Time to process one micro-batch (decode and every detector).",
+            buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+            registry=r,
+        )
+        self.detector_seconds = Histogram(
+            "streamwarden_detector_duration_seconds",
+            "Time one detector spent on one micro-batch.",
+            ["detector"],
+            buckets=(0.0005, 0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+            registry=r,
+        )
+        self.batch_size = Histogram(
+            "streamwarden_batch_size_events", "Records per micro-batch.", buckets=(1, 4, 16, 64, 256, 1024), registry=r
+        )
+        self.model_latency = Histogram(
+            "streamwarden_model_latency_seconds",
+            "Latency the producer reported for each response.",
+            ["model", "model_version"],
+            buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30),
+            registry=r,
+        )
+        self.in_flight = Gauge("streamwarden_batches_in_flight", "Micro-batches being processed.", registry=r)
+
+    def observe(self, result: BatchResult, batch_records: int, seconds: float) -> None:
+        self.batch_seconds.observe(seconds)
+        self.batch_size.observe(batch_records)
+        for name, secs in result.detector_seconds.items():
+            self.detector_seconds.labels(name).observe(secs)
+        per_model: Counter = Counter()
+        for event in result.events:
+            per_model[(event.model, event.model_version)] += 1
+            if event.latency_ms is not None:
+                self.model_latency.labels(event.model, event.model_version).observe(event.latency_ms / 1000)
+        for (model, version), n in per_model.items():
+            self.events.labels(model, version).inc(n)
+        grouped: defaultdict = defaultdict(int)
+        for f in result.findings:
+            grouped[(f.model, f.model_version, f.detector, f.kind, f.severity.value)] += 1
+        for labels, n in grouped.items():
+            self.findings.labels(*labels).inc(n)
+        for d in result.dead_letters:
+            self.dead_letters.labels(d.reason_code).inc()
+        if result.duplicates:
+            self.duplicates.inc(result.duplicates)
+        for name, n in result.detector_errors.items():
+            self.detector_errors.labels(name).inc(n)

@@ -1,0 +1,186 @@
+"""What the worker does to one micro-batch, free of Kafka and faust so it can be tested alone.
+
+records (bytes) -> decode + validate -> events | dead letters
+events -> every detector, each isolated -> findings, detector errors
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import traceback
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from pydantic import ValidationError
+
+from detectors.base import Detector, Finding
+
+from .schema import SCHEMA_VERSION, InferenceEvent
+
+log = logging.getLogger(__name__)
+
+# Dead-letter reasons: a short code (for metrics and routing) and a readable text.
+OVERSIZED = "oversized"
+EMPTY = "empty"
+INVALID_UTF8 = "invalid_utf8"
+INVALID_JSON = "invalid_json"
+NOT_AN_OBJECT = "not_an_object"
+UNSUPPORTED_VERSION = "unsupported_schema_version"
+SCHEMA_VIOLATION = "schema_violation"
+
+HEADER_PREFIX = "streamwarden.dlq."
+_MAX_JSON_DEPTH = 64
+
+
+@dataclass(frozen=True)
+class RawRecord:
+    value: bytes | None
+    key: bytes | None = None
+    topic: str = ""
+    partition: int = -1
+    offset: int = -1
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    """A rejected record: the original bytes travel unchanged, the reason goes in headers."""
+
+    record: RawRecord
+    reason_code: str
+    reason: str
+    errors: tuple[str, ...] = ()
+
+    def headers(self, worker_id: str) -> list[tuple[str, bytes]]:
+        r = self.record
+        pairs = {
+            "reason_code": self.reason_code,
+            "reason": self.reason,
+            "errors": json.dumps(list(self.errors)),
+            "source_topic": r.topic,
+            "source_partition": str(r.partition),
+            "source_offset": str(r.offset),
+            "worker": worker_id,
+            "rejected_at_ms": str(int(time.time() * 1000)),
+        }
+        return [(HEADER_PREFIX + k, v.encode("utf-8")) for k, v in pairs.items()]
+
+
+@dataclass
+class BatchResult:
+    events: list[InferenceEvent] = field(default_factory=list)
+    dead_letters: list[DeadLetter] = field(default_factory=list)
+    findings: list[Finding] = field(default_factory=list)
+    detector_errors: Counter = field(default_factory=Counter)
+    detector_seconds: dict[str, float] = field(default_factory=dict)
+    decode_seconds: float = 0.0
+    duplicates: int = 0
+
+
+def _json_depth_ok(text: str) -> bool:
+    """Cheap guard against deeply nested JSON before handing it to the parser."""
+    depth = deepest = 0
+    in_string = escaped = False
+    for ch in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif ch == "\\":
+                escaped = True
+            elif ch == '"':
+                in_string = False
+        elif ch == '"':
+            in_string = True
+        elif ch in "[{":
+            depth += 1
+            if depth > _MAX_JSON_DEPTH:
+                return False
+        elif ch in "]}":
+            depth -= 1
+    return True
+
+
+def _describe_validation_error(exc: ValidationError) -> tuple[str, ...]:
+    # Never echo the input values: they may be personal data.
+    out = []
+    for err in exc.errors(include_url=False, include_input=False, include_context=False):
+        loc = ".".join(str(p) for p in err["loc"]) or "<root>"
+        out.append(f"{loc}: {err['msg']}")
+    return tuple(out[:20])
+
+
+def decode(record: RawRecord, max_event_bytes: int) -> InferenceEvent | DeadLetter:
+    """Parse and validate one record; any problem becomes a dead letter with its reason."""
+    value = record.value
+    if value is None or len(value) == 0:
+        return DeadLetter(record, EMPTY, "the record has no value")
+    if len(value) > max_event_bytes:
+        return DeadLetter(record, OVERSIZED, f"the record is {len(value)} bytes; the limit is {max_event_bytes}")
+    try:
+        text = value.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return DeadLetter(record, INVALID_UTF8, f"the record is not valid UTF-8 (byte {exc.start})")
+    if not _json_depth_ok(text):
+        return DeadLetter(record, INVALID_JSON, f"the JSON nests deeper than {_MAX_JSON_DEPTH} levels")
+    try:
+        data = json.loads(text)
+    except (json.JSONDecodeError, RecursionError) as exc:
+        msg = exc.msg if isinstance(exc, json.JSONDecodeError) else "too deep"
+        pos = f" at line {exc.lineno} column {exc.colno}" if isinstance(exc, json.JSONDecodeError) else ""
+        return DeadLetter(record, INVALID_JSON, f"the record is not JSON: {msg}{pos}")
+    if not isinstance(data, dict):
+        return DeadLetter(record, NOT_AN_OBJECT, f"the record is a JSON {type(data).__name__}, not an object")
+    version = data.get("schema_version", SCHEMA_VERSION)
+    if version != SCHEMA_VERSION:
+        return DeadLetter(
+            record, UNSUPPORTED_VERSION, f"schema_version {str(version)[:16]!r} is not supported (this worker reads {SCHEMA_VERSION})"
+        )
+    try:
+        return InferenceEvent.model_validate(data)
+    except ValidationError as exc:
+        errors = _describe_validation_error(exc)
+        return DeadLetter(record, SCHEMA_VIOLATION, f"{len(exc.errors())} field(s) invalid: {errors[0]}", errors)
+
+
+class Pipeline:
+    """Decodes a batch and runs every detector on its valid events, each one isolated."""
+
+    def __init__(self, detectors: Sequence[Detector], max_event_bytes: int):
+        self.detectors = list(detectors)
+        self.max_event_bytes = max_event_bytes
+
+    def process(self, records: Sequence[RawRecord]) -> BatchResult:
+        result = BatchResult()
+        t0 = time.perf_counter()
+        seen: set[str] = set()
+        for record in records:
+            decoded = decode(record, self.max_event_bytes)
+            if isinstance(decoded, DeadLetter):
+                result.dead_letters.append(decoded)
+            elif decoded.event_id in seen:
+                # A client retry inside one batch: processed once, the copy counted and dropped.
+                result.duplicates += 1
+            else:
+                seen.add(decoded.event_id)
+                result.events.append(decoded)
+        result.decode_seconds = time.perf_counter() - t0
+        if result.events:
+            for detector in self.detectors:
+                t = time.perf_counter()
+                try:
+                    result.findings.extend(detector.score_batch(result.events))
+                except Exception as exc:  # noqa: BLE001 - one detector must not stop the others or the stream
+                    result.detector_errors[detector.name] += 1
+                    # The type and the frames, not the message: a message may quote event text.
+                    log.error(
+                        "detector %s failed on a batch of %d events: %s\n%s",
+                        detector.name,
+                        len(result.events),
+                        type(exc).__name__,
+                        "".join(traceback.format_tb(exc.__traceback__)),
+                    )
+                finally:
+                    result.detector_seconds[detector.name] = time.perf_counter() - t
+        return result

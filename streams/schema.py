@@ -1,0 +1,203 @@
+"""The records that cross Kafka: the inference event producers send, and what the worker emits.
+
+Field names follow the OpenTelemetry GenAI semantic conventions where one exists; each
+such field names its attribute under ``x-otel`` in the exported JSON Schema
+(``streams/jsonschema/``), e.g. ``model`` is ``gen_ai.request.model`` and
+``input_tokens`` is ``gen_ai.usage.input_tokens``. Fields without an OTel attribute
+(``model_version``, ``route``, ``samples``, ``context``) are streamwarden's own.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Annotated, Any, ClassVar, Literal
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints, field_validator
+
+SCHEMA_VERSION = 1
+JSONSCHEMA_DIR = Path(__file__).with_name("jsonschema")
+JSONSCHEMA_FILE = JSONSCHEMA_DIR / f"inference_event.v{SCHEMA_VERSION}.json"
+
+# Bounds that keep one event from exhausting a worker; the byte limit of a whole record
+# is a setting (``max_event_bytes``), checked before parsing.
+MAX_TEXT_CHARS = 200_000
+MAX_SAMPLES = 64
+MAX_CONTEXT_DOCS = 64
+MAX_MESSAGES = 256
+MAX_METADATA_KEYS = 64
+
+Text = Annotated[str, StringConstraints(max_length=MAX_TEXT_CHARS)]
+Name = Annotated[str, StringConstraints(min_length=1, max_length=256, strip_whitespace=True)]
+MetadataValue = str | int | float | bool | None
+
+
+def _otel(attribute: str) -> dict[str, Any]:
+    return {"x-otel": attribute}
+
+
+class ChatMessage(BaseModel):
+    """One message of a chat prompt (``gen_ai.input.messages``: role and text content)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    role: Literal["system", "user", "assistant", "tool", "developer"]
+    content: Text
+
+
+class InferenceEvent(BaseModel):
+    """One prompt/response of a deployed model, as tapped into Kafka."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        frozen=True,
+        title="InferenceEvent",
+        json_schema_extra={"$id": f"https://streamwarden.dev/schemas/inference_event.v{SCHEMA_VERSION}.json"},
+    )
+
+    schema_version: Literal[1] = Field(default=SCHEMA_VERSION, description="Version of this schema.")
+    event_id: Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=r"^[\x21-\x7e]+$")] = Field(
+        description="Client-generated unique id (e.g. a UUID); the key of idempotency downstream."
+    )
+    timestamp: AwareDatetime = Field(description="When the response completed, with a time zone (ISO 8601).")
+    model: Name = Field(description="The model that was asked.", json_schema_extra=_otel("gen_ai.request.model"))
+    model_version: Name = Field(description="The deployed version of that model (release, checkpoint, rollout).")
+    route: Name = Field(default="default", description="The deployment/route/endpoint that served the request.")
+    provider: Name | None = Field(default=None, json_schema_extra=_otel("gen_ai.provider.name"))
+    operation: Literal["chat", "text_completion", "generate_content"] = Field(
+        default="chat", json_schema_extra=_otel("gen_ai.operation.name")
+    )
+    prompt: Text | Annotated[list[ChatMessage], Field(min_length=1, max_length=MAX_MESSAGES)] = Field(
+        description="The prompt: plain text, or the chat messages.", json_schema_extra=_otel("gen_ai.input.messages")
+    )
+    response: Text = Field(description="The response text.", json_schema_extra=_otel("gen_ai.output.messages"))
+    samples: Annotated[list[Text], Field(max_length=MAX_SAMPLES)] = Field(
+        default_factory=list, description="Extra sampled responses to the same prompt (for self-consistency)."
+    )
+    context: Annotated[list[Text], Field(max_length=MAX_CONTEXT_DOCS)] = Field(
+        default_factory=list, description="Documents given to the model (retrieval context)."
+    )
+    latency_ms: float | None = Field(default=None, ge=0, le=86_400_000, description="End-to-end latency.")
+    input_tokens: int | None = Field(default=None, ge=0, json_schema_extra=_otel("gen_ai.usage.input_tokens"))
+    output_tokens: int | None = Field(default=None, ge=0, json_schema_extra=_otel("gen_ai.usage.output_tokens"))
+    finish_reason: Name | None = Field(default=None, json_schema_extra=_otel("gen_ai.response.finish_reasons"))
+    conversation_id: Name | None = Field(default=None, json_schema_extra=_otel("gen_ai.conversation.id"))
+    metadata: dict[Annotated[str, StringConstraints(max_length=128)], MetadataValue] = Field(
+        default_factory=dict, description="Free key/value pairs (flat, scalar values)."
+    )
+
+    @field_validator("metadata")
+    @classmethod
+    def _bounded_metadata(cls, value: dict[str, MetadataValue]) -> dict[str, MetadataValue]:
+        if len(value) > MAX_METADATA_KEYS:
+            raise ValueError(f"at most {MAX_METADATA_KEYS} metadata keys")
+        for v in value.values():
+            if isinstance(v, str) and len(v) > 4096:
+                raise ValueError("metadata string values are limited to 4096 characters")
+        return value
+
+    @property
+    def prompt_text(self) -> str:
+        """The prompt as one text (chat messages joined, one per line)."""
+        if isinstance(self.prompt, str):
+            return self.prompt
+        return "\n".join(m.content for m in self.prompt)
+
+    @property
+    def user_text(self) -> str:
+        """What the user typed: the user messages of a chat, or the whole text prompt."""
+        if isinstance(self.prompt, str):
+            return self.prompt
+        return "\n".join(m.content for m in self.prompt if m.role == "user")
+
+
+def json_schema() -> dict[str, Any]:
+    """The JSON Schema of :class:`InferenceEvent` that non-Python producers validate against."""
+    schema = InferenceEvent.model_json_schema(mode="validation")
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    return schema
+
+
+def render_json_schema() -> str:
+    return json.dumps(json_schema(), indent=2, sort_keys=True) + "\n"
+
+
+def write_json_schema(path: Path = JSONSCHEMA_FILE) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(render_json_schema(), encoding="utf-8")
+    return path
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class LatencySummary(BaseModel):
+    """Latency of one window as a fixed-bucket histogram, so partial windows of many workers add up."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    BOUNDS_MS: ClassVar[tuple[float, ...]] = (50, 100, 250, 500, 1000, 2000, 5000, 10000, 30000, float("inf"))
+
+    count: int = 0
+    sum_ms: float = 0.0
+    buckets: list[int] = Field(default_factory=lambda: [0] * len(LatencySummary.BOUNDS_MS))
+
+    def observe(self, value_ms: float) -> None:
+        self.count += 1
+        self.sum_ms += value_ms
+        for i, bound in enumerate(self.BOUNDS_MS):
+            if value_ms <= bound:
+                self.buckets[i] += 1
+                break
+
+    def merge(self, other: "LatencySummary") -> None:
+        self.count += other.count
+        self.sum_ms += other.sum_ms
+        self.buckets = [a + b for a, b in zip(self.buckets, other.buckets)]
+
+    def quantile(self, q: float) -> float | None:
+        """Upper bound of the bucket holding quantile ``q`` (None when empty)."""
+        if self.count == 0:
+            return None
+        rank = q * self.count
+        seen = 0
+        for bound, n in zip(self.BOUNDS_MS, self.buckets):
+            seen += n
+            if seen >= rank:
+                return bound
+        return self.BOUNDS_MS[-1]
+
+
+class MetricsRecord(BaseModel):
+    """One worker's counts for one window, per (model, model_version) or for the pipeline.
+
+    Counts are additive: several workers publish partial windows of the same time span,
+    and a reader sums them by (scope, model, model_version, window_start).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    schema_version: Literal[1] = 1
+    scope: Literal["model", "pipeline"]
+    model: str = ""
+    model_version: str = ""
+    worker_id: str
+    window_start: datetime
+    window_end: datetime
+    events: int = 0
+    findings: dict[str, int] = Field(default_factory=dict, description="Counts keyed 'detector.kind'.")
+    findings_by_severity: dict[str, int] = Field(default_factory=dict)
+    latency: LatencySummary = Field(default_factory=LatencySummary)
+    response_chars: int = 0
+    output_tokens: int = 0
+    # Pipeline scope only.
+    batches: int = 0
+    dead_letters: dict[str, int] = Field(default_factory=dict, description="Counts keyed by reason code.")
+    detector_errors: dict[str, int] = Field(default_factory=dict)
+    duplicates: int = 0
+
+    @property
+    def key(self) -> str:
+        return f"{self.model}|{self.model_version}" if self.scope == "model" else "_pipeline"

@@ -1,0 +1,153 @@
+"""One settings class for every streamwarden process.
+
+Values come, highest precedence first, from command-line flags (the CLI passes them as
+init arguments), ``STREAMWARDEN_*`` environment variables, an optional YAML/TOML/JSON file
+(``--config FILE`` or ``STREAMWARDEN_CONFIG``), and the defaults below. Secrets are
+``SecretStr`` and never printed.
+
+Two profiles: ``production`` keeps Kafka's own defaults (idempotent producer, replication
+as the cluster says); ``embedded`` is for the in-memory tansu broker of the demo and the
+tests, which lacks InitProducerId (so no idempotence, no exactly-once) and runs one replica.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+CONFIG_ENV = "STREAMWARDEN_CONFIG"
+
+
+class KafkaSecurity(BaseSettings):
+    """TLS and SASL settings, shared by the tap and the worker."""
+
+    model_config = SettingsConfigDict(extra="forbid")
+
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+    ssl_cafile: Path | None = None
+    ssl_certfile: Path | None = None
+    ssl_keyfile: Path | None = None
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="STREAMWARDEN_",
+        env_nested_delimiter="__",
+        extra="forbid",
+        validate_default=True,
+    )
+
+    profile: Literal["production", "embedded"] = "production"
+    bootstrap: str = Field(default="localhost:9092", description="Kafka bootstrap servers, comma-separated host:port.")
+    kafka: KafkaSecurity = Field(default_factory=KafkaSecurity)
+
+    # Topics.
+    topic_prefix: str = Field(default="streamwarden.", pattern=r"^[A-Za-z0-9._-]*$")
+    input_partitions: int = Field(default=6, ge=1, description="Partitions of the inference topic: the most workers that share it.")
+    output_partitions: int = Field(default=3, ge=1)
+    replication_factor: int | None = Field(default=None, ge=1, description="None: the cluster's default.")
+
+    # Worker.
+    app_id: str = "streamwarden-worker"
+    detectors: list[str] = Field(default_factory=lambda: ["descriptors"])
+    batch_size: int = Field(default=64, ge=1, le=10_000)
+    batch_within_s: float = Field(default=0.5, gt=0, le=60)
+    max_event_bytes: int = Field(default=1_000_000, ge=1_024)
+    metrics_window_s: float = Field(default=10.0, gt=0)
+    web_host: str = Field(default="127.0.0.1", description="Bind address of the worker's web server (metrics, reports).")
+    web_port: int = Field(default=6066, ge=0, le=65535)
+    worker_id: str | None = Field(default=None, description="Defaults to host:pid.")
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    # Tap.
+    tap_buffer: int = Field(default=10_000, ge=1, description="Events the tap holds before it starts dropping.")
+    tap_linger_ms: int = Field(default=20, ge=0)
+
+    @model_validator(mode="after")
+    def _sasl_needs_credentials(self) -> "Settings":
+        k = self.kafka
+        if k.security_protocol.startswith("SASL") and not (k.sasl_mechanism and k.sasl_username and k.sasl_password):
+            raise ValueError("SASL needs kafka.sasl_mechanism, kafka.sasl_username and kafka.sasl_password")
+        return self
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, env_settings, _FileSource(settings_cls), file_secret_settings)
+
+    @property
+    def embedded(self) -> bool:
+        return self.profile == "embedded"
+
+    @property
+    def effective_replication_factor(self) -> int | None:
+        return 1 if self.embedded else self.replication_factor
+
+    def kafka_python_security(self) -> dict[str, Any]:
+        """Security keyword arguments for kafka-python clients."""
+        k = self.kafka
+        out: dict[str, Any] = {"security_protocol": k.security_protocol}
+        if k.sasl_mechanism:
+            out["sasl_mechanism"] = k.sasl_mechanism
+            out["sasl_plain_username"] = k.sasl_username
+            out["sasl_plain_password"] = k.sasl_password.get_secret_value() if k.sasl_password else None
+        for name in ("ssl_cafile", "ssl_certfile", "ssl_keyfile"):
+            value = getattr(k, name)
+            if value is not None:
+                out[name] = str(value)
+        return out
+
+
+class _FileSource(PydanticBaseSettingsSource):
+    """Reads the optional config file named by ``STREAMWARDEN_CONFIG``."""
+
+    def get_field_value(self, field, field_name):  # pragma: no cover - whole-file source
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        path = os.environ.get(CONFIG_ENV)
+        if not path:
+            return {}
+        return load_config_file(Path(path))
+
+
+def load_config_file(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise FileNotFoundError(f"config file not found: {path}")
+    text = path.read_text(encoding="utf-8")
+    suffix = path.suffix.lower()
+    if suffix in (".yaml", ".yml"):
+        data = yaml.safe_load(text) or {}
+    elif suffix == ".toml":
+        data = tomllib.loads(text)
+    elif suffix == ".json":
+        data = json.loads(text)
+    else:
+        raise ValueError(f"config file must be .yaml, .yml, .toml or .json: {path}")
+    if not isinstance(data, dict):
+        raise ValueError(f"config file must hold a mapping at the top: {path}")
+    return data
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Settings from the environment and config file, with explicit values (CLI flags) on top.
+
+    ``None`` overrides are ignored, so optional CLI flags can be passed straight through.
+    """
+    return Settings(**{k: v for k, v in overrides.items() if v is not None})

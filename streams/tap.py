@@ -1,0 +1,251 @@
+"""The tap: what a production service adds to send every prompt/response to Kafka.
+
+    from streams.tap import Tap
+    tap = Tap("kafka:9092")                      # once, at start-up
+    tap.capture(model="chat-large", model_version="2024-06-01",
+                prompt=prompt, response=answer, latency_ms=elapsed_ms)
+    tap.close()                                   # at shutdown: flushes
+
+It never blocks and never raises into the caller's request path: events go into a
+bounded in-memory buffer and a background thread hands them to a kafka-python
+producer. When the buffer is full (the broker is down or slow), new events are dropped
+and counted (``tap.stats.dropped``); a broker that is down at start-up is retried with
+backoff in the background. Validation happens in the worker, so a malformed event still
+reaches Kafka and lands in the dead-letter topic with its reason instead of vanishing.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import queue
+import threading
+import time
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import ValidationError
+
+from .schema import InferenceEvent, utcnow
+from .settings import Settings, load_settings
+from .topics import topic_name
+
+log = logging.getLogger(__name__)
+
+_STOP = object()
+
+
+@dataclass(frozen=True)
+class TapStats:
+    accepted: int  # taken into the buffer
+    sent: int  # acknowledged by the broker
+    dropped: int  # refused because the buffer was full, or left in it at close()
+    failed: int  # the broker or producer reported an error
+    queued: int  # still in the buffer
+
+
+def producer_config(settings: Settings) -> dict[str, Any]:
+    """kafka-python producer settings: Kafka's safe defaults, or what the embedded broker can do."""
+    config: dict[str, Any] = {
+        "bootstrap_servers": settings.bootstrap.split(","),
+        "client_id": "streamwarden-tap",
+        "linger_ms": settings.tap_linger_ms,
+        "max_block_ms": 5_000,
+        "request_timeout_ms": 10_000,
+        "retries": 5,
+        **settings.kafka_python_security(),
+    }
+    if settings.embedded:
+        # tansu has no InitProducerId: no idempotent producer there.
+        config.update(acks=1, enable_idempotence=False)
+    else:
+        config.update(acks="all", enable_idempotence=True)
+    return config
+
+
+class Tap:
+    """A non-blocking, bounded, background-flushing producer of :class:`InferenceEvent`."""
+
+    def __init__(
+        self,
+        bootstrap: str | None = None,
+        *,
+        settings: Settings | None = None,
+        topic: str | None = None,
+        buffer: int | None = None,
+        producer_overrides: Mapping[str, Any] | None = None,
+    ):
+        self.settings = settings or load_settings(bootstrap=bootstrap)
+        if bootstrap is not None and settings is not None:
+            self.settings = self.settings.model_copy(update={"bootstrap": bootstrap})
+        self.topic = topic or topic_name(self.settings, "inference")
+        self._config = {**producer_config(self.settings), **(producer_overrides or {})}
+        self._queue: queue.Queue = queue.Queue(maxsize=buffer or self.settings.tap_buffer)
+        self._lock = threading.Lock()
+        self._accepted = self._sent = self._dropped = self._failed = 0
+        self._dropped_after_accept = 0  # accepted, then dropped (left in the buffer at close)
+        self._closed = False
+        self._producer = None
+        self._thread = threading.Thread(target=self._run, name="streamwarden-tap", daemon=True)
+        self._thread.start()
+
+    # -- the caller's side: cheap, never raises ------------------------------------------
+
+    def record(self, event: InferenceEvent | Mapping[str, Any] | bytes, *, wait_s: float = 0.0) -> bool:
+        """Queue one event; returns False when it was dropped. Never raises.
+
+        It never blocks unless ``wait_s`` > 0 asks it to wait that long for room in the
+        buffer (for batch loaders such as ``tap replay``, never for a request path).
+        """
+        try:
+            if self._closed:
+                self._count(dropped=1)
+                return False
+            if isinstance(event, InferenceEvent):
+                key, value = event.event_id, event.model_dump_json().encode()
+            elif isinstance(event, bytes):
+                key, value = None, event
+            else:
+                key = str(event.get("event_id")) if event.get("event_id") is not None else None
+                value = json.dumps(event, default=str, ensure_ascii=False).encode("utf-8", "surrogatepass")
+            item = (key.encode() if key else None, value)
+            if wait_s > 0:
+                self._queue.put(item, timeout=wait_s)
+            else:
+                self._queue.put_nowait(item)
+            self._count(accepted=1)
+            return True
+        except queue.Full:
+            self._count(dropped=1)
+            return False
+        except Exception:  # noqa: BLE001 - the request path must never see our errors
+            log.warning("tap: could not serialise an event; dropped", exc_info=False)
+            self._count(dropped=1)
+            return False
+
+    def capture(self, **fields: Any) -> str:
+        """Build an event from keyword fields (``event_id`` and ``timestamp`` filled in) and queue it.
+
+        Returns the event id. Fields that fail validation are still sent, as given, so that
+        the worker dead-letters them with the reason.
+        """
+        fields.setdefault("event_id", uuid.uuid4().hex)
+        fields.setdefault("timestamp", utcnow())
+        try:
+            self.record(InferenceEvent(**fields))
+        except ValidationError:
+            self.record(fields)
+        except Exception:  # noqa: BLE001
+            self._count(dropped=1)
+        return str(fields["event_id"])
+
+    @property
+    def stats(self) -> TapStats:
+        with self._lock:
+            return TapStats(self._accepted, self._sent, self._dropped, self._failed, self._queue.qsize())
+
+    def flush(self, timeout_s: float = 10.0) -> bool:
+        """Wait until everything accepted so far was sent or failed; False on time-out."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            s = self.stats
+            if s.sent + s.failed + self._dropped_after_accept >= s.accepted:
+                return True
+            time.sleep(0.01)
+        return False
+
+    def close(self, timeout_s: float = 10.0) -> TapStats:
+        """Flush what can be flushed within ``timeout_s``, stop, and return the final counts."""
+        if not self._closed:
+            self._closed = True
+            self.flush(timeout_s)
+            self._queue_stop()
+            self._thread.join(max(0.1, timeout_s))
+            leftover = 0
+            while True:
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if item is not _STOP:
+                    leftover += 1
+            if leftover:
+                log.warning("tap: %d events were still buffered at close and are dropped", leftover)
+                self._count(dropped=leftover, dropped_after_accept=leftover)
+        return self.stats
+
+    def __enter__(self) -> "Tap":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # -- the background side -------------------------------------------------------------
+
+    def _count(self, accepted=0, sent=0, dropped=0, failed=0, dropped_after_accept=0) -> None:
+        with self._lock:
+            self._accepted += accepted
+            self._sent += sent
+            self._dropped += dropped
+            self._failed += failed
+            self._dropped_after_accept += dropped_after_accept
+
+    def _queue_stop(self) -> None:
+        try:
+            self._queue.put_nowait(_STOP)
+        except queue.Full:
+            pass  # the thread sees _closed and stops on its own
+
+    def _connect(self):
+        from kafka import KafkaProducer
+
+        backoff = 0.2
+        while not self._closed:
+            try:
+                return KafkaProducer(**self._config)
+            except Exception as exc:  # noqa: BLE001 - NoBrokersAvailable and friends
+                log.warning("tap: broker not reachable (%s); retrying in %.1fs", type(exc).__name__, backoff)
+                time.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+        return None
+
+    def _on_sent(self, _metadata) -> None:
+        self._count(sent=1)
+
+    def _on_error(self, exc) -> None:
+        log.warning("tap: send failed: %s", type(exc).__name__)
+        self._count(failed=1)
+
+    def _run(self) -> None:
+        producer = None
+        try:
+            while True:
+                try:
+                    item = self._queue.get(timeout=0.1)
+                except queue.Empty:
+                    if self._closed:
+                        break
+                    continue
+                if item is _STOP:
+                    break
+                if producer is None:
+                    producer = self._producer = self._connect()
+                    if producer is None:  # closed while the broker was down
+                        self._count(dropped=1, dropped_after_accept=1)
+                        break
+                key, value = item
+                try:
+                    future = producer.send(self.topic, key=key, value=value)
+                    future.add_callback(self._on_sent)
+                    future.add_errback(self._on_error)
+                except Exception as exc:  # noqa: BLE001
+                    self._on_error(exc)
+        finally:
+            if producer is not None:
+                try:
+                    producer.flush(timeout=10)
+                    producer.close(timeout=5)
+                except Exception:  # noqa: BLE001
+                    log.warning("tap: producer did not close cleanly", exc_info=False)

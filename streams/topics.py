@@ -1,0 +1,91 @@
+"""The topics streamwarden reads and writes, named with a configurable prefix.
+
+=============  ===========================================================  ============
+role           what flows                                                   key
+=============  ===========================================================  ============
+inference      InferenceEvent JSON from the tap / gateway / replay          event_id
+deadletter     the original bytes of a rejected record, reason in headers   original key
+findings       Finding JSON, one per thing a detector found                 event_id
+metrics        windowed MetricsRecord JSON per (model, model_version)       model|version
+actions        decisions of the policy (the durable audit log)              action_id
+control        kill-switch state per model (compacted)                      model
+=============  ===========================================================  ============
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+from .settings import Settings
+
+log = logging.getLogger(__name__)
+
+ROLES = ("inference", "deadletter", "findings", "metrics", "actions", "control")
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    role: str
+    name: str
+    partitions: int
+    config: dict[str, str] = field(default_factory=dict)
+
+
+def topic_specs(settings: Settings) -> dict[str, TopicSpec]:
+    p = settings.topic_prefix
+    out = settings.output_partitions
+    return {
+        "inference": TopicSpec("inference", f"{p}inference", settings.input_partitions),
+        "deadletter": TopicSpec("deadletter", f"{p}deadletter", out, {"retention.ms": str(30 * 24 * 3600 * 1000)}),
+        "findings": TopicSpec("findings", f"{p}findings", out),
+        "metrics": TopicSpec("metrics", f"{p}metrics", out),
+        "actions": TopicSpec("actions", f"{p}actions", 1, {"retention.ms": "-1"}),
+        "control": TopicSpec("control", f"{p}control", 1, {"cleanup.policy": "compact"}),
+    }
+
+
+def topic_name(settings: Settings, role: str) -> str:
+    return topic_specs(settings)[role].name
+
+
+def ensure_topics(settings: Settings, timeout_s: float = 30.0) -> list[str]:
+    """Create the topics that do not exist yet; returns the names it created.
+
+    Existing topics are left as they are (their partition count is the operator's).
+    """
+    from kafka import KafkaAdminClient
+    from kafka.admin import NewTopic
+    from kafka.errors import TopicAlreadyExistsError
+
+    admin = KafkaAdminClient(
+        bootstrap_servers=settings.bootstrap,
+        client_id="streamwarden-admin",
+        request_timeout_ms=int(timeout_s * 1000),
+        **settings.kafka_python_security(),
+    )
+    try:
+        existing = set(admin.list_topics())
+        replication = settings.effective_replication_factor or -1
+        wanted = [
+            NewTopic(
+                spec.name,
+                spec.partitions,
+                replication,
+                topic_configs={} if settings.embedded else spec.config,
+            )
+            for spec in topic_specs(settings).values()
+            if spec.name not in existing
+        ]
+        created = []
+        for topic in wanted:
+            try:
+                admin.create_topics([topic], timeout_ms=int(timeout_s * 1000))
+                created.append(topic.name)
+            except TopicAlreadyExistsError:
+                pass
+        if created:
+            log.info("created topics: %s", ", ".join(created))
+        return created
+    finally:
+        admin.close()

@@ -1,0 +1,168 @@
+"""Synthetic production traffic for the demo: realistic prompt/response pairs, with incidents.
+
+The generator is deterministic for a seed. It follows a schedule of phases: mostly clean
+traffic, with incidents injected at fixed points of the run (``Schedule.for_run``), so a
+demo of N seconds always shows each incident and the clean phases around it. Some
+malformed records (bad JSON, wrong types, unsupported versions) are mixed in to exercise
+the dead-letter path.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+from .schema import ChatMessage, InferenceEvent
+
+MODELS = (("support-assistant", "2026.11.1"), ("code-helper", "1.8.0"))
+
+_PRODUCTS = ["the Pro plan", "the mobile app", "two-factor login", "the invoice export", "the team workspace", "the API quota"]
+_CITIES = ["Lisbon", "Osaka", "Toronto", "Nairobi", "Krakow", "Austin", "Melbourne"]
+_LANGS = ["Python", "TypeScript", "Go", "Rust", "SQL"]
+_TASKS = [
+    ("reverse a linked list", "Iterate once, re-pointing each node's next to the previous node; return the old tail."),
+    ("parse an ISO 8601 date", "Use the standard library's parser for the format and always keep the time zone."),
+    ("deduplicate a list while keeping order", "Walk the list and keep a set of seen items; append an item only the first time."),
+    ("retry an HTTP call with backoff", "Wrap the call in a loop with exponential backoff and jitter, capped at a few attempts."),
+    ("read a large CSV file lazily", "Stream it row by row with a reader instead of loading the whole file into memory."),
+]
+
+_SUPPORT = [
+    (
+        "How do I cancel {product}?",
+        "You can cancel {product} from Settings > Billing. Your access stays active until the end of the current period, and you will not be charged again.",
+    ),
+    (
+        "Why was I charged twice this month for {product}?",
+        "A duplicate charge is usually a pending authorisation that drops off within 3-5 business days. If it is still there after that, reply here and we will refund it.",
+    ),
+    (
+        "Can I use {product} while travelling to {city}?",
+        "Yes. {product} works worldwide, including in {city}. Roaming data charges from your carrier may apply.",
+    ),
+    (
+        "What's the difference between the free tier and {product}?",
+        "{product} adds priority support, higher limits and audit logs. The free tier covers personal use with standard limits.",
+    ),
+    (
+        "My password reset email never arrived.",
+        "Please check your spam folder first. Reset emails expire after 30 minutes, so request a new one if it has been longer.",
+    ),
+]
+
+_REFUSALS = [
+    "I'm sorry, but I can't help with that request.",
+    "I cannot help with that. If you have another question about your account, I'm happy to assist.",
+    "I'm afraid I can't provide that information.",
+    "As an AI language model, I cannot do that.",
+]
+
+_MALFORMED = [
+    b"{not json at all",
+    b'{"schema_version": 1, "event_id": 42, "model": null}',
+    b'{"schema_version": 99, "event_id": "x", "model": "m", "model_version": "v", "prompt": "p", "response": "r", "timestamp": "2026-01-01T00:00:00Z"}',
+    b"\xff\xfe\xfa invalid utf-8",
+    b"[1, 2, 3]",
+    b'{"event_id": "e1", "timestamp": "yesterday", "model": "m", "model_version": "v", "prompt": "p", "response": "r"}',
+]
+
+
+@dataclass(frozen=True)
+class Phase:
+    name: str  # "clean" or an incident: "refusal_burst", ...
+    start_s: float
+    end_s: float
+
+
+@dataclass(frozen=True)
+class Schedule:
+    phases: tuple[Phase, ...]
+    cycle_s: float | None = None  # repeat the phases every cycle_s when the run is open-ended
+
+    INCIDENTS = ("refusal_burst",)
+
+    @classmethod
+    def for_run(cls, seconds: float | None) -> "Schedule":
+        """Incidents spread over a run: each takes ~15% of it, with clean traffic between and at both ends."""
+        length = seconds if seconds else 120.0
+        n = len(cls.INCIDENTS)
+        phases = []
+        slot = length / (n + 1)
+        for i, name in enumerate(cls.INCIDENTS):
+            start = slot * (i + 0.6)
+            phases.append(Phase(name, start, start + min(slot * 0.8, length * 0.15)))
+        return cls(tuple(phases), cycle_s=None if seconds else length)
+
+    def phase_at(self, t: float) -> str:
+        if self.cycle_s:
+            t = t % self.cycle_s
+        for phase in self.phases:
+            if phase.start_s <= t < phase.end_s:
+                return phase.name
+        return "clean"
+
+
+class TrafficGenerator:
+    """Yields (kind, payload) pairs: ``("event", InferenceEvent)`` or ``("malformed", bytes)``."""
+
+    def __init__(self, schedule: Schedule, seed: int = 7, malformed_rate: float = 0.01):
+        self.schedule = schedule
+        self.rng = random.Random(seed)
+        self.malformed_rate = malformed_rate
+
+    def _fill(self, text: str, **slots: str) -> str:
+        return text.format(**slots)
+
+    def _support(self, phase: str) -> tuple[str | list[ChatMessage], str]:
+        q, a = self.rng.choice(_SUPPORT)
+        slots = {"product": self.rng.choice(_PRODUCTS), "city": self.rng.choice(_CITIES)}
+        prompt = [
+            ChatMessage(role="system", content="You are a helpful customer support assistant."),
+            ChatMessage(role="user", content=self._fill(q, **slots)),
+        ]
+        if phase == "refusal_burst" and self.rng.random() < 0.7:
+            return prompt, self.rng.choice(_REFUSALS)
+        return prompt, self._fill(a, **slots)
+
+    def _code(self, phase: str) -> tuple[str, str]:
+        task, how = self.rng.choice(_TASKS)
+        lang = self.rng.choice(_LANGS)
+        prompt = f"In {lang}, how do I {task}?"
+        if phase == "refusal_burst" and self.rng.random() < 0.7:
+            return prompt, self.rng.choice(_REFUSALS)
+        return prompt, f"In {lang}: {how} Keep it in a small function with a unit test for the edge cases."
+
+    def event(self, t: float) -> tuple[str, InferenceEvent | bytes]:
+        if self.rng.random() < self.malformed_rate:
+            return "malformed", self.rng.choice(_MALFORMED)
+        phase = self.schedule.phase_at(t)
+        model, version = self.rng.choice(MODELS)
+        prompt, response = self._support(phase) if model == "support-assistant" else self._code(phase)
+        latency = max(20.0, self.rng.lognormvariate(6.2, 0.45))  # median ~500 ms
+        return "event", InferenceEvent(
+            event_id=uuid.UUID(int=self.rng.getrandbits(128)).hex,
+            timestamp=datetime.now(timezone.utc),
+            model=model,
+            model_version=version,
+            route="prod-eu" if self.rng.random() < 0.5 else "prod-us",
+            provider="self-hosted",
+            prompt=prompt,
+            response=response,
+            latency_ms=round(latency, 1),
+            input_tokens=len(str(prompt)) // 4,
+            output_tokens=max(1, len(response) // 4),
+            finish_reason="stop",
+            metadata={"phase": phase},
+        )
+
+    def stream(self, t_of: callable) -> Iterator[tuple[str, InferenceEvent | bytes]]:
+        while True:
+            yield self.event(t_of())
+
+
+def to_jsonl(events: list[InferenceEvent]) -> str:
+    return "".join(json.dumps(e.model_dump(mode="json")) + "\n" for e in events)
