@@ -115,6 +115,38 @@ def worker(
 
 
 @app.command()
+def traffic(
+    bootstrap: Optional[str] = BootstrapOpt,
+    embedded: Optional[bool] = EmbeddedOpt,
+    rate: float = typer.Option(50.0, "--rate", min=0.1, help="Events per second."),
+    seconds: Optional[float] = typer.Option(None, "--seconds", "-s", min=1, help="Stop after N seconds (default: never)."),
+    seed: int = typer.Option(7, help="Seed of the generator."),
+) -> None:
+    """Send synthetic traffic with scheduled incidents to the inference topic (the demo's generator alone)."""
+    from .tap import Tap
+    from .traffic import Schedule, TrafficGenerator
+
+    settings = _settings(bootstrap=bootstrap, embedded=embedded)
+    schedule = Schedule.for_run(seconds)
+    gen = TrafficGenerator(schedule, seed=seed)
+    start = time.monotonic()
+    sent = 0
+    with Tap(settings=settings) as tap:
+        try:
+            while seconds is None or time.monotonic() - start < seconds:
+                due = int((time.monotonic() - start) * rate) - sent
+                for _ in range(max(0, due)):
+                    _, payload = gen.event(time.monotonic() - start)
+                    tap.record(payload)
+                    sent += 1
+                time.sleep(0.02)
+        except KeyboardInterrupt:
+            pass
+    s = tap.stats
+    typer.echo(json.dumps({"generated": sent, "sent": s.sent, "dropped": s.dropped, "failed": s.failed}))
+
+
+@app.command()
 def broker(
     port: int = typer.Option(9092, help="Port on 127.0.0.1 for the embedded broker."),
 ) -> None:

@@ -87,6 +87,7 @@ class Tap:
         self._accepted = self._sent = self._dropped = self._failed = 0
         self._dropped_after_accept = 0  # accepted, then dropped (left in the buffer at close)
         self._closed = False
+        self._abandon = False
         self._producer = None
         self._thread = threading.Thread(target=self._run, name="streamwarden-tap", daemon=True)
         self._thread.start()
@@ -159,21 +160,22 @@ class Tap:
     def close(self, timeout_s: float = 10.0) -> TapStats:
         """Flush what can be flushed within ``timeout_s``, stop, and return the final counts."""
         if not self._closed:
-            self._closed = True
+            self._closed = True  # refuse new events; keep delivering the buffered ones
             self.flush(timeout_s)
+            self._abandon = True  # past the deadline: stop waiting for a broker that is not there
             self._queue_stop()
             self._thread.join(max(0.1, timeout_s))
-            leftover = 0
-            while True:
+            while True:  # empty the buffer so nothing is sent after close() returned
                 try:
-                    item = self._queue.get_nowait()
+                    self._queue.get_nowait()
                 except queue.Empty:
                     break
-                if item is not _STOP:
-                    leftover += 1
-            if leftover:
-                log.warning("tap: %d events were still buffered at close and are dropped", leftover)
-                self._count(dropped=leftover, dropped_after_accept=leftover)
+            with self._lock:
+                # Still buffered, or held by a thread still waiting for the broker: never delivered.
+                undelivered = self._accepted - self._sent - self._failed - self._dropped_after_accept
+            if undelivered > 0:
+                log.warning("tap: %d events were not delivered by close() and are dropped", undelivered)
+                self._count(dropped=undelivered, dropped_after_accept=undelivered)
         return self.stats
 
     def __enter__(self) -> "Tap":
@@ -202,7 +204,7 @@ class Tap:
         from kafka import KafkaProducer
 
         backoff = 0.2
-        while not self._closed:
+        while not self._abandon:
             try:
                 return KafkaProducer(**self._config)
             except Exception as exc:  # noqa: BLE001 - NoBrokersAvailable and friends
@@ -225,15 +227,14 @@ class Tap:
                 try:
                     item = self._queue.get(timeout=0.1)
                 except queue.Empty:
-                    if self._closed:
+                    if self._abandon:
                         break
                     continue
                 if item is _STOP:
                     break
                 if producer is None:
                     producer = self._producer = self._connect()
-                    if producer is None:  # closed while the broker was down
-                        self._count(dropped=1, dropped_after_accept=1)
+                    if producer is None:  # abandoned by close() while the broker was down
                         break
                 key, value = item
                 try:

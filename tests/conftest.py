@@ -1,0 +1,130 @@
+"""Shared fixtures: a real Kafka-protocol broker (embedded tansu) and per-test settings."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pytest
+
+from streams.broker import EmbeddedBroker, free_port
+from streams.schema import InferenceEvent
+from streams.settings import Settings
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED_DATA = ROOT.parent / "shared" / "data"
+_counter = itertools.count()
+
+
+@pytest.fixture(scope="session")
+def broker():
+    with EmbeddedBroker() as b:
+        yield b
+
+
+@pytest.fixture
+def settings(broker) -> Settings:
+    """Settings for one test: its own topic prefix on the shared broker, short windows."""
+    return Settings(
+        profile="embedded",
+        bootstrap=broker.bootstrap,
+        topic_prefix=f"t{next(_counter)}-{uuid.uuid4().hex[:6]}.",
+        app_id=f"streamwarden-test-{uuid.uuid4().hex[:8]}",
+        input_partitions=3,
+        output_partitions=2,
+        metrics_window_s=0.5,
+        batch_within_s=0.2,
+        web_port=free_port(),
+    )
+
+
+def make_event(**overrides) -> InferenceEvent:
+    fields = dict(
+        event_id=uuid.uuid4().hex,
+        timestamp=datetime.now(timezone.utc),
+        model="m1",
+        model_version="v1",
+        prompt="What is the capital of France?",
+        response="The capital of France is Paris.",
+        latency_ms=120.0,
+    )
+    fields.update(overrides)
+    return InferenceEvent(**fields)
+
+
+def worker_env(settings: Settings) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(
+        STREAMWARDEN_PROFILE=settings.profile,
+        STREAMWARDEN_BOOTSTRAP=settings.bootstrap,
+        STREAMWARDEN_TOPIC_PREFIX=settings.topic_prefix,
+        STREAMWARDEN_APP_ID=settings.app_id,
+        STREAMWARDEN_INPUT_PARTITIONS=str(settings.input_partitions),
+        STREAMWARDEN_OUTPUT_PARTITIONS=str(settings.output_partitions),
+        STREAMWARDEN_METRICS_WINDOW_S=str(settings.metrics_window_s),
+        STREAMWARDEN_BATCH_WITHIN_S=str(settings.batch_within_s),
+        STREAMWARDEN_WEB_PORT=str(settings.web_port),
+    )
+    return env
+
+
+class WorkerProcess:
+    """A real ``streamwarden worker`` process for a test."""
+
+    def __init__(self, settings: Settings, log_path: Path, extra_env: dict[str, str] | None = None):
+        self.log_path = log_path
+        env = worker_env(settings)
+        env.update(extra_env or {})
+        self._log = open(log_path, "ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "streams.cli", "worker"],
+            env=env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
+
+    def stop(self, sig=signal.SIGTERM, timeout=30) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        self._log.close()
+        return self.proc.returncode
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+@pytest.fixture
+def start_worker(tmp_path):
+    started: list[WorkerProcess] = []
+
+    def _start(settings: Settings, **extra_env: str) -> WorkerProcess:
+        w = WorkerProcess(settings, tmp_path / f"worker-{len(started)}.log", extra_env)
+        started.append(w)
+        return w
+
+    yield _start
+    for w in started:
+        w.stop()
+
+
+def wait_for(predicate, timeout: float, interval: float = 0.1, message: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {message}")

@@ -1,0 +1,35 @@
+"""``streamwarden demo --seconds 20``: exits 0 and its summary adds up."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+pytestmark = pytest.mark.integration
+
+
+def test_demo_runs_for_20_seconds_and_its_summary_is_consistent(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "-m", "streams.cli", "demo", "--seconds", "20", "--no-live", "--worker-log", str(tmp_path / "w.log")],
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:] + (tmp_path / "w.log").read_text()[-3000:]
+    s = json.loads(proc.stdout)
+    assert s["broker"] == "embedded tansu"
+    assert s["drained"] is True
+    # Everything the tap accepted was delivered, and the worker accounted for every record.
+    assert s["tap"]["dropped"] == 0 and s["tap"]["failed"] == 0
+    assert s["tap"]["sent"] == s["events_sent"] + s["malformed_sent"]
+    assert s["events_processed"] == s["events_sent"] > 1000
+    assert s["dead_letters"] == s["malformed_sent"] > 0
+    assert sum(s["dead_letter_reasons"].values()) == s["dead_letters"]
+    assert sum(s["events_by_phase"].values()) == s["events_sent"]
+    # Findings: per detector adds up, none duplicated, and they come from the injected incident.
+    assert sum(s["findings"].values()) == s["findings_total"] == sum(s["findings_by_kind"].values())
+    assert s["findings_duplicated"] == 0
+    assert s["findings_by_phase"].get("refusal_burst", 0) > 0.5 * s["events_by_phase"]["refusal_burst"]
+    assert s["findings_by_phase"].get("clean", 0) == 0
+    assert s["metrics_records"] > 0

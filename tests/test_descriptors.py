@@ -1,0 +1,53 @@
+import pytest
+
+from detectors.base import Finding, Severity
+from detectors.descriptors import ResponseDescriptorDetector, is_refusal
+from detectors.registry import build
+
+from .conftest import make_event
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "I'm sorry, but I can't help with that.",
+        "I am afraid I cannot provide that information.",
+        "I can\u2019t assist with that request.",
+        "As an AI language model, I cannot browse the internet.",
+        "I must decline to answer.",
+    ],
+)
+def test_refusals_are_recognised(text):
+    assert is_refusal(text)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Sure! Here is how to cancel your plan.",
+        "The error 'I can't connect' usually means the VPN is down.",
+        "Paris. " * 60 + "I'm sorry, but I can't help with that.",  # a late quote is not a refusal
+    ],
+)
+def test_helpful_answers_are_not_refusals(text):
+    assert not is_refusal(text)
+
+
+def test_detector_flags_refusals_low_and_empty_answers_medium_with_stable_ids():
+    det = ResponseDescriptorDetector()
+    refusal, empty, fine = make_event(response="I cannot help with that."), make_event(response="  "), make_event()
+    findings = det.score_batch([refusal, empty, fine])
+    by_event = {f.event_id: f for f in findings}
+    assert set(by_event) == {refusal.event_id, empty.event_id}
+    assert by_event[refusal.event_id].severity is Severity.LOW and by_event[refusal.event_id].kind == "refusal"
+    assert by_event[empty.event_id].severity is Severity.MEDIUM
+    again = det.score_batch([refusal])[0]
+    assert again.finding_id == by_event[refusal.event_id].finding_id  # deterministic: idempotent downstream
+    with pytest.raises(Exception):
+        again.score = 0.5  # findings are frozen
+
+
+def test_registry_builds_by_name_and_rejects_unknown_names():
+    assert [d.name for d in build(["descriptors"])] == ["descriptors"]
+    with pytest.raises(ValueError, match="unknown detector 'nope'"):
+        build(["nope"])

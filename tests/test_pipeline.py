@@ -1,0 +1,106 @@
+import json
+import logging
+
+import pytest
+
+from detectors.base import Detector, Finding, Severity
+from detectors.descriptors import ResponseDescriptorDetector
+from streams import pipeline as pl
+from streams.pipeline import HEADER_PREFIX, DeadLetter, Pipeline, RawRecord, decode
+
+from .conftest import make_event
+
+
+def rec(value: bytes | None, offset=0) -> RawRecord:
+    return RawRecord(value=value, key=b"k", topic="in", partition=1, offset=offset)
+
+
+@pytest.mark.parametrize(
+    "value, code",
+    [
+        (None, pl.EMPTY),
+        (b"", pl.EMPTY),
+        (b"\xff\xfe", pl.INVALID_UTF8),
+        (b"{oops", pl.INVALID_JSON),
+        (b"[" * 100_000 + b"]" * 100_000, pl.INVALID_JSON),
+        (b'"just a string"', pl.NOT_AN_OBJECT),
+        (b'{"schema_version": 7}', pl.UNSUPPORTED_VERSION),
+        (b'{"event_id": "x"}', pl.SCHEMA_VIOLATION),
+        (b'{"x": "' + b"a" * 2000 + b'"}', pl.OVERSIZED),
+    ],
+)
+def test_decode_gives_each_bad_record_its_reason(value, code):
+    out = decode(rec(value), max_event_bytes=1024 if code == pl.OVERSIZED else 1_000_000)
+    assert isinstance(out, DeadLetter)
+    assert out.reason_code == code
+    assert out.reason  # a readable reason, always
+    assert out.record.value == value  # the original bytes, untouched
+
+
+def test_schema_violation_reason_never_echoes_the_input_values():
+    secret = "4111 1111 1111 1111"
+    bad = json.dumps({"event_id": "e", "timestamp": "2026-01-01T00:00:00Z", "model": "m", "model_version": "v", "prompt": secret, "response": 5})
+    out = decode(rec(bad.encode()), max_event_bytes=10_000)
+    assert out.reason_code == pl.SCHEMA_VIOLATION
+    assert "response" in out.reason
+    assert secret not in out.reason and all(secret not in e for e in out.errors)
+    headers = dict(out.headers("w1"))
+    assert headers[HEADER_PREFIX + "reason_code"] == b"schema_violation"
+    assert headers[HEADER_PREFIX + "source_offset"] == b"0"
+    assert secret.encode() not in b"".join(headers.values())
+
+
+def test_valid_record_decodes_to_an_event():
+    e = make_event()
+    out = decode(rec(e.model_dump_json().encode()), max_event_bytes=100_000)
+    assert out == e
+
+
+class Boom(Detector):
+    name = "boom"
+
+    def score_batch(self, events):
+        raise RuntimeError("detector bug mentioning user text: " + events[0].response)
+
+
+class Counting(Detector):
+    name = "counting"
+
+    def __init__(self):
+        self.seen = 0
+
+    def score_batch(self, events):
+        self.seen += len(events)
+        return [
+            Finding.for_event(e, detector=self.name, kind="seen", severity=Severity.INFO, score=0.0, summary="seen")
+            for e in events
+        ]
+
+
+def test_a_failing_detector_is_isolated_and_counted(caplog):
+    counting = Counting()
+    p = Pipeline([Boom(), counting, ResponseDescriptorDetector()], max_event_bytes=100_000)
+    events = [make_event(response="I'm sorry, but I can't help with that."), make_event(response="Paris.")]
+    records = [rec(e.model_dump_json().encode(), i) for i, e in enumerate(events)] + [rec(b"nope", 9)]
+    with caplog.at_level(logging.ERROR):
+        result = p.process(records)
+    assert result.detector_errors == {"boom": 1}
+    assert counting.seen == 2  # the detector after the failing one still ran
+    assert {f.kind for f in result.findings} == {"seen", "refusal"}
+    assert [d.reason_code for d in result.dead_letters] == [pl.INVALID_JSON]
+    assert "boom" in caplog.text and "RuntimeError" in caplog.text
+    assert "I'm sorry" not in caplog.text  # the exception's message (event text) is not logged
+
+
+def test_duplicate_event_ids_in_a_batch_are_processed_once():
+    e = make_event(response="I'm sorry, but I can't help with that.")
+    raw = e.model_dump_json().encode()
+    result = Pipeline([ResponseDescriptorDetector()], 100_000).process([rec(raw, 0), rec(raw, 1)])
+    assert len(result.events) == 1 and result.duplicates == 1
+    assert len(result.findings) == 1
+
+
+def test_no_detector_runs_on_a_batch_without_valid_events():
+    counting = Counting()
+    result = Pipeline([counting], 100_000).process([rec(b"x")])
+    assert counting.seen == 0 and result.findings == [] and len(result.dead_letters) == 1

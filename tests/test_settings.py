@@ -1,0 +1,46 @@
+import pytest
+from pydantic import ValidationError
+
+from streams.settings import Settings, load_settings
+
+
+def test_precedence_flags_over_env_over_file(tmp_path, monkeypatch):
+    cfg = tmp_path / "sw.yaml"
+    cfg.write_text("bootstrap: file:9092\nbatch_size: 7\ntopic_prefix: fromfile.\n")
+    monkeypatch.setenv("STREAMWARDEN_CONFIG", str(cfg))
+    monkeypatch.setenv("STREAMWARDEN_BATCH_SIZE", "11")
+    s = load_settings(topic_prefix="flag.", web_port=None)
+    assert s.bootstrap == "file:9092"  # file only
+    assert s.batch_size == 11  # env beats file
+    assert s.topic_prefix == "flag."  # flag beats both
+    assert s.web_port == 6066  # None flags are ignored
+
+
+def test_toml_and_json_files_and_nested_env(tmp_path, monkeypatch):
+    t = tmp_path / "sw.toml"
+    t.write_text('profile = "embedded"\n[kafka]\nsecurity_protocol = "SSL"\n')
+    monkeypatch.setenv("STREAMWARDEN_CONFIG", str(t))
+    monkeypatch.setenv("STREAMWARDEN_DETECTORS", '["descriptors"]')
+    s = Settings()
+    assert s.embedded and s.kafka.security_protocol == "SSL" and s.detectors == ["descriptors"]
+    assert s.effective_replication_factor == 1
+
+
+def test_secrets_are_never_printed():
+    s = Settings(kafka={"security_protocol": "SASL_SSL", "sasl_mechanism": "PLAIN", "sasl_username": "u", "sasl_password": "hunter2"})
+    assert "hunter2" not in repr(s) and "hunter2" not in s.model_dump_json()
+    assert s.kafka_python_security()["sasl_plain_password"] == "hunter2"
+
+
+def test_bad_settings_are_clear_errors(tmp_path, monkeypatch):
+    with pytest.raises(ValidationError, match="batch_size"):
+        Settings(batch_size=0)
+    with pytest.raises(ValidationError, match="SASL needs"):
+        Settings(kafka={"security_protocol": "SASL_PLAINTEXT"})
+    with pytest.raises(ValidationError, match="unknown_option"):
+        Settings(unknown_option=1)
+    bad = tmp_path / "sw.ini"
+    bad.write_text("x=1")
+    monkeypatch.setenv("STREAMWARDEN_CONFIG", str(bad))
+    with pytest.raises(ValueError, match="must be .yaml"):
+        Settings()

@@ -1,0 +1,77 @@
+import json
+import threading
+
+from streams.broker import free_port
+from streams.outputs import OutputRecord
+from streams.settings import Settings
+from streams.tap import Tap
+
+from .conftest import make_event, wait_for
+
+
+def test_tap_never_blocks_or_raises_when_the_broker_is_down_and_counts_drops():
+    down = Settings(profile="embedded", bootstrap=f"127.0.0.1:{free_port()}")  # nothing listens there
+    tap = Tap(settings=down, buffer=50)
+    results = [tap.record(make_event()) for _ in range(200)]
+    # Every call came back while the background thread was still trying to reach the broker.
+    assert tap._producer is None
+    s = tap.stats
+    # The buffer holds 50; the background thread may hold one more while it connects.
+    assert s.accepted in (50, 51) and s.queued == 50 and s.sent == 0
+    assert results.count(True) == s.accepted and results.count(False) == s.dropped == 200 - s.accepted
+    final = tap.close(timeout_s=0.5)
+    assert final.sent == 0
+    assert final.dropped == 200  # the buffered ones are counted as dropped at close: none vanish uncounted
+    assert tap.record(make_event()) is False  # closed: refused, counted, no exception
+    assert tap.stats.dropped == 201
+
+
+def test_tap_swallows_unserialisable_input():
+    down = Settings(profile="embedded", bootstrap=f"127.0.0.1:{free_port()}")
+    tap = Tap(settings=down, buffer=10)
+    assert tap.record({"event_id": "x", "bad": object()}) is True  # json default=str copes
+    assert tap.record(12345) is False  # not an event at all: dropped, not raised
+    tap.close(timeout_s=0.2)
+
+
+def test_tap_delivers_every_event_keyed_by_event_id(settings):
+    from kafka import KafkaConsumer, TopicPartition
+
+    from streams.topics import ensure_topics
+
+    ensure_topics(settings)
+    events = [make_event() for _ in range(300)]
+    with Tap(settings=settings) as tap:
+        for e in events:
+            assert tap.record(e)
+        captured_id = tap.capture(model="m2", model_version="v9", prompt="p", response="r")
+    assert tap.stats.sent == 301 and tap.stats.dropped == 0
+
+    from streams.topics import topic_specs
+
+    spec = topic_specs(settings)["inference"]
+    consumer = KafkaConsumer(bootstrap_servers=settings.bootstrap, auto_offset_reset="earliest", enable_auto_commit=False)
+    tps = [TopicPartition(spec.name, p) for p in range(spec.partitions)]
+    consumer.assign(tps)
+    consumer.seek_to_beginning(*tps)
+    got = {}
+
+    def poll():
+        for msgs in consumer.poll(timeout_ms=200).values():
+            for m in msgs:
+                got[m.key.decode()] = json.loads(m.value)
+        return len(got) >= 301
+
+    wait_for(poll, timeout=30, message="the tapped events on the inference topic")
+    consumer.close()
+    assert set(got) == {e.event_id for e in events} | {captured_id}
+    assert got[captured_id]["model_version"] == "v9"
+
+
+def test_capture_sends_invalid_fields_as_given_so_the_worker_can_dead_letter_them():
+    down = Settings(profile="embedded", bootstrap=f"127.0.0.1:{free_port()}")
+    tap = Tap(settings=down, buffer=10)
+    tap.capture(model="m", model_version="v", prompt="p", response="r", latency_ms=-5)
+    key, value = tap._queue.get_nowait()
+    assert json.loads(value)["latency_ms"] == -5
+    tap.close(timeout_s=0.2)
