@@ -132,6 +132,14 @@ class Detector(abc.ABC):
     def score_batch(self, events: Sequence[EventLike]) -> list[Finding]:
         """Look at a batch of events and return what was found (possibly nothing)."""
 
+    def warm_up(self) -> None:
+        """Load models and build what the first batch would otherwise pay for (default: nothing)."""
+
+    def gauges(self) -> list[tuple[str, dict[str, str], float]]:
+        """Current values the worker exports as Prometheus gauges ``streamwarden_<name>``:
+        (name, low-cardinality labels, value). Default: none."""
+        return []
+
     def describe(self) -> Mapping[str, Any]:
         """A short, JSON-able description for logs and the CLI."""
         return {"name": self.name, "class": type(self).__qualname__}

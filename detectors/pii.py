@@ -213,6 +213,13 @@ class PIILeakDetector(Detector):
         # NER in spaCy's small/medium English models has its own tok2vec: the rest can go.
         return spacy.load(self.ner_model, exclude=disabled) if disabled else nlp
 
+    def warm_up(self) -> None:
+        self._recognizers
+        if SECRET in self.entities:
+            self._secret_plugins
+        if set(self.entities) & set(NER_TYPES):
+            self._nlp
+
     # -- public API ---------------------------------------------------------------------------
 
     def find(self, text: str) -> list[PIIEntity]:

@@ -82,7 +82,9 @@ class Worker:
     def __init__(self, settings: Settings):
         self.settings = settings
         self.worker_id = settings.worker_id or f"{socket.gethostname()}:{os.getpid()}"
-        self.detectors = registry.build(settings.detectors)
+        self.detectors = registry.build(settings.detectors, settings.detector_kwargs())
+        for detector in self.detectors:
+            detector.warm_up()
         self.pipeline = Pipeline(self.detectors, settings.max_event_bytes)
         self.metrics = WorkerMetrics()
         self.windows = WindowAggregator(self.worker_id)
@@ -141,6 +143,7 @@ class Worker:
             self.metrics.in_flight.dec()
         await self.publish(result)
         self.metrics.observe(result, len(records), time.perf_counter() - t0)
+        self.metrics.set_detector_gauges(self.detectors)
         self.windows.add(result)
         return result
 

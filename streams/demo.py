@@ -94,6 +94,13 @@ def _view(tally: OutputTally, sent: _Sent, phase: str, elapsed: float, opts: Dem
     return Group(head, counts, kinds, recent)
 
 
+def _nest(counter) -> dict[str, dict[str, int]]:
+    out: dict[str, dict[str, int]] = {}
+    for (phase, kind), n in sorted(counter.items()):
+        out.setdefault(phase, {})[kind] = n
+    return out
+
+
 def run_demo(settings: Settings, opts: DemoOptions, console: Console | None = None) -> dict[str, Any]:
     """Run the demo and return its summary; the caller prints it."""
     console = console or Console(stderr=True)
@@ -205,7 +212,7 @@ def run_demo(settings: Settings, opts: DemoOptions, console: Console | None = No
                 "findings_total": len(tally.finding_ids),
                 "findings_duplicated": tally.findings_duplicated,
                 "events_by_phase": dict(sorted(sent.by_phase.items())),
-                "findings_by_phase": dict(sorted(tally.findings_by_phase.items())),
+                "findings_by_phase": _nest(tally.findings_by_phase),
                 "dead_letters": tally.dead_letters,
                 "dead_letter_reasons": dict(sorted(tally.dead_letter_reasons.items())),
                 "actions": tally.actions,

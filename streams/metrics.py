@@ -124,7 +124,26 @@ class WorkerMetrics:
             buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30),
             registry=r,
         )
+        self.pii_entities = PromCounter(
+            "streamwarden_pii_entities_total",
+            "PII entities found in responses, by type and origin (leak: not given by the user; echo: given).",
+            ["model", "model_version", "entity_type", "origin"],
+            registry=r,
+        )
+        self._detector_gauges: dict[str, Gauge] = {}
         self.in_flight = Gauge("streamwarden_batches_in_flight", "Micro-batches being processed.", registry=r)
+
+    def set_detector_gauges(self, detectors) -> None:
+        """Export each detector's current values (``Detector.gauges``) as ``streamwarden_<name>``."""
+        for detector in detectors:
+            for name, labels, value in detector.gauges():
+                gauge = self._detector_gauges.get(name)
+                if gauge is None:
+                    gauge = self._detector_gauges[name] = Gauge(
+                        f"streamwarden_{name}", f"Current {name.replace('_', ' ')} reported by the {detector.name} detector.",
+                        sorted(labels), registry=self.registry,
+                    )
+                gauge.labels(**labels).set(value)
 
     def observe(self, result: BatchResult, batch_records: int, seconds: float) -> None:
         self.batch_seconds.observe(seconds)
@@ -143,6 +162,10 @@ class WorkerMetrics:
             grouped[(f.model, f.model_version, f.detector, f.kind, f.severity.value)] += 1
         for labels, n in grouped.items():
             self.findings.labels(*labels).inc(n)
+        for f in result.findings:
+            if f.detector == "pii":
+                for e in f.details.get("entities", ()):
+                    self.pii_entities.labels(f.model, f.model_version, e["entity_type"], e["origin"]).inc()
         for d in result.dead_letters:
             self.dead_letters.labels(d.reason_code).inc()
         if result.duplicates:

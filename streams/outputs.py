@@ -63,7 +63,7 @@ class OutputTally:
             if f.get("event_id"):
                 self.finding_event_ids[f["event_id"]] += 1
                 if phase_of is not None:
-                    self.findings_by_phase[phase_of(f["event_id"]) or "unknown"] += 1
+                    self.findings_by_phase[(phase_of(f["event_id"]) or "unknown", f"{f['detector']}.{f['kind']}")] += 1
             self.recent.append(f)
         elif rec.role == "deadletter":
             self.dead_letters += 1

