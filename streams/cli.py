@@ -147,6 +147,44 @@ def traffic(
 
 
 @app.command()
+def probe(
+    endpoint: Optional[str] = typer.Option(None, help="OpenAI-compatible base URL (env STREAMWARDEN_MODEL_ENDPOINT)."),
+    model: Optional[str] = typer.Option(None, help="Model name at the endpoint (env STREAMWARDEN_MODEL_ENDPOINT_MODEL)."),
+    model_version: str = typer.Option("unknown", help="The deployed version the findings are about."),
+    probes: Optional[Path] = typer.Option(None, exists=True, dir_okay=False, help="A probe set YAML (default: the shipped one)."),
+    every: float = typer.Option(3600.0, min=1, help="Seconds between runs."),
+    once: bool = typer.Option(False, "--once", help="Run the probe set once and exit."),
+    threshold: float = typer.Option(0.25, min=0, max=1, help="Spread of outcome scores that makes a high-severity finding."),
+    bootstrap: Optional[str] = BootstrapOpt,
+    embedded: Optional[bool] = EmbeddedOpt,
+) -> None:
+    """Run counterfactual bias probes against the model on a schedule; publish the results as findings."""
+    from .model_client import ChatModel
+    from .probes import DEFAULT_PROBES, load_probes, run_probes
+    from .topics import ensure_topics, produce
+
+    settings = _settings(bootstrap=bootstrap, embedded=embedded, model_endpoint=endpoint, model_endpoint_model=model)
+    if not settings.model_endpoint or not settings.model_endpoint_model:
+        typer.secho("probe needs --endpoint and --model (or STREAMWARDEN_MODEL_ENDPOINT[_MODEL])", fg="red", err=True)
+        raise typer.Exit(2)
+    try:
+        probe_set = load_probes(probes or DEFAULT_PROBES)
+    except (ValueError, OSError) as exc:
+        typer.secho(str(exc), fg="red", err=True)
+        raise typer.Exit(2) from None
+    client = ChatModel(settings.model_endpoint, settings.model_endpoint_model, settings.model_endpoint_api_key)
+    ensure_topics(settings)
+    while True:
+        findings = run_probes(probe_set, client.generate, settings.model_endpoint_model, model_version, threshold)
+        produce(settings, "findings", [(f.finding_id.encode(), f.model_dump_json().encode()) for f in findings])
+        high = sum(f.severity.value == "high" for f in findings)
+        typer.echo(json.dumps({"probes": len(probe_set), "findings": len(findings), "high": high}))
+        if once:
+            break
+        time.sleep(every)
+
+
+@app.command()
 def broker(
     port: int = typer.Option(9092, help="Port on 127.0.0.1 for the embedded broker."),
 ) -> None:

@@ -78,6 +78,11 @@ class Settings(BaseSettings):
     worker_id: str | None = Field(default=None, description="Defaults to host:pid.")
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
+    # The deployed model, where streamwarden asks it itself (probes, sampling): OpenAI-compatible.
+    model_endpoint: str | None = Field(default=None, description="Base URL, e.g. http://vllm:8000/v1.")
+    model_endpoint_model: str | None = Field(default=None, description="The model name the endpoint serves.")
+    model_endpoint_api_key: SecretStr | None = None
+
     # Tap.
     tap_buffer: int = Field(default=10_000, ge=1, description="Events the tap holds before it starts dropping.")
     tap_linger_ms: int = Field(default=20, ge=0)

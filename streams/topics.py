@@ -89,3 +89,20 @@ def ensure_topics(settings: Settings, timeout_s: float = 30.0) -> list[str]:
         return created
     finally:
         admin.close()
+
+
+def produce(settings: Settings, role: str, items, timeout_s: float = 30.0) -> int:
+    """Send (key, value[, headers]) items to the topic of ``role`` and wait for them; returns how many."""
+    from kafka import KafkaProducer
+
+    from .tap import producer_config
+
+    producer = KafkaProducer(**{**producer_config(settings), "client_id": f"streamwarden-{role}"})
+    try:
+        futures = [producer.send(topic_name(settings, role), key=item[0], value=item[1], headers=list(item[2]) if len(item) > 2 else None) for item in items]
+        producer.flush(timeout=timeout_s)
+        for f in futures:
+            f.get(timeout=timeout_s)
+        return len(futures)
+    finally:
+        producer.close(timeout=5)

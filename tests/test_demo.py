@@ -30,6 +30,18 @@ def test_demo_runs_for_20_seconds_and_its_summary_is_consistent(tmp_path):
     # Findings: per detector adds up, none duplicated, and they come from the injected incident.
     assert sum(s["findings"].values()) == s["findings_total"] == sum(s["findings_by_kind"].values())
     assert s["findings_duplicated"] == 0
-    assert s["findings_by_phase"].get("refusal_burst", 0) > 0.5 * s["events_by_phase"]["refusal_burst"]
-    assert s["findings_by_phase"].get("clean", 0) == 0
+    by_phase = s["findings_by_phase"]
+    # Each injected incident is flagged in its own phase...
+    assert by_phase["refusal_burst"].get("descriptors.refusal", 0) > 0.5 * 0.5 * s["events_by_phase"]["refusal_burst"]
+    assert by_phase["pii_leak"].get("pii.pii_leak", 0) > 0.5 * 0.25 * s["events_by_phase"]["pii_leak"]
+    assert by_phase["biased"].get("bias.bias_disparity", 0) >= 1
+    # ...and the clean phases raise none of them: echoes of what users typed are not leaks.
+    incident_kinds = {"descriptors.refusal", "pii.pii_leak", "bias.bias_disparity"}
+    assert not incident_kinds & set(by_phase.get("clean", {})), by_phase.get("clean")
+    assert by_phase.get("clean", {}).get("pii.pii_echo", 0) > 0
+    for phase, kinds in by_phase.items():
+        if phase not in ("clean", "refusal_burst", "biased"):  # a biased model refuses, too
+            assert "descriptors.refusal" not in kinds, phase
+        if phase != "pii_leak":
+            assert "pii.pii_leak" not in kinds, phase
     assert s["metrics_records"] > 0

@@ -9,7 +9,7 @@ from kafka import KafkaConsumer, TopicPartition
 
 from streams.topics import ensure_topics, topic_specs
 
-from .conftest import make_event, wait_for
+from .conftest import make_event, wait_for, worker_env
 
 pytestmark = pytest.mark.integration
 
@@ -24,7 +24,7 @@ def test_replay_sends_every_line_as_recorded(settings, tmp_path):
     proc = subprocess.run(
         [sys.executable, "-m", "streams.cli", "tap", "replay", str(f), *env_args],
         capture_output=True, text=True, timeout=120,
-        env={"STREAMWARDEN_TOPIC_PREFIX": settings.topic_prefix, "STREAMWARDEN_INPUT_PARTITIONS": "3", "PATH": "/usr/bin:/bin"},
+        env=worker_env(settings),
     )
     assert proc.returncode == 0, proc.stderr
     summary = json.loads(proc.stdout.strip().splitlines()[-1])
