@@ -287,6 +287,23 @@ class BiasDetector(Detector):
         if self._stereotype is not None:
             self._stereotype.embeddings.warm_up()
 
+    @property
+    def embeddings(self):
+        return self._stereotype.embeddings if self._stereotype is not None else None
+
+    def texts_to_embed(self, events: Sequence[EventLike]) -> list[str]:
+        """The responses (and their gender swaps) that stereotype scoring will encode."""
+        if self._stereotype is None:
+            return []
+        out = []
+        for e in events:
+            user = getattr(e, "user_text", None)
+            if self.matcher.groups_in(user if isinstance(user, str) else e.prompt_text):
+                swapped = gender_swap(e.response)
+                if swapped != e.response:
+                    out.extend((e.response, swapped))
+        return out
+
     def score_batch(self, events: Sequence[EventLike]) -> list[Finding]:
         mentions = []
         for e in events:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+from contextlib import contextmanager
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -48,6 +49,7 @@ class EmbeddingService:
         self._batch_size = batch_size
         self._model = None
         self._lock = threading.Lock()
+        self._batch_cache: dict[str, np.ndarray] | None = None
 
     @classmethod
     def shared(cls, model: str | None = None, device: str | None = None) -> "EmbeddingService":
@@ -90,18 +92,44 @@ class EmbeddingService:
     def dimension(self) -> int:
         return int(self._load().get_sentence_embedding_dimension())
 
-    def encode(self, texts: Sequence[str]) -> np.ndarray:
-        """L2-normalised float32 embeddings, one row per text."""
-        if not texts:
-            return np.zeros((0, self.dimension), dtype=np.float32)
-        unique: dict[str, int] = {}
-        order = [unique.setdefault(t, len(unique)) for t in texts]
-        model = self._load()
-        vectors = model.encode(
-            list(unique),
+    def _forward(self, texts: list[str]) -> np.ndarray:
+        self.forward_passes += 1
+        self.texts_encoded += len(texts)
+        return self._load().encode(
+            texts,
             batch_size=self.batch_size,
             convert_to_numpy=True,
             normalize_embeddings=True,
             show_progress_bar=False,
         ).astype(np.float32, copy=False)
-        return vectors[order]
+
+    forward_passes = 0  # encode calls that reached the model (for tests and benchmarks)
+    texts_encoded = 0
+
+    def encode(self, texts: Sequence[str]) -> np.ndarray:
+        """L2-normalised float32 embeddings, one row per text (the batch cache first, if open)."""
+        if not texts:
+            return np.zeros((0, self.dimension), dtype=np.float32)
+        cache = self._batch_cache
+        unique: dict[str, int] = {}
+        order = [unique.setdefault(t, len(unique)) for t in texts]
+        missing = [t for t in unique if cache is None or t not in cache]
+        fresh = dict(zip(missing, self._forward(missing))) if missing else {}
+        if cache is not None:
+            cache.update(fresh)
+            table = [cache[t] for t in unique]
+        else:
+            table = [fresh[t] for t in unique]
+        return np.stack(table)[order]
+
+    @contextmanager
+    def batch(self, texts: Sequence[str]):
+        """Encode every text a micro-batch needs in one forward pass; detectors' encode() calls
+        inside the block are answered from it."""
+        self._batch_cache = {}
+        try:
+            if texts:
+                self.encode(list(texts))
+            yield self
+        finally:
+            self._batch_cache = None

@@ -243,6 +243,8 @@ class PIILeakDetector(Detector):
                             continue
                         if etype == "IP_ADDRESS" and not _is_public_ip(text, r.start, r.end):
                             continue
+                        if etype == "PHONE_NUMBER" and len(_DIGITS.findall(text[r.start : r.end])) < 7:
+                            continue  # short codes and years ("1648") that phonenumbers accepts in some regions
                         out.append(PIIEntity(r.entity_type, r.start, r.end, float(r.score)))
             if want_secret and _SECRET_GATE.search(text):
                 out.extend(self._find_secrets(text))

@@ -30,10 +30,31 @@ def _bias(**options: Any) -> Detector:
     return BiasDetector(**options)
 
 
+def _consistency(**options: Any) -> Detector:
+    from .consistency import SelfConsistencyDetector
+
+    return SelfConsistencyDetector(**options)
+
+
+def _cross_consistency(**options: Any) -> Detector:
+    from .consistency import CrossTrafficConsistency
+
+    return CrossTrafficConsistency(**options)
+
+
+def _drift(**options: Any) -> Detector:
+    from .drift import EmbeddingDriftDetector
+
+    return EmbeddingDriftDetector(**options)
+
+
 REGISTRY: dict[str, Callable[..., Detector]] = {
     "descriptors": _descriptors,
     "pii": _pii,
     "bias": _bias,
+    "consistency": _consistency,
+    "cross_consistency": _cross_consistency,
+    "drift": _drift,
 }
 
 

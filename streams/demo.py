@@ -59,6 +59,7 @@ def _worker_env(settings: Settings, web_port: int) -> dict[str, str]:
         STREAMWARDEN_WEB_PORT=str(web_port),
         STREAMWARDEN_METRICS_WINDOW_S=str(settings.metrics_window_s),
         STREAMWARDEN_DETECTORS=json.dumps(settings.detectors),
+        STREAMWARDEN_DETECTOR_OPTIONS=json.dumps(settings.detector_options),
         STREAMWARDEN_INPUT_PARTITIONS=str(settings.input_partitions),
         STREAMWARDEN_OUTPUT_PARTITIONS=str(settings.output_partitions),
     )

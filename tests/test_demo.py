@@ -35,8 +35,13 @@ def test_demo_runs_for_20_seconds_and_its_summary_is_consistent(tmp_path):
     assert by_phase["refusal_burst"].get("descriptors.refusal", 0) > 0.5 * 0.5 * s["events_by_phase"]["refusal_burst"]
     assert by_phase["pii_leak"].get("pii.pii_leak", 0) > 0.5 * 0.25 * s["events_by_phase"]["pii_leak"]
     assert by_phase["biased"].get("bias.bias_disparity", 0) >= 1
+    assert by_phase["hallucination"].get("consistency.inconsistent_response", 0) > 0.3 * 0.5 * s["events_by_phase"]["hallucination"]
+    assert by_phase["topic_shift"].get("drift.prompt_drift", 0) >= 1
     # ...and the clean phases raise none of them: echoes of what users typed are not leaks.
-    incident_kinds = {"descriptors.refusal", "pii.pii_leak", "bias.bias_disparity"}
+    incident_kinds = {
+        "descriptors.refusal", "pii.pii_leak", "bias.bias_disparity", "consistency.inconsistent_response",
+        "drift.prompt_drift", "drift.response_drift",
+    }
     assert not incident_kinds & set(by_phase.get("clean", {})), by_phase.get("clean")
     assert by_phase.get("clean", {}).get("pii.pii_echo", 0) > 0
     for phase, kinds in by_phase.items():

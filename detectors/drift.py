@@ -1,0 +1,255 @@
+"""Drift: is the live window of prompts (or responses) drawn from the reference window's distribution?
+
+:class:`EmbeddingDriftDetector` runs a kernel two-sample test on sentence embeddings: the
+(biased) squared MMD with a Gaussian kernel whose bandwidth is the median pairwise distance,
+and a permutation test for its p-value. The permutations are vectorised in torch: the
+pooled kernel matrix K is computed once, each permutation is a row of +1/n, -1/m weights,
+and all the statistics are ``sum((A @ K) * A, 1)`` in one matrix product; on CUDA when
+present. No Python loop over permutations.
+
+In the worker (``score_batch``), per model version and per field (prompt, response): the
+first ``reference_size`` events pin the reference window (or it is loaded from a file of
+texts, or rolled forward from the previous window with ``reference="previous"``), a sliding
+window holds the last ``window_size`` events, and every ``test_every`` events the test runs.
+A drift episode raises one finding when p < alpha and closes when p >= alpha again. The
+test runs many times a day, so alpha defaults to 0.001 with 1,000 permutations.
+``sample_rate`` embeds a deterministic fraction of the events (by event_id) where embedding
+them all would cost more than the test needs.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+
+import numpy as np
+
+from .base import Detector, EventLike, Finding, Severity, finding_id
+
+FIELDS = ("prompt", "response")
+
+
+@dataclass(frozen=True)
+class DriftResult:
+    statistic: float  # squared MMD
+    p_value: float
+    drifted: bool
+    n_reference: int = 0
+    n_current: int = 0
+    witness: tuple[float, ...] = ()  # per current row: how much more it looks like the current window than the reference
+
+
+def _device(device: str | None):
+    import torch
+
+    if device:
+        return torch.device(device)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def mmd_permutation_test(
+    x, y, permutations: int = 500, alpha: float = 0.05, device: str | None = None, seed: int = 0, chunk: int = 128
+) -> DriftResult:
+    """Gaussian-kernel MMD^2 between samples x (n, d) and y (m, d), permutation p-value."""
+    import torch
+
+    dev = _device(device)
+    dtype = torch.float32
+    X = torch.as_tensor(np.asarray(x), dtype=dtype, device=dev)
+    Y = torch.as_tensor(np.asarray(y), dtype=dtype, device=dev)
+    n, m = X.shape[0], Y.shape[0]
+    if n < 2 or m < 2:
+        raise ValueError("each window needs at least two rows")
+    Z = torch.cat([X, Y])
+    sq = torch.cdist(Z, Z).pow(2)
+    # Median heuristic on the pooled off-diagonal distances.
+    iu = torch.triu_indices(n + m, n + m, offset=1, device=dev)
+    median = sq[iu[0], iu[1]].median().clamp_min(1e-12)
+    K = torch.exp(-sq / median)
+    del sq
+    g = torch.Generator(device=dev).manual_seed(seed)
+    weights = torch.cat([torch.full((n,), 1.0 / n, device=dev), torch.full((m,), -1.0 / m, device=dev)]).to(dtype)
+    observed = float(weights @ K @ weights)
+    stats = []
+    for start in range(0, permutations, chunk):  # chunks bound memory; each chunk is one matmul
+        p = min(chunk, permutations - start)
+        order = torch.argsort(torch.rand(p, n + m, generator=g, device=dev), dim=1)
+        A = weights[order]
+        stats.append(((A @ K) * A).sum(dim=1))
+    perm = torch.cat(stats)
+    p_value = float((1 + (perm >= observed).sum().item()) / (1 + permutations))
+    # The MMD witness function on the current rows: mean kernel to the current window minus
+    # mean kernel to the reference. Its largest values are the most "drifted" examples.
+    witness = (K[n:, n:].mean(dim=1) - K[n:, :n].mean(dim=1)).tolist()
+    return DriftResult(observed, p_value, p_value < alpha, n, m, tuple(witness))
+
+
+class EmbeddingDriftDetector(Detector):
+    name = "drift"
+
+    def __init__(
+        self,
+        reference_size: int = 200,
+        window_size: int = 200,
+        test_every: int = 50,
+        permutations: int = 1000,
+        alpha: float = 0.001,
+        sample_rate: float = 0.25,
+        fields: Sequence[str] = FIELDS,
+        reference: str = "pinned",
+        reference_file: str | None = None,
+        embedding_model: str | None = None,
+        device: str | None = None,
+        embeddings=None,
+    ):
+        if reference not in ("pinned", "previous", "file"):
+            raise ValueError("reference must be 'pinned', 'previous' or 'file'")
+        if reference == "file" and not reference_file:
+            raise ValueError("reference='file' needs reference_file: a text file, one text per line")
+        unknown = set(fields) - set(FIELDS)
+        if unknown:
+            raise ValueError(f"unknown fields {sorted(unknown)}; use {FIELDS}")
+        if not 0 < sample_rate <= 1:
+            raise ValueError("sample_rate must be in (0, 1]")
+        self.sample_rate = sample_rate
+        self.reference_size = reference_size
+        self.window_size = window_size
+        self.test_every = test_every
+        self.permutations = permutations
+        self.alpha = alpha
+        self.fields = tuple(fields)
+        self.reference_mode = reference
+        self.reference_file = reference_file
+        self._embedding_model = embedding_model
+        self._embeddings = embeddings
+        self.device = device
+        self._ref: dict[tuple[str, str, str], np.ndarray] = {}
+        self._pending_ref: dict[tuple[str, str, str], list] = {}
+        self._cur: dict[tuple[str, str, str], deque] = {}
+        self._since: dict[tuple[str, str, str], int] = {}
+        self._active: set[tuple[str, str, str]] = set()
+        self.last: dict[tuple[str, str, str], DriftResult] = {}
+
+    @cached_property
+    def embeddings(self):
+        if self._embeddings is None:
+            from .embeddings import EmbeddingService
+
+            self._embeddings = EmbeddingService.shared(self._embedding_model)
+        return self._embeddings
+
+    @cached_property
+    def _file_reference(self) -> np.ndarray:
+        texts = [t for t in Path(self.reference_file).read_text(encoding="utf-8").splitlines() if t.strip()]
+        return self.embeddings.encode(texts)
+
+    def warm_up(self) -> None:
+        self.embeddings.warm_up()
+        if self.reference_mode == "file":
+            self._file_reference
+
+    def test(self, reference, current) -> DriftResult:
+        """Texts or embedding arrays; reference vs current."""
+        ref = self.embeddings.encode(list(reference)) if _are_texts(reference) else np.asarray(reference)
+        cur = self.embeddings.encode(list(current)) if _are_texts(current) else np.asarray(current)
+        return mmd_permutation_test(ref, cur, self.permutations, self.alpha, self.device)
+
+    def sampled(self, events: Sequence[EventLike]) -> list[EventLike]:
+        """The events this detector looks at: all, or a deterministic fraction by event_id
+        (the same events on every worker and after a replay)."""
+        if self.sample_rate >= 1:
+            return list(events)
+        cut = int(self.sample_rate * 2**32)
+        return [e for e in events if int(finding_id("sample", e.event_id)[:8], 16) < cut]
+
+    def texts_to_embed(self, events: Sequence[EventLike]) -> list[str]:
+        events = self.sampled(events)
+        out = []
+        for f in self.fields:
+            out.extend(e.prompt_text if f == "prompt" else e.response for e in events)
+        return out
+
+    def score_batch(self, events: Sequence[EventLike]) -> list[Finding]:
+        events = self.sampled(events)
+        if not events:
+            return []
+        vectors = self.embeddings.encode(self.texts_to_embed(events))
+        findings = []
+        for fi, fname in enumerate(self.fields):
+            block = vectors[fi * len(events) : (fi + 1) * len(events)]
+            for e, v in zip(events, block):
+                key = (e.model, e.model_version, fname)
+                if key not in self._ref:
+                    if self.reference_mode == "file":
+                        self._ref[key] = self._file_reference
+                    else:
+                        pending = self._pending_ref.setdefault(key, [])
+                        pending.append(v)
+                        if len(pending) >= self.reference_size:
+                            self._ref[key] = np.stack(pending)
+                            del self._pending_ref[key]
+                        continue
+                cur = self._cur.setdefault(key, deque(maxlen=self.window_size))
+                cur.append((v, e))
+                self._since[key] = self._since.get(key, 0) + 1
+                if len(cur) >= min(self.window_size, self.reference_size) // 2 and self._since[key] >= self.test_every:
+                    self._since[key] = 0
+                    finding = self._run_test(key, cur)
+                    if finding is not None:
+                        findings.append(finding)
+        return findings
+
+    def _run_test(self, key, cur: deque) -> Finding | None:
+        model, version, fname = key
+        result = mmd_permutation_test(self._ref[key], np.stack([v for v, _ in cur]), self.permutations, self.alpha, self.device)
+        self.last[key] = result
+        if self.reference_mode == "previous" and len(cur) >= self.window_size:
+            self._ref[key] = np.stack([v for v, _ in cur])  # roll forward: compare each window with the one before
+        if not result.drifted:
+            self._active.discard(key)
+            return None
+        if key in self._active:
+            return None
+        self._active.add(key)
+        # Point at the example that most characterises the drifted window (witness maximum).
+        last_event = cur[int(np.argmax(result.witness))][1] if result.witness else cur[-1][1]
+        return Finding(
+            finding_id=finding_id(self.name, "drift", model, version, fname, last_event.event_id),
+            detector=self.name,
+            kind=f"{fname}_drift",
+            severity=Severity.MEDIUM,
+            score=result.statistic,
+            model=model,
+            model_version=version,
+            route=last_event.route,
+            event_id=last_event.event_id,
+            summary=(
+                f"The {fname}s of the last {result.n_current} events differ from the reference window "
+                f"({result.n_reference} events): MMD^2 {result.statistic:.4f}, p {result.p_value:.4f} < {self.alpha}"
+            ),
+            details={
+                "field": fname,
+                "statistic": result.statistic,
+                "p_value": result.p_value,
+                "alpha": self.alpha,
+                "n_reference": result.n_reference,
+                "n_current": result.n_current,
+                "reference": self.reference_mode,
+                "example_event_id": last_event.event_id,
+            },
+        )
+
+    def gauges(self) -> list[tuple[str, dict[str, str], float]]:
+        out = []
+        for (model, version, fname), r in self.last.items():
+            labels = {"model": model, "model_version": version, "field": fname}
+            out.append(("drift_mmd_statistic", labels, r.statistic))
+            out.append(("drift_p_value", labels, r.p_value))
+        return out
+
+
+def _are_texts(values) -> bool:
+    return isinstance(values, (list, tuple)) and (len(values) == 0 or isinstance(values[0], str))

@@ -1,0 +1,84 @@
+import json
+import random
+
+import numpy as np
+import pytest
+
+from detectors.drift import EmbeddingDriftDetector, mmd_permutation_test
+
+from .conftest import SHARED_DATA, make_event
+
+
+def test_same_distribution_is_not_drift_and_a_shift_is():
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(size=(150, 16)), rng.normal(size=(150, 16))
+    same = mmd_permutation_test(a, b, permutations=300, alpha=0.05)
+    assert same.p_value > 0.05 and not same.drifted
+    shifted = mmd_permutation_test(a, rng.normal(loc=0.6, size=(150, 16)), permutations=300, alpha=0.05)
+    assert shifted.p_value < 0.01 and shifted.drifted and shifted.statistic > same.statistic
+    assert len(shifted.witness) == 150
+
+
+def test_false_alarm_rate_stays_near_alpha():
+    rng = np.random.default_rng(1)
+    alarms = sum(
+        mmd_permutation_test(rng.normal(size=(60, 8)), rng.normal(size=(60, 8)), permutations=200, alpha=0.1, seed=i).drifted
+        for i in range(60)
+    )
+    assert alarms <= 14  # alpha 0.1 of 60 is 6 expected; 14 is beyond 3 standard deviations
+
+
+def test_permutations_are_vectorised_not_looped(monkeypatch):
+    import torch
+
+    calls = []
+    real = torch.Tensor.__matmul__
+
+    def counting(self, other):
+        calls.append(1)
+        return real(self, other)
+
+    monkeypatch.setattr(torch.Tensor, "__matmul__", counting)
+    rng = np.random.default_rng(2)
+    mmd_permutation_test(rng.normal(size=(40, 4)), rng.normal(size=(40, 4)), permutations=500, chunk=250)
+    assert len(calls) <= 4  # observed statistic (2) + one per chunk of permutations (2), not 500
+
+
+def _brown(category, n, seed):
+    docs = [json.loads(l) for l in (SHARED_DATA / "drift_brown" / "brown_docs.jsonl").read_text().splitlines()]
+    paras = [p for d in docs if d["category"] == category for p in d["text"].split("\n") if len(p.split()) > 12]
+    random.Random(seed).shuffle(paras)
+    return paras[:n]
+
+
+def test_real_text_topic_shift_is_detected_and_same_genre_is_not():
+    det = EmbeddingDriftDetector(permutations=300, alpha=0.01)
+    news_a, news_b = _brown("news", 60, 1), _brown("news", 120, 2)[60:]
+    fiction = _brown("romance", 60, 3)
+    assert det.test(news_a, fiction).drifted
+    assert not det.test(news_a, news_b).drifted
+
+
+def test_worker_mode_pins_a_reference_and_flags_one_episode_per_shift():
+    det = EmbeddingDriftDetector(reference_size=40, window_size=40, test_every=20, permutations=300, alpha=0.01, sample_rate=1.0, fields=["prompt"])
+    news = _brown("news", 120, 4)
+    hobbies = _brown("hobbies", 80, 5)
+    events = [make_event(prompt=p) for p in news] + [make_event(prompt=p) for p in hobbies]
+    findings = []
+    for i in range(0, len(events), 20):
+        findings.extend(det.score_batch(events[i : i + 20]))
+    assert len(findings) == 1, [f.summary for f in findings]
+    f = findings[0]
+    assert f.kind == "prompt_drift" and f.details["p_value"] < 0.01
+    assert f.event_id in {e.event_id for e in events[120:]}  # the example is from the shifted traffic
+    gauges = {n: v for n, labels, v in det.gauges() if labels["field"] == "prompt"}
+    assert gauges["drift_p_value"] < 0.01
+
+
+def test_configuration_errors():
+    with pytest.raises(ValueError):
+        EmbeddingDriftDetector(reference="file")
+    with pytest.raises(ValueError):
+        EmbeddingDriftDetector(sample_rate=0)
+    with pytest.raises(ValueError):
+        EmbeddingDriftDetector(fields=["metadata"])
