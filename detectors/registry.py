@@ -48,6 +48,12 @@ def _drift(**options: Any) -> Detector:
     return EmbeddingDriftDetector(**options)
 
 
+def _descriptor_drift(**options: Any) -> Detector:
+    from .descriptor_drift import DescriptorDriftDetector
+
+    return DescriptorDriftDetector(**options)
+
+
 REGISTRY: dict[str, Callable[..., Detector]] = {
     "descriptors": _descriptors,
     "pii": _pii,
@@ -55,6 +61,7 @@ REGISTRY: dict[str, Callable[..., Detector]] = {
     "consistency": _consistency,
     "cross_consistency": _cross_consistency,
     "drift": _drift,
+    "descriptor_drift": _descriptor_drift,
 }
 
 

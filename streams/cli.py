@@ -74,7 +74,10 @@ def demo(
     # ahead of 200 events/s.
     overrides = {
         "metrics_window_s": 1.0,
-        "detector_options": {"drift": {"reference_size": 100, "window_size": 100, "test_every": 50, "sample_rate": 0.5}},
+        "detector_options": {
+            "drift": {"reference_size": 100, "window_size": 100, "test_every": 50, "sample_rate": 0.5},
+            "descriptor_drift": {"reference_size": 150, "window_size": 150, "test_every": 75},
+        },
     }
     if bootstrap:
         overrides.update(bootstrap=bootstrap, profile=os.environ.get("STREAMWARDEN_PROFILE", "production"))

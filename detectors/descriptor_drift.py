@@ -1,0 +1,187 @@
+"""Descriptor drift: cheap per-event descriptors, tested window against reference with evidently.
+
+Descriptors per event: prompt and response length, response sentiment (VADER), refusal
+(0/1), PII entities in the response (pattern recognizers), output tokens and latency when
+the producer reports them. Per model version the first ``reference_size`` events pin the
+reference; every ``test_every`` events the last ``window_size`` are compared with it, one
+column at a time, with evidently's stat tests called directly (its default test for each
+column's type and size: K-S, chi-square, Z, Wasserstein...), at ``threshold``.
+
+Evidently's HTML drift report is never built in the loop: it is built once when a drift
+finding fires (saved under ``reports_dir``, its path in the finding) and on demand with
+:meth:`DescriptorDriftDetector.report`.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from collections import deque
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from .base import Detector, EventLike, Finding, Severity, finding_id
+from .descriptors import is_refusal
+
+log = logging.getLogger(__name__)
+
+NUMERIC = ("prompt_chars", "response_chars", "sentiment", "pii_entities", "output_tokens", "latency_ms")
+CATEGORICAL = ("refusal",)
+
+
+class DescriptorDriftDetector(Detector):
+    name = "descriptor_drift"
+
+    def __init__(
+        self,
+        reference_size: int = 300,
+        window_size: int = 300,
+        test_every: int = 100,
+        threshold: float = 0.001,
+        reports_dir: str | None = None,
+        pii: bool = True,
+    ):
+        self.reference_size = reference_size
+        self.window_size = window_size
+        self.test_every = test_every
+        self.threshold = threshold
+        self.reports_dir = Path(reports_dir) if reports_dir else None
+        self._pii = None
+        if pii:
+            from .pii import PIILeakDetector
+
+            self._pii = PIILeakDetector(entities=["EMAIL_ADDRESS", "PHONE_NUMBER", "CREDIT_CARD", "US_SSN", "IBAN_CODE", "SECRET"])
+        self._ref: dict[tuple[str, str], list[dict]] = {}
+        self._pinned: set[tuple[str, str]] = set()
+        self._cur: dict[tuple[str, str], deque] = {}
+        self._since: dict[tuple[str, str], int] = {}
+        self._active: set[tuple[str, str]] = set()
+        self.last: dict[tuple[str, str], dict[str, dict]] = {}
+
+    def warm_up(self) -> None:
+        from .bias import sentiment
+
+        sentiment("warm")
+        if self._pii is not None:
+            self._pii.warm_up()
+        import evidently.legacy.calculations.stattests  # noqa: F401 - the import is the slow part
+
+    def describe_events(self, events: Sequence[EventLike]) -> list[dict]:
+        from .bias import sentiment
+
+        pii = self._pii.find_many([e.response for e in events]) if self._pii is not None else [[] for _ in events]
+        rows = []
+        for e, entities in zip(events, pii):
+            rows.append(
+                {
+                    "prompt_chars": len(e.prompt_text),
+                    "response_chars": len(e.response),
+                    "sentiment": sentiment(e.response[:2000]),
+                    "pii_entities": len(entities),
+                    "output_tokens": getattr(e, "output_tokens", None),
+                    "latency_ms": getattr(e, "latency_ms", None),
+                    "refusal": int(is_refusal(e.response)),
+                    "_event": e,
+                }
+            )
+        return rows
+
+    def score_batch(self, events: Sequence[EventLike]) -> list[Finding]:
+        findings = []
+        for row in self.describe_events(events):
+            e = row["_event"]
+            key = (e.model, e.model_version)
+            if key not in self._pinned:
+                ref = self._ref.setdefault(key, [])
+                ref.append({k: v for k, v in row.items() if k != "_event"})
+                if len(ref) >= self.reference_size:
+                    self._pinned.add(key)
+                continue
+            cur = self._cur.setdefault(key, deque(maxlen=self.window_size))
+            cur.append(row)
+            self._since[key] = self._since.get(key, 0) + 1
+            if len(cur) >= self.window_size // 2 and self._since[key] >= self.test_every:
+                self._since[key] = 0
+                f = self._test(key)
+                if f is not None:
+                    findings.append(f)
+        return findings
+
+    def _columns(self, key):
+        import pandas as pd
+
+        ref = pd.DataFrame(self._ref[key])
+        cur = pd.DataFrame([{k: v for k, v in r.items() if k != "_event"} for r in self._cur[key]])
+        return ref, cur
+
+    def _test(self, key) -> Finding | None:
+        from evidently.legacy.calculations.stattests import get_stattest
+
+        ref, cur = self._columns(key)
+        results: dict[str, dict] = {}
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            for col in (*NUMERIC, *CATEGORICAL):
+                r, c = ref[col].dropna(), cur[col].dropna()
+                if len(r) < 20 or len(c) < 20 or (r.nunique() <= 1 and c.nunique() <= 1 and r.iloc[0] == c.iloc[0]):
+                    continue
+                kind = "cat" if col in CATEGORICAL else "num"
+                test = get_stattest(r, c, kind, None)
+                out = test(r, c, kind, self.threshold)
+                results[col] = {"stattest": test.name, "score": float(out.drift_score), "drifted": bool(out.drifted)}
+        self.last[key] = results
+        drifted = sorted(c for c, r in results.items() if r["drifted"])
+        if not drifted:
+            self._active.discard(key)
+            return None
+        if key in self._active:
+            return None
+        self._active.add(key)
+        model, version = key
+        # The example: the current event furthest from the reference on the first drifted column.
+        col = drifted[0]
+        ref_mean, ref_std = float(ref[col].mean()), float(ref[col].std() or 1.0)
+        rows = list(self._cur[key])
+        example = max(rows, key=lambda r: abs(((r[col] or 0) - ref_mean) / ref_std))["_event"]
+        fid = finding_id(self.name, "descriptor_drift", model, version, example.event_id)
+        details = {"drifted": drifted, "tests": results, "threshold": self.threshold, "n_reference": len(ref), "n_current": len(cur)}
+        if self.reports_dir is not None:
+            try:
+                details["report"] = str(self.report(key, self.reports_dir / f"descriptor-drift-{fid}.html"))
+            except Exception as exc:  # noqa: BLE001 - the finding matters more than its report
+                log.warning("descriptor drift report failed: %s", type(exc).__name__)
+        return Finding(
+            finding_id=fid,
+            detector=self.name,
+            kind="descriptor_drift",
+            severity=Severity.MEDIUM,
+            score=len(drifted) / max(1, len(results)),
+            model=model,
+            model_version=version,
+            route=example.route,
+            event_id=example.event_id,
+            summary=f"Descriptors drifted from the reference window: {', '.join(drifted)}",
+            details=details,
+        )
+
+    def report(self, key: tuple[str, str], path: Path) -> Path:
+        """Evidently's HTML data drift report of the current window against the reference."""
+        from evidently import Report
+        from evidently.presets import DataDriftPreset
+
+        ref, cur = self._columns(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            snapshot = Report([DataDriftPreset()]).run(reference_data=ref, current_data=cur)
+            snapshot.save_html(str(path))
+        return path
+
+    def gauges(self) -> list[tuple[str, dict[str, str], float]]:
+        out = []
+        for (model, version), results in self.last.items():
+            for col, r in results.items():
+                out.append(("descriptor_drift_score", {"model": model, "model_version": version, "descriptor": col}, r["score"]))
+        return out
