@@ -91,6 +91,7 @@ class Worker:
         # Detectors run off the event loop (they may be CPU- or GPU-bound), one batch at a time:
         # the agent awaits each batch, so in-flight work is bounded and consumption slows with it.
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="detectors")
+        self.sampler = self._make_sampler(settings)
         self.app = faust.App(settings.app_id, **faust_options(settings))
         specs = topic_specs(settings)
 
@@ -103,6 +104,18 @@ class Worker:
         self.deadletter_topic = raw_topic("deadletter")
         self.metrics_topic = raw_topic("metrics")
         self._register()
+
+    def _make_sampler(self, settings: Settings):
+        """A sampler when an endpoint and a budget are configured and a consistency detector runs."""
+        self._consistency = next((d for d in self.detectors if d.name == "consistency"), None)
+        if not (settings.sampler_fraction > 0 and settings.model_endpoint and settings.model_endpoint_model and self._consistency):
+            return None
+        from .model_client import ChatModel
+        from .sampler import Sampler, SamplerBudget
+
+        client = ChatModel(settings.model_endpoint, settings.model_endpoint_model, settings.model_endpoint_api_key)
+        budget = SamplerBudget(settings.sampler_fraction, settings.sampler_max_rps, settings.sampler_k, settings.sampler_max_in_flight)
+        return Sampler(client, budget)
 
     # -- agents, timers, pages ------------------------------------------------------------
 
@@ -121,6 +134,12 @@ class Worker:
         @app.timer(interval=settings.metrics_window_s, name="streamwarden.metrics")
         async def publish_metrics():
             await self.flush_metrics()
+
+        if self.sampler is not None:
+
+            @app.timer(interval=1.0, name="streamwarden.sampled")
+            async def check_sampled():
+                await self.check_sampled()
 
         metrics = self.metrics
 
@@ -145,7 +164,31 @@ class Worker:
         self.metrics.observe(result, len(records), time.perf_counter() - t0)
         self.metrics.set_detector_gauges(self.detectors)
         self.windows.add(result)
+        if self.sampler is not None:
+            for event in result.events:
+                self.sampler.offer(event)
         return result
+
+    async def check_sampled(self) -> None:
+        """Run self-consistency on the events whose samples came back, and publish the findings."""
+        ready = self.sampler.drain()
+        for name, n in self.sampler.counts.items():
+            self.metrics.sampler.labels(name).inc(n)
+        self.sampler.counts.clear()
+        if not ready:
+            return
+        loop = asyncio.get_running_loop()
+        result = BatchResult(events=ready)
+        try:
+            result.findings = await loop.run_in_executor(self._executor, self._consistency.score_batch, ready)
+        except Exception as exc:  # noqa: BLE001 - isolated like any detector failure
+            result.detector_errors[self._consistency.name] += 1
+            log.error("consistency on sampled events failed: %s", type(exc).__name__)
+        await self.publish(result)
+        self.metrics.observe_findings(result)
+        for name, n in result.detector_errors.items():
+            self.metrics.detector_errors.labels(name).inc(n)
+        self.windows.add_findings(result.findings)
 
     async def publish(self, result: BatchResult) -> None:
         for finding in result.findings:

@@ -41,6 +41,15 @@ class WindowAggregator:
             )
         return rec
 
+    def add_findings(self, findings) -> None:
+        """Findings that arrive after their events were counted (e.g. from re-sampling)."""
+        for finding in findings:
+            rec = self._model_record(finding.model, finding.model_version)
+            key = f"{finding.detector}.{finding.kind}"
+            rec.findings[key] = rec.findings.get(key, 0) + 1
+            sev = finding.severity.value
+            rec.findings_by_severity[sev] = rec.findings_by_severity.get(sev, 0) + 1
+
     def add(self, result: BatchResult) -> None:
         p = self._pipeline
         p.batches += 1
@@ -54,12 +63,7 @@ class WindowAggregator:
             rec.output_tokens += event.output_tokens or 0
             if event.latency_ms is not None:
                 rec.latency.observe(event.latency_ms)
-        for finding in result.findings:
-            rec = self._model_record(finding.model, finding.model_version)
-            key = f"{finding.detector}.{finding.kind}"
-            rec.findings[key] = rec.findings.get(key, 0) + 1
-            sev = finding.severity.value
-            rec.findings_by_severity[sev] = rec.findings_by_severity.get(sev, 0) + 1
+        self.add_findings(result.findings)
 
     def flush(self, now: datetime | None = None) -> list[MetricsRecord]:
         """Close the current window and return its records (the pipeline record always, models seen)."""
@@ -130,6 +134,12 @@ class WorkerMetrics:
             ["model", "model_version", "entity_type", "origin"],
             registry=r,
         )
+        self.sampler = PromCounter(
+            "streamwarden_sampler_requests_total",
+            "Re-sampling of the model for self-consistency, by outcome (requested, sampled, failed, skipped_rate, skipped_busy).",
+            ["outcome"],
+            registry=r,
+        )
         self._detector_gauges: dict[str, Gauge] = {}
         self.in_flight = Gauge("streamwarden_batches_in_flight", "Micro-batches being processed.", registry=r)
 
@@ -157,6 +167,15 @@ class WorkerMetrics:
                 self.model_latency.labels(event.model, event.model_version).observe(event.latency_ms / 1000)
         for (model, version), n in per_model.items():
             self.events.labels(model, version).inc(n)
+        self.observe_findings(result)
+        for d in result.dead_letters:
+            self.dead_letters.labels(d.reason_code).inc()
+        if result.duplicates:
+            self.duplicates.inc(result.duplicates)
+        for name, n in result.detector_errors.items():
+            self.detector_errors.labels(name).inc(n)
+
+    def observe_findings(self, result: BatchResult) -> None:
         grouped: defaultdict = defaultdict(int)
         for f in result.findings:
             grouped[(f.model, f.model_version, f.detector, f.kind, f.severity.value)] += 1
@@ -166,9 +185,3 @@ class WorkerMetrics:
             if f.detector == "pii":
                 for e in f.details.get("entities", ()):
                     self.pii_entities.labels(f.model, f.model_version, e["entity_type"], e["origin"]).inc()
-        for d in result.dead_letters:
-            self.dead_letters.labels(d.reason_code).inc()
-        if result.duplicates:
-            self.duplicates.inc(result.duplicates)
-        for name, n in result.detector_errors.items():
-            self.detector_errors.labels(name).inc(n)

@@ -85,6 +85,10 @@ class Settings(BaseSettings):
     model_endpoint: str | None = Field(default=None, description="Base URL, e.g. http://vllm:8000/v1.")
     model_endpoint_model: str | None = Field(default=None, description="The model name the endpoint serves.")
     model_endpoint_api_key: SecretStr | None = None
+    sampler_fraction: float = Field(default=0.0, ge=0, le=1, description="Share of events without samples to re-ask the model for (0: off).")
+    sampler_max_rps: float = Field(default=2.0, gt=0, description="Most sample requests per second per worker.")
+    sampler_k: int = Field(default=4, ge=2, le=20, description="Samples per request.")
+    sampler_max_in_flight: int = Field(default=8, ge=1)
 
     # Tap.
     tap_buffer: int = Field(default=10_000, ge=1, description="Events the tap holds before it starts dropping.")

@@ -19,7 +19,7 @@ from streams.schema import InferenceEvent
 from streams.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
-SHARED_DATA = ROOT.parent / "shared" / "data"
+SHARED_DATA = Path(os.environ.get("STREAMWARDEN_SHARED_DATA", ROOT.parent / "shared" / "data"))
 _counter = itertools.count()
 
 

@@ -1,0 +1,78 @@
+"""Re-sampling through an OpenAI-compatible endpoint (a local stand-in) for events without samples."""
+
+import asyncio
+import threading
+
+import pytest
+
+from streams.model_client import ChatModel
+from streams.outputs import OutputReader, OutputTally
+from streams.sampler import Sampler, SamplerBudget
+from streams.tap import Tap
+from streams.topics import ensure_topics
+
+from .conftest import make_event, wait_for
+from .model_standin import ModelStandIn
+
+FACTS = iter(range(10**6))
+
+
+def inventive_model(prompt: str) -> str:
+    n = next(FACTS)
+    return f"Answer {n}: it was founded in {1900 + n % 100} by founder{n} in city{n * 7}."
+
+
+def test_budget_fraction_rate_and_concurrency_are_respected():
+    async def scenario():
+        with ModelStandIn(inventive_model) as model:
+            s = Sampler(ChatModel(model.base_url, "m"), SamplerBudget(fraction=0.5, max_rps=5, k=3, max_in_flight=2))
+            events = [make_event() for _ in range(200)]
+            chosen = [e for e in events if s.chosen(e)]
+            assert 60 < len(chosen) < 140  # about half, by event_id
+            for e in events:
+                s.offer(e)
+            assert s.counts["requested"] <= 5  # the bucket starts with max_rps tokens
+            assert s.counts["requested"] + s.counts["skipped_rate"] + s.counts["skipped_busy"] == len(chosen)
+            await asyncio.sleep(0.5)
+            ready = s.drain()
+            assert all(len(e.samples) == 3 for e in ready) and len(ready) == s.counts["sampled"]
+            assert s.offer(make_event(samples=["a", "b"])) is False  # already has samples
+            await s.close()
+
+    asyncio.run(scenario())
+
+
+@pytest.mark.integration
+def test_worker_resamples_and_flags_inconsistent_events(settings, start_worker):
+    ensure_topics(settings)
+    tally = OutputTally()
+    lock = threading.Lock()
+
+    def on_record(rec):
+        with lock:
+            tally.add(rec)
+
+    with ModelStandIn(inventive_model) as model:
+        worker = start_worker(
+            settings,
+            STREAMWARDEN_MODEL_ENDPOINT=model.base_url,
+            STREAMWARDEN_MODEL_ENDPOINT_MODEL="chat-large",
+            STREAMWARDEN_SAMPLER_FRACTION="1.0",
+            STREAMWARDEN_SAMPLER_MAX_RPS="50",
+            STREAMWARDEN_SAMPLER_MAX_IN_FLIGHT="32",  # the default 8 would skip (and count) most of one batch
+            STREAMWARDEN_DETECTORS='["descriptors", "consistency"]',
+        )
+        reader = OutputReader(settings, ("findings", "metrics"), on_record).start()
+        events = [make_event(prompt="Who founded the company?", response="It was founded in 1931 by Ada Lovelace in Paris.") for _ in range(20)]
+        with Tap(settings=settings) as tap:
+            for e in events:
+                tap.record(e)
+        try:
+            wait_for(lambda: tally.findings_by_kind.get("consistency.inconsistent_response", 0) >= 20, timeout=90, message="findings on re-sampled events")
+        except AssertionError:
+            print("\n".join(l for l in worker.log().splitlines() if "HTTP Request" not in l)[-6000:])
+            raise
+        finally:
+            reader.stop()
+        assert len(model.requests) == 20 and all(r["body"]["n"] == 4 for r in model.requests)
+    assert set(tally.finding_event_ids) == {e.event_id for e in events}
