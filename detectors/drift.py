@@ -11,6 +11,10 @@ In the worker (``score_batch``), per model version and per field (prompt, respon
 first ``reference_size`` events pin the reference window (or it is loaded from a file of
 texts, or rolled forward from the previous window with ``reference="previous"``), a sliding
 window holds the last ``window_size`` events, and every ``test_every`` events the test runs.
+With ``mode="publish"`` (several workers) the detector does not test: it keeps an interval
+reservoir per model version and field, which the worker publishes to the drift topic, and a
+:class:`DriftMerger` tests the merged window (see the README: "Drift across workers").
+
 A drift episode raises one finding when p < alpha and closes when p >= alpha again. The
 test runs many times a day, so alpha defaults to 0.001 with 1,000 permutations.
 ``sample_rate`` embeds a deterministic fraction of the events (by event_id) where embedding
@@ -104,7 +108,14 @@ class EmbeddingDriftDetector(Detector):
         embedding_model: str | None = None,
         device: str | None = None,
         embeddings=None,
+        mode: str = "local",
+        reservoir_size: int = 200,
     ):
+        if mode not in ("local", "publish"):
+            raise ValueError("mode must be 'local' (test in this worker) or 'publish' (reservoirs for a DriftMerger)")
+        self.mode = mode
+        self.reservoir_size = reservoir_size
+        self._reservoirs: dict[tuple[str, str, str], IntervalReservoir] = {}
         if reference not in ("pinned", "previous", "file"):
             raise ValueError("reference must be 'pinned', 'previous' or 'file'")
         if reference == "file" and not reference_file:
@@ -182,6 +193,12 @@ class EmbeddingDriftDetector(Detector):
             block = vectors[fi * len(events) : (fi + 1) * len(events)]
             for e, v in zip(events, block):
                 key = (e.model, e.model_version, fname)
+                if self.mode == "publish":
+                    r = self._reservoirs.get(key)
+                    if r is None:
+                        r = self._reservoirs[key] = IntervalReservoir(self.reservoir_size, seed=len(self._reservoirs))
+                    r.add(v)
+                    continue
                 if key not in self._ref:
                     if self.reference_mode == "file":
                         self._ref[key] = self._file_reference
@@ -242,6 +259,15 @@ class EmbeddingDriftDetector(Detector):
             },
         )
 
+    def export_samples(self) -> list[tuple[str, str, str, int, np.ndarray]]:
+        """Publish mode: each key's (model, version, field, count, sample) of this interval; resets."""
+        out = []
+        for (model, version, fname), r in self._reservoirs.items():
+            count, vectors = r.take()
+            if count:
+                out.append((model, version, fname, count, vectors))
+        return out
+
     def gauges(self) -> list[tuple[str, dict[str, str], float]]:
         out = []
         for (model, version, fname), r in self.last.items():
@@ -253,3 +279,124 @@ class EmbeddingDriftDetector(Detector):
 
 def _are_texts(values) -> bool:
     return isinstance(values, (list, tuple)) and (len(values) == 0 or isinstance(values[0], str))
+
+
+# -- many workers: interval reservoirs, merged per model version ---------------------------------
+
+
+class IntervalReservoir:
+    """A uniform sample (Algorithm R) of at most ``size`` vectors of one interval, and its count."""
+
+    def __init__(self, size: int, seed: int = 0):
+        self.size = size
+        self._rng = np.random.default_rng(seed)
+        self.count = 0
+        self._rows: list[np.ndarray] = []
+
+    def add(self, vector: np.ndarray) -> None:
+        self.count += 1
+        if len(self._rows) < self.size:
+            self._rows.append(vector)
+        else:
+            j = int(self._rng.integers(0, self.count))
+            if j < self.size:
+                self._rows[j] = vector
+
+    def take(self) -> tuple[int, np.ndarray]:
+        """The interval's (count, sample); the reservoir starts a new interval."""
+        out = (self.count, np.stack(self._rows) if self._rows else np.zeros((0, 0), dtype=np.float32))
+        self.count, self._rows = 0, []
+        return out
+
+
+def weighted_merge(parts: Sequence[tuple[int, np.ndarray]], size: int, rng: np.random.Generator) -> np.ndarray:
+    """A sample of the union of several uniform samples, each standing for ``count`` events.
+
+    Rows are allotted to each part in proportion to its count (multinomial), then drawn
+    without replacement from its sample, so the result is a uniform sample of the union.
+    """
+    parts = [(c, v) for c, v in parts if c > 0 and len(v)]
+    if not parts:
+        return np.zeros((0, 0), dtype=np.float32)
+    counts = np.array([c for c, _ in parts], dtype=float)
+    want = min(size, sum(len(v) for _, v in parts))
+    alloc = rng.multinomial(want, counts / counts.sum())
+    rows = []
+    for (_, v), k in zip(parts, alloc):
+        k = min(int(k), len(v))
+        if k:
+            rows.append(v[rng.choice(len(v), size=k, replace=False)])
+    return np.concatenate(rows) if rows else np.zeros((0, parts[0][1].shape[1]), dtype=np.float32)
+
+
+class DriftMerger:
+    """Merges interval samples from many workers per (model, version, field) and tests them.
+
+    Feed it what workers publish (:meth:`add`); :meth:`evaluate` builds each key's current
+    window from the last ``window_intervals`` intervals of every producer (weighted by their
+    counts), pins the first full window as the reference, and runs the MMD test. A producer
+    that stops publishing (crashed, or its partitions moved) ages out with its intervals.
+    """
+
+    def __init__(self, window_size: int = 500, window_intervals: int = 4, permutations: int = 1000, alpha: float = 0.001,
+                 device: str | None = None, seed: int = 0):
+        self.window_size = window_size
+        self.window_intervals = window_intervals
+        self.permutations = permutations
+        self.alpha = alpha
+        self.device = device
+        self._rng = np.random.default_rng(seed)
+        self._samples: dict[tuple[str, str, str], dict[tuple[str, int], tuple[int, np.ndarray]]] = {}
+        self._ref: dict[tuple[str, str, str], np.ndarray] = {}
+        self._active: set[tuple[str, str, str]] = set()
+        self.last: dict[tuple[str, str, str], DriftResult] = {}
+
+    def add(self, model: str, version: str, field: str, producer: str, interval: int, count: int, vectors: np.ndarray) -> None:
+        per = self._samples.setdefault((model, version, field), {})
+        per[(producer, interval)] = (count, vectors)
+
+    def evaluate(self, current_interval: int) -> list[Finding]:
+        findings = []
+        oldest = current_interval - self.window_intervals + 1
+        for key, per in self._samples.items():
+            for k in [k for k in per if k[1] < oldest]:
+                del per[k]  # aged out: the window is the last window_intervals intervals
+            window = weighted_merge(list(per.values()), self.window_size, self._rng)
+            if len(window) < max(10, self.window_size // 4):
+                continue
+            if key not in self._ref:
+                if len(window) >= self.window_size // 2:
+                    self._ref[key] = window
+                    per.clear()  # the next windows are new traffic, not the reference again
+                continue
+            result = mmd_permutation_test(self._ref[key], window, self.permutations, self.alpha, self.device)
+            self.last[key] = result
+            if not result.drifted:
+                self._active.discard(key)
+                continue
+            if key in self._active:
+                continue
+            self._active.add(key)
+            model, version, fname = key
+            producers = sorted({p for p, _ in per})
+            findings.append(
+                Finding(
+                    finding_id=finding_id("drift", "merged", model, version, fname, str(current_interval)),
+                    detector="drift",
+                    kind=f"{fname}_drift",
+                    severity=Severity.MEDIUM,
+                    score=result.statistic,
+                    model=model,
+                    model_version=version,
+                    summary=(
+                        f"The {fname}s of the last {self.window_intervals} intervals across {len(producers)} workers differ "
+                        f"from the reference: MMD^2 {result.statistic:.4f}, p {result.p_value:.4f} < {self.alpha}"
+                    ),
+                    details={
+                        "field": fname, "statistic": result.statistic, "p_value": result.p_value, "alpha": self.alpha,
+                        "n_reference": result.n_reference, "n_current": result.n_current, "producers": len(producers),
+                        "merged": True,
+                    },
+                )
+            )
+        return findings

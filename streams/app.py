@@ -11,6 +11,8 @@ loop has handed every output to the producer, and flushes the producer before it
 from __future__ import annotations
 
 import asyncio
+import base64
+import json
 import logging
 import os
 import socket
@@ -18,6 +20,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import faust
+import numpy as np
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from detectors import registry
@@ -103,6 +106,13 @@ class Worker:
         self.findings_topic = raw_topic("findings")
         self.deadletter_topic = raw_topic("deadletter")
         self.metrics_topic = raw_topic("metrics")
+        self.drift_topic = raw_topic("drift")
+        self._drift_publishers = [d for d in self.detectors if getattr(d, "mode", None) == "publish"]
+        self.drift_merger = None
+        if self._drift_publishers:
+            from detectors.drift import DriftMerger
+
+            self.drift_merger = DriftMerger(settings.drift_merge_window, settings.drift_merge_intervals)
         self._register()
 
     def _make_sampler(self, settings: Settings):
@@ -134,6 +144,18 @@ class Worker:
         @app.timer(interval=settings.metrics_window_s, name="streamwarden.metrics")
         async def publish_metrics():
             await self.flush_metrics()
+
+        if self.drift_merger is not None:
+
+            @app.timer(interval=settings.drift_interval_s, name="streamwarden.drift.publish")
+            async def publish_drift_samples():
+                await self.publish_drift_samples()
+
+            @app.agent(self.drift_topic, name="streamwarden.drift.merge")
+            async def merge_drift(stream):
+                # Keyed by model|version|field: each model version is merged by one worker.
+                async for value in stream:
+                    self.add_drift_sample(value)
 
         if self.sampler is not None:
 
@@ -168,6 +190,39 @@ class Worker:
             for event in result.events:
                 self.sampler.offer(event)
         return result
+
+    def drift_interval(self) -> int:
+        return int(time.time() // self.settings.drift_interval_s)
+
+    async def publish_drift_samples(self) -> None:
+        """Send this interval's reservoirs, then test the merged windows this worker owns."""
+        interval = self.drift_interval() - 1  # the interval that just ended
+        for detector in self._drift_publishers:
+            samples = await asyncio.get_running_loop().run_in_executor(self._executor, detector.export_samples)
+            for model, version, fname, count, vectors in samples:
+                message = {
+                    "model": model, "model_version": version, "field": fname, "producer": self.worker_id,
+                    "interval": interval, "count": count, "shape": list(vectors.shape),
+                    "data": base64.b64encode(vectors.astype(np.float16).tobytes()).decode(),
+                }
+                await self.drift_topic.send(key=f"{model}|{version}|{fname}".encode(), value=json.dumps(message).encode())
+        loop = asyncio.get_running_loop()
+        findings = await loop.run_in_executor(self._executor, self.drift_merger.evaluate, interval)
+        result = BatchResult(findings=findings)
+        await self.publish(result)
+        self.metrics.observe_findings(result)
+        self.windows.add_findings(findings)
+        for (model, version, fname), r in self.drift_merger.last.items():
+            labels = {"model": model, "model_version": version, "field": fname}
+            self.metrics.set_gauge("drift_merged_p_value", labels, r.p_value, "p-value of the drift test on the window merged across workers")
+
+    def add_drift_sample(self, value: bytes) -> None:
+        try:
+            m = json.loads(value)
+            vectors = np.frombuffer(base64.b64decode(m["data"]), dtype=np.float16).astype(np.float32).reshape(m["shape"])
+            self.drift_merger.add(m["model"], m["model_version"], m["field"], m["producer"], int(m["interval"]), int(m["count"]), vectors)
+        except (ValueError, KeyError, TypeError) as exc:
+            log.warning("drift sample ignored: %s", type(exc).__name__)
 
     async def check_sampled(self) -> None:
         """Run self-consistency on the events whose samples came back, and publish the findings."""

@@ -143,6 +143,12 @@ class WorkerMetrics:
         self._detector_gauges: dict[str, Gauge] = {}
         self.in_flight = Gauge("streamwarden_batches_in_flight", "Micro-batches being processed.", registry=r)
 
+    def set_gauge(self, name: str, labels: dict[str, str], value: float, help_text: str) -> None:
+        gauge = self._detector_gauges.get(name)
+        if gauge is None:
+            gauge = self._detector_gauges[name] = Gauge(f"streamwarden_{name}", help_text, sorted(labels), registry=self.registry)
+        gauge.labels(**labels).set(value)
+
     def set_detector_gauges(self, detectors) -> None:
         """Export each detector's current values (``Detector.gauges``) as ``streamwarden_<name>``."""
         for detector in detectors:

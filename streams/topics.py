@@ -9,6 +9,7 @@ findings       Finding JSON, one per thing a detector found                 even
 metrics        windowed MetricsRecord JSON per (model, model_version)       model|version
 actions        decisions of the policy (the durable audit log)              action_id
 control        kill-switch state per model (compacted)                      model
+drift          interval samples of embeddings from every worker             model|ver|field
 =============  ===========================================================  ============
 """
 
@@ -21,7 +22,7 @@ from .settings import Settings
 
 log = logging.getLogger(__name__)
 
-ROLES = ("inference", "deadletter", "findings", "metrics", "actions", "control")
+ROLES = ("inference", "deadletter", "findings", "metrics", "actions", "control", "drift")
 
 
 @dataclass(frozen=True)
@@ -42,6 +43,7 @@ def topic_specs(settings: Settings) -> dict[str, TopicSpec]:
         "metrics": TopicSpec("metrics", f"{p}metrics", out),
         "actions": TopicSpec("actions", f"{p}actions", 1, {"retention.ms": "-1"}),
         "control": TopicSpec("control", f"{p}control", 1, {"cleanup.policy": "compact"}),
+        "drift": TopicSpec("drift", f"{p}drift", out, {"retention.ms": str(6 * 3600 * 1000)}),
     }
 
 

@@ -82,3 +82,36 @@ def test_configuration_errors():
         EmbeddingDriftDetector(sample_rate=0)
     with pytest.raises(ValueError):
         EmbeddingDriftDetector(fields=["metadata"])
+
+
+def test_weighted_merge_is_a_uniform_sample_of_the_union():
+    from detectors.drift import IntervalReservoir, weighted_merge
+
+    rng = np.random.default_rng(0)
+    big, small = IntervalReservoir(50, seed=1), IntervalReservoir(50, seed=2)
+    for i in range(900):
+        big.add(np.array([0.0, i]))
+    for i in range(100):
+        small.add(np.array([1.0, i]))
+    parts = [big.take(), small.take()]
+    assert parts[0][0] == 900 and len(parts[0][1]) == 50
+    shares = [weighted_merge(parts, 60, rng)[:, 0].mean() for _ in range(200)]
+    assert abs(np.mean(shares) - 0.1) < 0.02  # small stands for 10% of the events, not half the rows
+    assert big.take()[0] == 0  # a new interval
+
+
+def test_merger_tests_the_window_merged_from_many_producers_and_ages_them_out():
+    from detectors.drift import DriftMerger
+
+    rng = np.random.default_rng(3)
+    m = DriftMerger(window_size=120, window_intervals=2, permutations=300, alpha=0.01)
+    for interval in range(3):  # reference traffic from three workers
+        for w in range(3):
+            m.add("m", "v", "prompt", f"w{w}", interval, 500, rng.normal(size=(40, 8)))
+        assert m.evaluate(interval) == []
+    for interval in range(3, 6):  # the traffic shifts
+        for w in range(3):
+            m.add("m", "v", "prompt", f"w{w}", interval, 500, rng.normal(loc=0.8, size=(40, 8)))
+    findings = [f for i in range(3, 6) for f in m.evaluate(i)]
+    assert len(findings) == 1 and findings[0].details["producers"] == 3 and findings[0].details["merged"]
+    assert all(k[1] >= 4 for k in m._samples[("m", "v", "prompt")])  # older intervals aged out

@@ -1,0 +1,59 @@
+"""Drift across two workers of one consumer group: interval samples merged per model version."""
+
+import json
+import threading
+import time
+
+import pytest
+
+from streams.broker import free_port
+from streams.outputs import OutputReader
+from streams.tap import Tap
+from streams.topics import ensure_topics
+
+from .conftest import make_event, wait_for
+from .test_drift import _brown
+
+pytestmark = pytest.mark.integration
+
+
+def test_two_workers_publish_samples_and_one_merged_test_flags_the_shift(settings, start_worker):
+    ensure_topics(settings)
+    env = dict(
+        STREAMWARDEN_DETECTORS='["drift"]',
+        STREAMWARDEN_DETECTOR_OPTIONS=json.dumps({"drift": {"mode": "publish", "sample_rate": 1.0, "fields": ["prompt"], "reservoir_size": 100}}),
+        STREAMWARDEN_DRIFT_INTERVAL_S="2",
+        STREAMWARDEN_DRIFT_MERGE_WINDOW="120",
+        STREAMWARDEN_DRIFT_MERGE_INTERVALS="2",
+    )
+    workers = [start_worker(settings, **env), start_worker(settings, **env, STREAMWARDEN_WEB_PORT=str(free_port()))]
+    found = []
+    lock = threading.Lock()
+
+    def on_record(rec):
+        f = rec.json()
+        with lock:
+            found.append(f)
+
+    reader = OutputReader(settings, ("findings",), on_record).start()
+    news, hobbies = _brown("news", 600, 7), _brown("hobbies", 600, 8)
+    try:
+        with Tap(settings=settings) as tap:
+            start = time.monotonic()
+            i = 0
+            while time.monotonic() - start < 40 and not found:
+                phase_news = time.monotonic() - start < 16
+                text = (news if phase_news else hobbies)[i % 600]
+                tap.record(make_event(prompt=text))
+                i += 1
+                time.sleep(0.01)
+        wait_for(lambda: found, timeout=30, message="a merged drift finding")
+    except AssertionError:
+        for w in workers:
+            print(w.log()[-3000:])
+        raise
+    finally:
+        reader.stop()
+    (f,) = found
+    assert f["kind"] == "prompt_drift" and f["details"]["merged"] is True
+    assert f["details"]["producers"] == 2  # both workers' samples are in the merged window
