@@ -118,12 +118,16 @@ class Worker:
     def _make_sampler(self, settings: Settings):
         """A sampler when an endpoint and a budget are configured and a consistency detector runs."""
         self._consistency = next((d for d in self.detectors if d.name == "consistency"), None)
-        if not (settings.sampler_fraction > 0 and settings.model_endpoint and settings.model_endpoint_model and self._consistency):
+        has_source = settings.sampler_local_model or (settings.model_endpoint and settings.model_endpoint_model)
+        if not (settings.sampler_fraction > 0 and has_source and self._consistency):
             return None
-        from .model_client import ChatModel
+        from .model_client import ChatModel, LocalModel
         from .sampler import Sampler, SamplerBudget
 
-        client = ChatModel(settings.model_endpoint, settings.model_endpoint_model, settings.model_endpoint_api_key)
+        if settings.sampler_local_model:
+            client = LocalModel(settings.sampler_local_model)
+        else:
+            client = ChatModel(settings.model_endpoint, settings.model_endpoint_model, settings.model_endpoint_api_key)
         budget = SamplerBudget(settings.sampler_fraction, settings.sampler_max_rps, settings.sampler_k, settings.sampler_max_in_flight)
         return Sampler(client, budget)
 

@@ -75,3 +75,62 @@ class ChatModel:
     def generate(self, prompt: str) -> str:
         """One answer: the ``generate(prompt) -> str`` callable detectors take."""
         return self.complete(prompt, 1)[0]
+
+
+class LocalModel:
+    """A local Hugging Face causal LM (a path, never downloaded) as a sample source, on CUDA when present.
+
+    ``acomplete`` runs generation in a thread so the stream's event loop never waits on it.
+    """
+
+    def __init__(self, path: str, device: str | None = None, max_new_tokens: int = 128, temperature: float = 0.8):
+        from pathlib import Path
+
+        if not Path(path).exists():
+            raise ValueError(f"local model path {path!r} does not exist (models are never downloaded)")
+        self.path = path
+        self._device = device
+        self.max_new_tokens = max_new_tokens
+        self.temperature = temperature
+        self._model = None
+        self._tokenizer = None
+        self._lock = __import__("threading").Lock()
+
+    def _load(self):
+        with self._lock:
+            if self._model is None:
+                import torch
+                from transformers import AutoModelForCausalLM, AutoTokenizer
+
+                device = self._device or ("cuda" if torch.cuda.is_available() else "cpu")
+                dtype = torch.float16 if device.startswith("cuda") else torch.float32
+                self._tokenizer = AutoTokenizer.from_pretrained(self.path, local_files_only=True)
+                self._model = AutoModelForCausalLM.from_pretrained(self.path, local_files_only=True, dtype=dtype).to(device).eval()
+                self.device = device
+            return self._model, self._tokenizer
+
+    def complete(self, prompt: str, n: int = 1) -> list[str]:
+        import torch
+
+        model, tok = self._load()
+        inputs = tok(prompt, return_tensors="pt").to(self.device)
+        with torch.inference_mode():
+            out = model.generate(
+                **inputs,
+                do_sample=True,
+                temperature=self.temperature,
+                max_new_tokens=self.max_new_tokens,
+                min_new_tokens=1,
+                num_return_sequences=n,
+                pad_token_id=tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id,
+            )
+        prompt_len = inputs["input_ids"].shape[1]
+        return [tok.decode(seq[prompt_len:], skip_special_tokens=True) for seq in out]
+
+    async def acomplete(self, prompt: str, n: int = 1) -> list[str]:
+        import asyncio
+
+        return await asyncio.get_running_loop().run_in_executor(None, self.complete, prompt, n)
+
+    def generate(self, prompt: str) -> str:
+        return self.complete(prompt, 1)[0]

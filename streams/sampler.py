@@ -19,8 +19,7 @@ import time
 from collections import Counter, deque
 from dataclasses import dataclass
 
-from .model_client import ChatModel
-from .schema import ChatMessage, InferenceEvent
+from .schema import InferenceEvent
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +34,8 @@ class SamplerBudget:
 
 
 class Sampler:
-    def __init__(self, client: ChatModel, budget: SamplerBudget):
+    def __init__(self, client, budget: SamplerBudget):
+        """``client``: anything with ``async acomplete(prompt, n) -> list[str]`` (ChatModel, LocalModel)."""
         self.client = client
         self.budget = budget
         self.counts: Counter = Counter()
@@ -95,5 +95,3 @@ class Sampler:
         if self._in_flight:
             await asyncio.gather(*self._in_flight, return_exceptions=True)
 
-
-__all__ = ["Sampler", "SamplerBudget", "ChatMessage"]

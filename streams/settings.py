@@ -88,6 +88,9 @@ class Settings(BaseSettings):
     model_endpoint: str | None = Field(default=None, description="Base URL, e.g. http://vllm:8000/v1.")
     model_endpoint_model: str | None = Field(default=None, description="The model name the endpoint serves.")
     model_endpoint_api_key: SecretStr | None = None
+    sampler_local_model: str | None = Field(
+        default=None, description="A local causal LM path to sample from instead of the endpoint (CUDA when present)."
+    )
     sampler_fraction: float = Field(default=0.0, ge=0, le=1, description="Share of events without samples to re-ask the model for (0: off).")
     sampler_max_rps: float = Field(default=2.0, gt=0, description="Most sample requests per second per worker.")
     sampler_k: int = Field(default=4, ge=2, le=20, description="Samples per request.")

@@ -76,3 +76,30 @@ def test_worker_resamples_and_flags_inconsistent_events(settings, start_worker):
             reader.stop()
         assert len(model.requests) == 20 and all(r["body"]["n"] == 4 for r in model.requests)
     assert set(tally.finding_event_ids) == {e.event_id for e in events}
+
+
+def test_a_local_causal_lm_path_is_a_sample_source(tmp_path):
+    """Plumbing: a tiny random GPT-2 saved locally (no generative model ships offline here)."""
+    from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    from streams.model_client import LocalModel
+
+    words = ["[UNK]", "<eos>", "who", "founded", "the", "company", "?", "it", "was", "in", "paris"]
+    tk = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="[UNK]"))
+    tk.pre_tokenizer = pre_tokenizers.Whitespace()
+    PreTrainedTokenizerFast(tokenizer_object=tk, unk_token="[UNK]", eos_token="<eos>").save_pretrained(tmp_path)
+    GPT2LMHeadModel(GPT2Config(vocab_size=len(words), n_positions=64, n_embd=16, n_layer=1, n_head=2)).save_pretrained(tmp_path)
+
+    async def scenario():
+        s = Sampler(LocalModel(str(tmp_path), max_new_tokens=5), SamplerBudget(fraction=1.0, max_rps=10, k=3))
+        e = make_event(prompt="who founded the company ?")
+        assert s.offer(e)
+        for _ in range(100):
+            if s.counts["sampled"]:
+                break
+            await asyncio.sleep(0.05)
+        (ready,) = s.drain()
+        assert len(ready.samples) == 3 and all(isinstance(x, str) for x in ready.samples)
+
+    asyncio.run(scenario())
