@@ -23,6 +23,7 @@ them all would cost more than the test needs.
 
 from __future__ import annotations
 
+import threading
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -116,6 +117,7 @@ class EmbeddingDriftDetector(Detector):
         self.mode = mode
         self.reservoir_size = reservoir_size
         self._reservoirs: dict[tuple[str, str, str], IntervalReservoir] = {}
+        self._reservoir_lock = threading.Lock()  # export_samples may run on another thread
         if reference not in ("pinned", "previous", "file"):
             raise ValueError("reference must be 'pinned', 'previous' or 'file'")
         if reference == "file" and not reference_file:
@@ -194,10 +196,11 @@ class EmbeddingDriftDetector(Detector):
             for e, v in zip(events, block):
                 key = (e.model, e.model_version, fname)
                 if self.mode == "publish":
-                    r = self._reservoirs.get(key)
-                    if r is None:
-                        r = self._reservoirs[key] = IntervalReservoir(self.reservoir_size, seed=len(self._reservoirs))
-                    r.add(v)
+                    with self._reservoir_lock:
+                        r = self._reservoirs.get(key)
+                        if r is None:
+                            r = self._reservoirs[key] = IntervalReservoir(self.reservoir_size, seed=len(self._reservoirs))
+                        r.add(v)
                     continue
                 if key not in self._ref:
                     if self.reference_mode == "file":
@@ -262,10 +265,11 @@ class EmbeddingDriftDetector(Detector):
     def export_samples(self) -> list[tuple[str, str, str, int, np.ndarray]]:
         """Publish mode: each key's (model, version, field, count, sample) of this interval; resets."""
         out = []
-        for (model, version, fname), r in self._reservoirs.items():
-            count, vectors = r.take()
-            if count:
-                out.append((model, version, fname, count, vectors))
+        with self._reservoir_lock:
+            for (model, version, fname), r in self._reservoirs.items():
+                count, vectors = r.take()
+                if count:
+                    out.append((model, version, fname, count, vectors))
         return out
 
     def gauges(self) -> list[tuple[str, dict[str, str], float]]:

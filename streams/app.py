@@ -109,6 +109,7 @@ class Worker:
         self.drift_topic = raw_topic("drift")
         self._drift_publishers = [d for d in self.detectors if getattr(d, "mode", None) == "publish"]
         self.drift_merger = None
+        self._merge_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="drift-merge")
         if self._drift_publishers:
             from detectors.drift import DriftMerger
 
@@ -202,7 +203,7 @@ class Worker:
         """Send this interval's reservoirs, then test the merged windows this worker owns."""
         interval = self.drift_interval() - 1  # the interval that just ended
         for detector in self._drift_publishers:
-            samples = await asyncio.get_running_loop().run_in_executor(self._executor, detector.export_samples)
+            samples = detector.export_samples()  # cheap, and never queued behind a slow batch
             for model, version, fname, count, vectors in samples:
                 message = {
                     "model": model, "model_version": version, "field": fname, "producer": self.worker_id,
@@ -211,7 +212,7 @@ class Worker:
                 }
                 await self.drift_topic.send(key=f"{model}|{version}|{fname}".encode(), value=json.dumps(message).encode())
         loop = asyncio.get_running_loop()
-        findings = await loop.run_in_executor(self._executor, self.drift_merger.evaluate, interval)
+        findings = await loop.run_in_executor(self._merge_executor, self.drift_merger.evaluate, interval)
         result = BatchResult(findings=findings)
         await self.publish(result)
         self.metrics.observe_findings(result)
