@@ -15,9 +15,11 @@ import base64
 import json
 import logging
 import os
+import re
 import socket
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import faust
 import numpy as np
@@ -31,6 +33,13 @@ from .settings import Settings
 from .topics import topic_specs
 
 log = logging.getLogger(__name__)
+
+
+_REPORT_NAME = re.compile(r"[A-Za-z0-9._-]+\.html")
+
+
+def _safe(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]", "_", text)[:64]
 
 
 def faust_broker_urls(bootstrap: str) -> list[str]:
@@ -173,6 +182,31 @@ class Worker:
         @app.page("/metrics")
         async def prometheus(web, request):
             return web.bytes(generate_latest(metrics.registry), content_type=CONTENT_TYPE_LATEST.split(";")[0])
+
+        reports_dir = Path(settings.reports_dir)
+
+        @app.page("/reports")
+        async def list_reports(web, request):
+            files = sorted(reports_dir.glob("*.html"), key=lambda p: p.stat().st_mtime, reverse=True) if reports_dir.is_dir() else []
+            return web.json({"reports": [{"name": f.name, "bytes": f.stat().st_size, "url": f"/reports/{f.name}"} for f in files]})
+
+        @app.page("/reports/{name}")
+        async def get_report(web, request, name):
+            path = reports_dir / name
+            if not _REPORT_NAME.fullmatch(name) or not path.is_file():
+                return web.json({"error": "no such report"}, status=404)
+            return web.html(path.read_text(encoding="utf-8"))
+
+        @app.page("/reports/descriptor-drift/{model}/{version}")
+        async def build_report(web, request, model, version):
+            """On demand: evidently's drift report of a model version's current window, now."""
+            det = next((d for d in self.detectors if d.name == "descriptor_drift"), None)
+            if det is None or (model, version) not in det._pinned:
+                return web.json({"error": "no descriptor drift reference for that model version yet"}, status=404)
+            path = reports_dir / f"descriptor-drift-{_safe(model)}-{_safe(version)}-{int(time.time())}.html"
+            loop = asyncio.get_running_loop()
+            await loop.run_in_executor(self._merge_executor, det.report, (model, version), path)
+            return web.json({"report": f"/reports/{path.name}"})
 
         @app.page("/healthz")
         async def healthz(web, request):

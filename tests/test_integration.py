@@ -3,6 +3,7 @@
 import json
 import threading
 import time
+import urllib.error
 import urllib.request
 from collections import Counter
 
@@ -89,4 +90,10 @@ def test_valid_events_become_findings_and_malformed_ones_dead_letters(settings, 
     assert 'streamwarden_events_total{model="m1",model_version="v1"} 120.0' in body
     assert 'streamwarden_events_total{model="m2",model_version="v2"} 80.0' in body
     assert 'streamwarden_findings_total{detector="descriptors",kind="refusal",model="m1",model_version="v1",severity="low"} 120.0' in body
+    # Drift reports are listed (none yet) and names outside the folder are refused.
+    listing = json.loads(urllib.request.urlopen(f"http://127.0.0.1:{settings.web_port}/reports", timeout=5).read())
+    assert listing == {"reports": []} or all(r["url"].startswith("/reports/") for r in listing["reports"])
+    with pytest.raises(urllib.error.HTTPError) as missing:
+        urllib.request.urlopen(f"http://127.0.0.1:{settings.web_port}/reports/..%2Fpyproject.toml", timeout=5)
+    assert missing.value.code == 404
     assert worker.stop() == 0
