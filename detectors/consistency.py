@@ -31,6 +31,7 @@ from functools import cached_property
 
 import numpy as np
 
+from .embeddings import UsesEmbeddings
 from .base import Detector, EventLike, Finding, Severity
 
 METHODS = ("embedding", "unigram", "combined", "nli")
@@ -60,7 +61,7 @@ class ConsistencyResult:
     n_samples: int
 
 
-class SelfConsistencyDetector(Detector):
+class SelfConsistencyDetector(UsesEmbeddings, Detector):
     """Scores each event's response against its ``samples``; flags likely hallucinations."""
 
     name = "consistency"
@@ -84,14 +85,6 @@ class SelfConsistencyDetector(Detector):
         self._embedding_model = embedding_model
         self._embeddings = embeddings
         self.nli_model = nli_model
-
-    @cached_property
-    def embeddings(self):
-        if self._embeddings is None:
-            from .embeddings import EmbeddingService
-
-            self._embeddings = EmbeddingService.shared(self._embedding_model)
-        return self._embeddings
 
     @cached_property
     def _nli(self):
@@ -217,7 +210,7 @@ def _unigram_scores(sentences: Sequence[str], samples: Sequence[str]) -> list[fl
     return out
 
 
-class CrossTrafficConsistency(Detector):
+class CrossTrafficConsistency(UsesEmbeddings, Detector):
     """Disagreement among responses to near-identical prompts of the same model version.
 
     For each event, recent events (a bounded memory per model version) whose prompt embedding
@@ -244,14 +237,6 @@ class CrossTrafficConsistency(Detector):
         self._embedding_model = embedding_model
         self._embeddings = embeddings
         self._mem: dict[tuple[str, str], deque] = {}
-
-    @cached_property
-    def embeddings(self):
-        if self._embeddings is None:
-            from .embeddings import EmbeddingService
-
-            self._embeddings = EmbeddingService.shared(self._embedding_model)
-        return self._embeddings
 
     def warm_up(self) -> None:
         self.embeddings.warm_up()

@@ -32,6 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .embeddings import UsesEmbeddings
 from .base import Detector, EventLike, Finding, Severity, finding_id
 
 FIELDS = ("prompt", "response")
@@ -92,7 +93,7 @@ def mmd_permutation_test(
     return DriftResult(observed, p_value, p_value < alpha, n, m, tuple(witness))
 
 
-class EmbeddingDriftDetector(Detector):
+class EmbeddingDriftDetector(UsesEmbeddings, Detector):
     name = "drift"
 
     def __init__(
@@ -145,14 +146,6 @@ class EmbeddingDriftDetector(Detector):
         self._since: dict[tuple[str, str, str], int] = {}
         self._active: set[tuple[str, str, str]] = set()
         self.last: dict[tuple[str, str, str], DriftResult] = {}
-
-    @cached_property
-    def embeddings(self):
-        if self._embeddings is None:
-            from .embeddings import EmbeddingService
-
-            self._embeddings = EmbeddingService.shared(self._embedding_model)
-        return self._embeddings
 
     @cached_property
     def _file_reference(self) -> np.ndarray:

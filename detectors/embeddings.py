@@ -133,3 +133,17 @@ class EmbeddingService:
             yield self
         finally:
             self._batch_cache = None
+
+
+class UsesEmbeddings:
+    """For detectors that need vectors: ``self.embeddings`` is the process's shared service for
+    ``self._embedding_model`` (or the service given as ``self._embeddings``), made on first use."""
+
+    _embedding_model: str | None = None
+    _embeddings: "EmbeddingService | None" = None
+
+    @property
+    def embeddings(self) -> "EmbeddingService":
+        if self._embeddings is None:
+            self._embeddings = EmbeddingService.shared(self._embedding_model)
+        return self._embeddings
