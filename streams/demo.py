@@ -15,6 +15,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -66,12 +67,21 @@ def _worker_env(settings: Settings, web_port: int) -> dict[str, str]:
     return env
 
 
-def _view(tally: OutputTally, sent: _Sent, phase: str, elapsed: float, opts: DemoOptions, web_port: int) -> Group:
+def _worker_ready(web_port: int) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{web_port}/healthz", timeout=0.5) as r:
+            return r.status == 200
+    except OSError:
+        return False
+
+
+def _view(tally: OutputTally, sent: _Sent, phase: str, elapsed: float, opts: DemoOptions, web_port: int, ready: bool) -> Group:
     head = Table.grid(padding=(0, 2))
     total = f"/{opts.seconds:.0f}s" if opts.seconds else ""
     head.add_row(
         Text(f"streamwarden demo  {elapsed:5.1f}s{total}", style="bold"),
         Text(f"phase: {phase}", style="yellow" if phase != "clean" else "green"),
+        Text("worker: ready" if ready else "worker: loading models (events queue in Kafka meanwhile)", style="green" if ready else "yellow"),
         Text(f"metrics: http://127.0.0.1:{web_port}/metrics", style="dim"),
     )
     counts = Table(title="pipeline", show_header=True, header_style="bold")
@@ -143,6 +153,8 @@ def run_demo(settings: Settings, opts: DemoOptions, console: Console | None = No
         if live:
             live.start()
         next_report = 0.0
+        ready = False
+        next_ready_check = 0.0
         try:
             while True:
                 elapsed = time.monotonic() - start
@@ -164,14 +176,17 @@ def run_demo(settings: Settings, opts: DemoOptions, console: Console | None = No
                         p = payload.metadata["phase"]
                         sent.phase_of_event[payload.event_id] = p
                         sent.by_phase[p] = sent.by_phase.get(p, 0) + 1
+                if not ready and elapsed >= next_ready_check:
+                    ready = _worker_ready(web_port)
+                    next_ready_check = elapsed + 1.0
                 if live and elapsed >= next_report:
                     with lock:
-                        live.update(_view(tally, sent, phase, elapsed, opts, web_port))
+                        live.update(_view(tally, sent, phase, elapsed, opts, web_port, ready))
                     next_report = elapsed + 0.25
                 elif not live and elapsed >= next_report:
                     with lock:
                         console.print(
-                            f"[{elapsed:5.1f}s] phase={phase} sent={sent.valid} processed={tally.events_processed} "
+                            f"[{elapsed:5.1f}s] worker={'ready' if ready else 'loading'} phase={phase} sent={sent.valid} processed={tally.events_processed} "
                             f"findings={len(tally.finding_ids)} dead_letters={tally.dead_letters} actions={tally.actions}"
                         )
                     next_report = elapsed + 5.0
@@ -194,7 +209,7 @@ def run_demo(settings: Settings, opts: DemoOptions, console: Console | None = No
             total_s = time.monotonic() - start
             if live:
                 with lock:
-                    live.update(_view(tally, sent, "done", total_s, opts, web_port))
+                    live.update(_view(tally, sent, "done", total_s, opts, web_port, True))
         finally:
             if live:
                 live.stop()
