@@ -38,7 +38,7 @@ METHODS = ("embedding", "unigram", "combined", "nli")
 # Event-level thresholds. unigram: on the 60 WikiBio passages, a mean score >= 0.95 flagged
 # passages that annotators found at least half inaccurate with precision 0.84, recall 0.69.
 DEFAULT_THRESHOLDS = {"unigram": 0.95, "embedding": 0.5, "combined": 0.7, "nli": 0.5}
-_SENTENCE_END = re.compile(r"(?<=[.!?])[\"')\]]*\s+(?=[\"'(\[]?[A-Z0-9])")
+_SENTENCE_END = re.compile(r"(?:(?<=[.!?])|(?<=[.!?][\"')\]]))\s+(?=[\"'(\[]?[A-Z0-9])")
 _TOKEN = re.compile(r"\w+", re.UNICODE)
 
 
