@@ -311,4 +311,10 @@ class Worker:
         """Run the faust worker in this process until it is stopped (SIGTERM/SIGINT)."""
         from faust.worker import Worker as FaustWorker
 
-        FaustWorker(self.app, loglevel=self.settings.log_level, quiet=True).execute_from_commandline()
+        worker = FaustWorker(self.app, loglevel=self.settings.log_level, quiet=True)
+        # At DEBUG the Kafka clients log every message they send, payload included: the
+        # monitor's logs must not carry user data, so they stay at INFO whatever the level.
+        client_level = max(logging.INFO, getattr(logging, self.settings.log_level.upper()))
+        for name in ("faust", "aiokafka", "kafka", "mode"):
+            logging.getLogger(name).setLevel(client_level)
+        worker.execute_from_commandline()

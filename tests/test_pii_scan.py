@@ -1,0 +1,65 @@
+"""A PII-heavy run through a real worker: no planted value appears in any output but the dead letters' original bytes."""
+
+import threading
+import time
+import urllib.request
+
+import pytest
+
+from streams.outputs import OutputReader
+from streams.tap import Tap
+from streams.topics import ensure_topics
+
+from .conftest import make_event, wait_for
+
+pytestmark = pytest.mark.integration
+
+PLANTED = ["dana.whitfield@example.com", "4111 1111 1111 1111", "GB82 WEST 1234 5698 7654 32", "AKIAIOSFODNN7EXAMPLE", "(212) 555-0187"]
+
+
+def _variants(value: str) -> set[str]:
+    return {value, value.replace(" ", ""), value.replace(" ", "-"), value.lower()}
+
+
+def test_no_planted_value_reaches_findings_metrics_prometheus_or_logs(settings, start_worker):
+    ensure_topics(settings)
+    worker = start_worker(settings, STREAMWARDEN_DETECTORS='["descriptors", "pii", "bias"]', STREAMWARDEN_LOG_LEVEL="debug")
+    outputs, dead_headers = [], []
+    lock = threading.Lock()
+
+    def on_record(rec):
+        with lock:
+            if rec.role == "deadletter":
+                dead_headers.append(repr(rec.headers))
+            else:
+                outputs.append(rec.value.decode("utf-8", "replace"))
+
+    reader = OutputReader(settings, ("findings", "metrics", "deadletter"), on_record).start()
+    events = []
+    for i in range(40):
+        v = PLANTED[i % len(PLANTED)]
+        events.append(make_event(prompt=f"As a woman, what is on file for account {i}?", response=f"The account holder's details: {v}."))
+        events.append(make_event(prompt=f"My contact is {v}, please confirm", response=f"Confirmed, we have {v}."))
+    with Tap(settings=settings) as tap:
+        for e in events:
+            tap.record(e)
+        for v in PLANTED:  # malformed records that carry PII: kept whole as dead letters, reasons must not quote it
+            tap.record(f'{{"event_id": "bad", "prompt": "{v}", "response": 5}}'.encode())
+    try:
+        wait_for(lambda: sum('"scope":"model"' in o for o in outputs) > 0 and len(dead_headers) >= len(PLANTED)
+                 and sum('"detector":"pii"' in o for o in outputs) >= 80, timeout=90, message="findings, metrics and dead letters")
+        time.sleep(2 * settings.metrics_window_s)
+    finally:
+        reader.stop()
+    prometheus = urllib.request.urlopen(f"http://127.0.0.1:{settings.web_port}/metrics", timeout=5).read().decode()
+    worker.stop()
+    log = worker.log()
+    assert "pii_leak" in "".join(outputs) and "pii_echo" in "".join(outputs)  # the run did find them
+    assert "streamwarden_pii_entities_total" in prometheus
+    haystacks = {"findings+metrics": "\n".join(outputs), "dead-letter headers": "\n".join(dead_headers), "prometheus": prometheus, "worker log": log}
+    leaks = [(where, v) for where, text in haystacks.items() for value in PLANTED for v in _variants(value) if v in text]
+    for where, v in leaks:
+        if where == "worker log":
+            print([line[:300] for line in log.splitlines() if v in line][:3])
+    assert leaks == []
+    assert "[DEBUG]" in log or "DEBUG" in log  # debug logging was on, and still nothing leaked
