@@ -9,10 +9,8 @@ the dead-letter path.
 
 from __future__ import annotations
 
-import json
 import random
 import uuid
-from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
@@ -264,11 +262,3 @@ class TrafficGenerator:
             finish_reason="stop",
             metadata={"phase": phase},
         )
-
-    def stream(self, t_of: callable) -> Iterator[tuple[str, InferenceEvent | bytes]]:
-        while True:
-            yield self.event(t_of())
-
-
-def to_jsonl(events: list[InferenceEvent]) -> str:
-    return "".join(json.dumps(e.model_dump(mode="json")) + "\n" for e in events)
