@@ -6,6 +6,7 @@ self-consistency sampler.
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 
 import httpx
@@ -94,7 +95,7 @@ class LocalModel:
         self.temperature = temperature
         self._model = None
         self._tokenizer = None
-        self._lock = __import__("threading").Lock()
+        self._lock = threading.Lock()
 
     def _load(self):
         with self._lock:
