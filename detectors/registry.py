@@ -1,68 +1,35 @@
 """Detectors by name, so configuration can list them (``detectors=["descriptors", "pii"]``).
 
-Each name maps to a factory taking keyword options (``detector_options`` in the settings),
-so every detector is configured from the same settings file or environment.
+Each name maps to a class, imported only when that detector is built (so naming "pii"
+never loads the embedding model), and configured with keyword options
+(``detector_options`` in the settings).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
+from importlib import import_module
 from typing import Any
 
 from .base import Detector
 
-
-def _descriptors(**options: Any) -> Detector:
-    from .descriptors import ResponseDescriptorDetector
-
-    return ResponseDescriptorDetector(**options)
-
-
-def _pii(**options: Any) -> Detector:
-    from .pii import PIILeakDetector
-
-    return PIILeakDetector(**options)
-
-
-def _bias(**options: Any) -> Detector:
-    from .bias import BiasDetector
-
-    return BiasDetector(**options)
-
-
-def _consistency(**options: Any) -> Detector:
-    from .consistency import SelfConsistencyDetector
-
-    return SelfConsistencyDetector(**options)
-
-
-def _cross_consistency(**options: Any) -> Detector:
-    from .consistency import CrossTrafficConsistency
-
-    return CrossTrafficConsistency(**options)
-
-
-def _drift(**options: Any) -> Detector:
-    from .drift import EmbeddingDriftDetector
-
-    return EmbeddingDriftDetector(**options)
-
-
-def _descriptor_drift(**options: Any) -> Detector:
-    from .descriptor_drift import DescriptorDriftDetector
-
-    return DescriptorDriftDetector(**options)
-
-
-REGISTRY: dict[str, Callable[..., Detector]] = {
-    "descriptors": _descriptors,
-    "pii": _pii,
-    "bias": _bias,
-    "consistency": _consistency,
-    "cross_consistency": _cross_consistency,
-    "drift": _drift,
-    "descriptor_drift": _descriptor_drift,
+REGISTRY: dict[str, str] = {
+    "descriptors": "descriptors:ResponseDescriptorDetector",
+    "pii": "pii:PIILeakDetector",
+    "bias": "bias:BiasDetector",
+    "consistency": "consistency:SelfConsistencyDetector",
+    "cross_consistency": "consistency:CrossTrafficConsistency",
+    "drift": "drift:EmbeddingDriftDetector",
+    "descriptor_drift": "descriptor_drift:DescriptorDriftDetector",
 }
+
+
+def detector_class(name: str) -> type[Detector]:
+    try:
+        module, cls = REGISTRY[name].split(":")
+    except KeyError:
+        raise ValueError(f"unknown detector {name!r}; known: {', '.join(sorted(REGISTRY))}") from None
+    return getattr(import_module(f"{__package__}.{module}"), cls)
 
 
 def build(names: Iterable[str], options: Mapping[str, Mapping[str, Any]] | None = None) -> list[Detector]:
@@ -73,12 +40,9 @@ def build(names: Iterable[str], options: Mapping[str, Mapping[str, Any]] | None 
         raise ValueError(f"options given for unknown detectors: {', '.join(sorted(unknown_options))}")
     detectors = []
     for name in names:
+        cls = detector_class(name)
         try:
-            factory = REGISTRY[name]
-        except KeyError:
-            raise ValueError(f"unknown detector {name!r}; known: {', '.join(sorted(REGISTRY))}") from None
-        try:
-            detectors.append(factory(**dict(options.get(name, {}))))
+            detectors.append(cls(**dict(options.get(name, {}))))
         except TypeError as exc:
             raise ValueError(f"bad options for detector {name!r}: {exc}") from None
     return detectors

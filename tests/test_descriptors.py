@@ -51,3 +51,19 @@ def test_registry_builds_by_name_and_rejects_unknown_names():
     assert [d.name for d in build(["descriptors"])] == ["descriptors"]
     with pytest.raises(ValueError, match="unknown detector 'nope'"):
         build(["nope"])
+
+
+def test_registry_rejects_unknown_options_clearly():
+    with pytest.raises(ValueError, match="bad options for detector 'descriptors'"):
+        build(["descriptors"], {"descriptors": {"threshold": 1}})
+    with pytest.raises(ValueError, match="options given for unknown detectors: nope"):
+        build(["descriptors"], {"nope": {}})
+
+
+def test_every_registered_name_resolves_to_a_detector_class():
+    from detectors.base import Detector
+    from detectors.registry import REGISTRY, detector_class
+
+    for name in REGISTRY:
+        cls = detector_class(name)
+        assert issubclass(cls, Detector) and cls.name == name
