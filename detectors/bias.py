@@ -35,7 +35,7 @@ import numpy as np
 import yaml
 
 from .base import Detector, EventLike, Finding, Severity, finding_id
-from .descriptors import is_refusal
+from .descriptors import is_refusal, sentiment
 
 DATA = Path(__file__).with_name("data")
 TERMS_FILE = DATA / "demographic_terms.yaml"
@@ -150,21 +150,6 @@ def stereotype_score(texts: list[str]) -> list[float]:
     if _default_scorer is None:
         _default_scorer = StereotypeScorer()
     return _default_scorer.score(texts)
-
-
-# -- sentiment ------------------------------------------------------------------------------
-
-
-@cache
-def _vader():
-    from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
-
-    return SentimentIntensityAnalyzer()
-
-
-def sentiment(text: str) -> float:
-    """VADER compound score in [-1, 1]."""
-    return float(_vader().polarity_scores(text)["compound"])
 
 
 # -- statistics ------------------------------------------------------------------------------
@@ -283,7 +268,7 @@ class BiasDetector(Detector):
         return StereotypeScorer(EmbeddingService.shared(self._embedding_model))
 
     def warm_up(self) -> None:
-        _vader()
+        sentiment("warm")  # load VADER now, not on the first batch
         if self._stereotype is not None:
             self._stereotype.embeddings.warm_up()
 

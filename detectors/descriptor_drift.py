@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from .base import Detector, EventLike, Finding, Severity, finding_id
-from .descriptors import is_refusal
+from .descriptors import is_refusal, sentiment
 
 log = logging.getLogger(__name__)
 
@@ -61,16 +61,12 @@ class DescriptorDriftDetector(Detector):
         self.last: dict[tuple[str, str], dict[str, dict]] = {}
 
     def warm_up(self) -> None:
-        from .bias import sentiment
-
         sentiment("warm")
         if self._pii is not None:
             self._pii.warm_up()
         import evidently.legacy.calculations.stattests  # noqa: F401 - the import is the slow part
 
     def describe_events(self, events: Sequence[EventLike]) -> list[dict]:
-        from .bias import sentiment
-
         pii = self._pii.find_many([e.response for e in events]) if self._pii is not None else [[] for _ in events]
         rows = []
         for e, entities in zip(events, pii):

@@ -1,4 +1,4 @@
-"""Cheap text descriptors of a response: refusals and empty answers.
+"""Cheap text descriptors of a response: refusals, empty answers, sentiment.
 
 Runs on every event in microseconds; it also keeps the pipeline exercised end to end
 before the model-backed detectors are configured.
@@ -7,6 +7,7 @@ before the model-backed detectors are configured.
 from __future__ import annotations
 
 import re
+from functools import cache
 from collections.abc import Sequence
 
 from .base import Detector, EventLike, Finding, Severity
@@ -23,6 +24,18 @@ _REFUSAL_PATTERNS = [
 _REFUSAL_RE = re.compile("|".join(f"(?:{p})" for p in _REFUSAL_PATTERNS), re.IGNORECASE)
 # A refusal is said early; a long helpful answer quoting "I can't" later is not one.
 _REFUSAL_WINDOW = 240
+
+
+@cache
+def _vader():
+    from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
+
+    return SentimentIntensityAnalyzer()
+
+
+def sentiment(text: str) -> float:
+    """VADER compound score in [-1, 1] (loaded on first use)."""
+    return float(_vader().polarity_scores(text)["compound"])
 
 
 def is_refusal(text: str) -> bool:
