@@ -162,6 +162,9 @@ class DescriptorDriftDetector(Detector):
             details=details,
         )
 
+    def has_reference(self, model: str, version: str) -> bool:
+        return (model, version) in self._pinned
+
     def report(self, key: tuple[str, str], path: Path) -> Path:
         """Evidently's HTML data drift report of the current window against the reference."""
         from evidently import Report

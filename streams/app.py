@@ -118,7 +118,8 @@ class Worker:
         self.drift_topic = raw_topic("drift")
         self._drift_publishers = [d for d in self.detectors if getattr(d, "mode", None) == "publish"]
         self.drift_merger = None
-        self._merge_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="drift-merge")
+        # Drift merging and on-demand reports: off the event loop, and never queued behind a batch.
+        self._background = ThreadPoolExecutor(max_workers=1, thread_name_prefix="background")
         if self._drift_publishers:
             from detectors.drift import DriftMerger
 
@@ -201,11 +202,11 @@ class Worker:
         async def build_report(web, request, model, version):
             """On demand: evidently's drift report of a model version's current window, now."""
             det = next((d for d in self.detectors if d.name == "descriptor_drift"), None)
-            if det is None or (model, version) not in det._pinned:
+            if det is None or not det.has_reference(model, version):
                 return web.json({"error": "no descriptor drift reference for that model version yet"}, status=404)
             path = reports_dir / f"descriptor-drift-{_safe(model)}-{_safe(version)}-{int(time.time())}.html"
             loop = asyncio.get_running_loop()
-            await loop.run_in_executor(self._merge_executor, det.report, (model, version), path)
+            await loop.run_in_executor(self._background, det.report, (model, version), path)
             return web.json({"report": f"/reports/{path.name}"})
 
         @app.page("/healthz")
@@ -246,7 +247,7 @@ class Worker:
                 }
                 await self.drift_topic.send(key=f"{model}|{version}|{fname}".encode(), value=json.dumps(message).encode())
         loop = asyncio.get_running_loop()
-        findings = await loop.run_in_executor(self._merge_executor, self.drift_merger.evaluate, interval)
+        findings = await loop.run_in_executor(self._background, self.drift_merger.evaluate, interval)
         result = BatchResult(findings=findings)
         await self.publish(result)
         self.metrics.observe_findings(result)
