@@ -217,8 +217,10 @@ class TrafficGenerator:
         if phase == "hallucination":
             product = self.rng.choice(_PRODUCTS)
             return self._made_up(product), [self._made_up(product) for _ in range(k)]
-        samples = []
-        for _ in range(k):
+        # A grounded model says the same thing each time: one sample word for word (as greedy
+        # decoding would), the others with some words swapped for synonyms.
+        samples = [response]
+        for _ in range(k - 1):
             text = response
             for a, b in self.rng.sample(_PARAPHRASE, 2):
                 text = text.replace(a, b)
