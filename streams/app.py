@@ -304,7 +304,16 @@ class Worker:
                 dead.reason,
             )
 
+    def current_gauges(self) -> list[tuple[str, dict[str, str], float]]:
+        """Every detector's gauges, and the merged drift p-values this worker owns."""
+        out = [g for d in self.detectors for g in d.gauges()]
+        if self.drift_merger is not None:
+            for (model, version, fname), r in self.drift_merger.last.items():
+                out.append(("drift_merged_p_value", {"model": model, "model_version": version, "field": fname}, r.p_value))
+        return out
+
     async def flush_metrics(self) -> None:
+        self.windows.add_gauges(self.current_gauges())
         for record in self.windows.flush():
             await self.metrics_topic.send(key=record.key.encode(), value=record.model_dump_json().encode())
 

@@ -32,6 +32,10 @@ topics_app = typer.Typer(help="The Kafka topics streamwarden uses.", no_args_is_
 app.add_typer(tap_app, name="tap")
 app.add_typer(schema_app, name="schema")
 app.add_typer(topics_app, name="topics")
+policy_app = typer.Typer(help="The policy: rules that trip alerts, rollbacks and the kill switch.", no_args_is_help=True)
+killswitch_app = typer.Typer(help="Switch a model off (the gateway serves its fallback) or on again; every change is audited.", no_args_is_help=True)
+app.add_typer(policy_app, name="policy")
+app.add_typer(killswitch_app, name="killswitch")
 
 BootstrapOpt = typer.Option(None, "--bootstrap", "-b", help="Kafka bootstrap servers host:port[,host:port] (env STREAMWARDEN_BOOTSTRAP).")
 EmbeddedOpt = typer.Option(None, "--embedded/--production", help="Settings profile: the embedded tansu broker, or Kafka's defaults.")
@@ -277,6 +281,128 @@ def schema_export(out: Optional[Path] = typer.Option(None, help="Write here (def
         typer.echo(text, nl=False)
     else:
         out.write_text(text, encoding="utf-8")
+
+
+@policy_app.command("run")
+def policy_run(
+    policy: Optional[Path] = typer.Option(None, "--policy", "-p", exists=True, dir_okay=False, help="Policy YAML (default: STREAMWARDEN_POLICY_FILE or the packaged default)."),
+    bootstrap: Optional[str] = BootstrapOpt,
+    embedded: Optional[bool] = EmbeddedOpt,
+    web_port: Optional[int] = typer.Option(None, help="Port of the agent's /metrics (0: none)."),
+) -> None:
+    """Run the policy agent: metrics topic in, decisions on the actions topic, then kill switch, rollback, alerts."""
+    from .actions.agent import PolicyAgent
+    from .policy.rules import PolicyError, load_policy
+    from .topics import ensure_topics
+
+    settings = _settings(bootstrap=bootstrap, embedded=embedded, policy_file=policy, policy_web_port=web_port)
+    try:
+        rules = load_policy(settings.policy_file)
+    except PolicyError as exc:
+        typer.secho(str(exc), fg="red", err=True)
+        raise typer.Exit(2) from None
+    try:
+        ensure_topics(settings)
+    except Exception as exc:  # noqa: BLE001 - say why, then let the agent's clients retry
+        typer.secho(f"could not create topics on {settings.bootstrap}: {type(exc).__name__}: {exc}", fg="yellow", err=True)
+    agent = PolicyAgent(settings, rules)
+    import signal
+
+    signal.signal(signal.SIGTERM, lambda *_: agent.stop_event.set())
+    try:
+        agent.run()
+    except KeyboardInterrupt:
+        agent.stop_event.set()
+
+
+@policy_app.command("check")
+def policy_check(file: Path = typer.Argument(..., help="A policy YAML file.")) -> None:
+    """Validate a policy file; errors name the line."""
+    from .policy.rules import PolicyError, load_policy
+
+    try:
+        p = load_policy(file)
+    except PolicyError as exc:
+        typer.secho(str(exc), fg="red", err=True)
+        raise typer.Exit(2) from None
+    typer.echo(f"{file}: {len(p.rules)} rules, {len(p.rollouts)} rollouts: ok")
+
+
+@policy_app.command("schema")
+def policy_schema() -> None:
+    """Print the JSON Schema of the policy file (for editors and CI)."""
+    from .policy.rules import render_policy_schema
+
+    typer.echo(render_policy_schema(), nl=False)
+
+
+def _switch(model: str, engaged: bool, reason: str, fallback: Optional[str], by: Optional[str]) -> None:
+    from .actions.killswitch import set_switch
+
+    if not reason.strip():
+        typer.secho("a reason is required: it is recorded in the audit log", fg="red", err=True)
+        raise typer.Exit(2)
+    settings = _settings()
+    state, record = set_switch(settings, model, engaged, reason, fallback, by=f"human:{by}" if by else None)
+    typer.echo(json.dumps({"state": json.loads(state.model_dump_json()), "action_id": record.action_id}, indent=2))
+
+
+@killswitch_app.command("engage")
+def killswitch_engage(
+    model: str = typer.Argument(..., help="The model to switch off."),
+    reason: str = typer.Option(..., "--reason", "-r", help="Why (recorded)."),
+    fallback: Optional[str] = typer.Option(None, "--fallback", help="'model:NAME' to serve another model; default: a 503."),
+    by: Optional[str] = typer.Option(None, "--by", help="Who (default: the login name)."),
+) -> None:
+    """Engage the kill switch of a model: the gateway serves the fallback within a second."""
+    if fallback is not None and not (fallback == "none" or fallback.startswith("model:")):
+        typer.secho("--fallback is 'model:NAME' or 'none'", fg="red", err=True)
+        raise typer.Exit(2)
+    _switch(model, True, reason, fallback, by)
+
+
+@killswitch_app.command("release")
+def killswitch_release(
+    model: str = typer.Argument(...),
+    reason: str = typer.Option(..., "--reason", "-r", help="Why (recorded)."),
+    by: Optional[str] = typer.Option(None, "--by"),
+) -> None:
+    """Release the kill switch of a model."""
+    _switch(model, False, reason, None, by)
+
+
+@killswitch_app.command("status")
+def killswitch_status(as_json: bool = typer.Option(False, "--json", help="JSON instead of a table.")) -> None:
+    """The switch of every model that has one."""
+    from .actions.killswitch import read_states
+
+    states = read_states(_settings())
+    if as_json:
+        typer.echo(json.dumps({m: json.loads(s.model_dump_json()) for m, s in sorted(states.items())}, indent=2))
+        return
+    if not states:
+        typer.echo("no kill switch has been set")
+    for m, st in sorted(states.items()):
+        word = "ENGAGED " if st.engaged else "released"
+        typer.echo(f"{m:<32} {word} by {st.by} at {st.at:%Y-%m-%d %H:%M:%S}Z  fallback={st.fallback or '503'}  reason: {st.reason}")
+
+
+@app.command()
+def gateway(
+    upstream: Optional[str] = typer.Option(None, "--upstream", help="The model server's OpenAI-compatible base URL (env STREAMWARDEN_GATEWAY_UPSTREAM_URL)."),
+    port: Optional[int] = typer.Option(None, "--port", help="Port to listen on (default 8080)."),
+    host: Optional[str] = typer.Option(None, "--host", help="Bind address (default 127.0.0.1)."),
+    bootstrap: Optional[str] = BootstrapOpt,
+    embedded: Optional[bool] = EmbeddedOpt,
+) -> None:
+    """Run the OpenAI-compatible gateway: taps every exchange, enforces the kill switch."""
+    from .gateway import run_gateway
+
+    settings = _settings(gateway_upstream_url=upstream, gateway_port=port, gateway_host=host, bootstrap=bootstrap, embedded=embedded)
+    if not settings.gateway_upstream_url:
+        typer.secho("set --upstream (or STREAMWARDEN_GATEWAY_UPSTREAM_URL)", fg="red", err=True)
+        raise typer.Exit(2)
+    run_gateway(settings)
 
 
 def main() -> None:  # the console script

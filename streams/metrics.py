@@ -21,20 +21,21 @@ class WindowAggregator:
     def __init__(self, worker_id: str, now: datetime | None = None):
         self.worker_id = worker_id
         self._window_start = now or datetime.now(timezone.utc)
-        self._models: dict[tuple[str, str], MetricsRecord] = {}
+        self._models: dict[tuple[str, str, str], MetricsRecord] = {}
         self._pipeline = self._new_pipeline_record()
 
     def _new_pipeline_record(self) -> MetricsRecord:
         return MetricsRecord(scope="pipeline", worker_id=self.worker_id, window_start=self._window_start, window_end=self._window_start)
 
-    def _model_record(self, model: str, version: str) -> MetricsRecord:
-        key = (model, version)
+    def _model_record(self, model: str, version: str, route: str | None) -> MetricsRecord:
+        key = (model, version, route or "")
         rec = self._models.get(key)
         if rec is None:
             rec = self._models[key] = MetricsRecord(
                 scope="model",
                 model=model,
                 model_version=version,
+                route=route or "",
                 worker_id=self.worker_id,
                 window_start=self._window_start,
                 window_end=self._window_start,
@@ -44,11 +45,13 @@ class WindowAggregator:
     def add_findings(self, findings) -> None:
         """Findings that arrive after their events were counted (e.g. from re-sampling)."""
         for finding in findings:
-            rec = self._model_record(finding.model, finding.model_version)
+            rec = self._model_record(finding.model, finding.model_version, finding.route)
             key = f"{finding.detector}.{finding.kind}"
             rec.findings[key] = rec.findings.get(key, 0) + 1
             sev = finding.severity.value
             rec.findings_by_severity[sev] = rec.findings_by_severity.get(sev, 0) + 1
+            by_sev = rec.finding_severities.setdefault(key, {})
+            by_sev[sev] = by_sev.get(sev, 0) + 1
 
     def add(self, result: BatchResult) -> None:
         p = self._pipeline
@@ -57,13 +60,30 @@ class WindowAggregator:
         _add_counts(p.dead_letters, Counter(d.reason_code for d in result.dead_letters))
         _add_counts(p.detector_errors, result.detector_errors)
         for event in result.events:
-            rec = self._model_record(event.model, event.model_version)
+            rec = self._model_record(event.model, event.model_version, event.route)
             rec.events += 1
+            if event.error_type is not None:
+                rec.errors += 1
+            if event.feedback == "complaint":
+                rec.complaints += 1
             rec.response_chars += len(event.response)
             rec.output_tokens += event.output_tokens or 0
             if event.latency_ms is not None:
                 rec.latency.observe(event.latency_ms)
         self.add_findings(result.findings)
+
+    def add_gauges(self, gauges) -> None:
+        """Detector gauges ``(name, labels, value)`` labelled by model and model_version: their
+        current values go into every record of that model version (one is made if none)."""
+        for name, labels, value in gauges:
+            model, version = labels.get("model"), labels.get("model_version")
+            if model is None or version is None:
+                continue
+            rest = ",".join(f"{k}={v}" for k, v in sorted(labels.items()) if k not in ("model", "model_version"))
+            key = f"{name}{{{rest}}}" if rest else name
+            records = [r for (m, v, _), r in self._models.items() if m == model and v == version]
+            for rec in records or [self._model_record(model, version, "")]:
+                rec.gauges[key] = float(value)
 
     def flush(self, now: datetime | None = None) -> list[MetricsRecord]:
         """Close the current window and return its records (the pipeline record always, models seen)."""

@@ -83,6 +83,14 @@ class InferenceEvent(BaseModel):
     output_tokens: int | None = Field(default=None, ge=0, json_schema_extra=_otel("gen_ai.usage.output_tokens"))
     finish_reason: Name | None = Field(default=None, json_schema_extra=_otel("gen_ai.response.finish_reasons"))
     conversation_id: Name | None = Field(default=None, json_schema_extra=_otel("gen_ai.conversation.id"))
+    error_type: Name | None = Field(
+        default=None,
+        description="Set when the request failed (e.g. 'timeout', '500'); the response is then what the user got, if anything.",
+        json_schema_extra=_otel("error.type"),
+    )
+    feedback: Literal["positive", "negative", "complaint"] | None = Field(
+        default=None, description="The user's verdict on the response, when the application collects one."
+    )
     metadata: dict[Annotated[str, StringConstraints(max_length=128)], MetadataValue] = Field(
         default_factory=dict, description="Free key/value pairs (flat, scalar values)."
     )
@@ -183,12 +191,21 @@ class MetricsRecord(BaseModel):
     scope: Literal["model", "pipeline"]
     model: str = ""
     model_version: str = ""
+    route: str = ""
     worker_id: str
     window_start: datetime
     window_end: datetime
     events: int = 0
     findings: dict[str, int] = Field(default_factory=dict, description="Counts keyed 'detector.kind'.")
     findings_by_severity: dict[str, int] = Field(default_factory=dict)
+    finding_severities: dict[str, dict[str, int]] = Field(
+        default_factory=dict, description="Counts keyed 'detector.kind', then severity."
+    )
+    errors: int = Field(default=0, description="Events with an error_type.")
+    complaints: int = Field(default=0, description="Events with feedback 'complaint'.")
+    gauges: dict[str, float] = Field(
+        default_factory=dict, description="Detector gauges of this model version at the window's end, keyed 'name{label=value,...}'."
+    )
     latency: LatencySummary = Field(default_factory=LatencySummary)
     response_chars: int = 0
     output_tokens: int = 0
@@ -201,3 +218,60 @@ class MetricsRecord(BaseModel):
     @property
     def key(self) -> str:
         return f"{self.model}|{self.model_version}" if self.scope == "model" else "_pipeline"
+
+    @property
+    def route_key(self) -> tuple[str, str, str]:
+        return (self.model, self.model_version, self.route)
+
+
+ActionKind = Literal[
+    "alert", "rollback", "kill", "release", "resolve", "should_advance", "should_rollback", "agent_start", "outcome"
+]
+
+
+class ActionRecord(BaseModel):
+    """One entry of the actions topic, the durable audit log of what the policy decided and did.
+
+    A decision is written before anything is called; the ``outcome`` record with the same
+    ``action_id`` says what calling the targets gave. A decision without an outcome (the
+    agent died between the two) is dispatched again on restart: every target is
+    idempotent by ``action_id``. Evidence holds metric values only, never event content.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    schema_version: Literal[1] = 1
+    action: ActionKind
+    action_id: str
+    episode_id: str | None = Field(default=None, description="The firing episode this action belongs to (shared by its alert, rollback, kill).")
+    rule: str | None = None
+    model: str = ""
+    model_version: str = ""
+    route: str = "*"
+    severity: str = "warning"
+    reason: str = ""
+    evidence: dict[str, Any] = Field(default_factory=dict)
+    fallback: str | None = None
+    to_version: str | None = Field(default=None, description="rollback: the version to return to; should_advance: the next stage.")
+    stage: str | None = None
+    link: str | None = None
+    by: str = "policy"
+    decided_at: datetime = Field(default_factory=utcnow)
+    # outcome records
+    results: dict[str, str] = Field(default_factory=dict, description="outcome: target -> 'ok', 'skipped: ...' or 'failed: ...'.")
+
+
+class KillSwitchState(BaseModel):
+    """The value of the compacted control topic, keyed by model."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    schema_version: Literal[1] = 1
+    model: Name
+    engaged: bool
+    reason: Annotated[str, StringConstraints(max_length=2000)] = ""
+    fallback: str | None = Field(default=None, description="'model:NAME' to serve another model; None or 'none': a 503.")
+    by: str = "policy"
+    action_id: str | None = None
+    model_version: str | None = None
+    at: datetime = Field(default_factory=utcnow)

@@ -96,6 +96,31 @@ class Settings(BaseSettings):
     sampler_k: int = Field(default=4, ge=2, le=20, description="Samples per request.")
     sampler_max_in_flight: int = Field(default=8, ge=1)
 
+    # Policy agent and actions.
+    policy_file: Path | None = Field(default=None, description="The policy YAML (default: the packaged default policy).")
+    policy_eval_interval_s: float = Field(default=1.0, gt=0, le=60)
+    policy_web_host: str = "127.0.0.1"
+    policy_web_port: int = Field(default=6067, ge=0, le=65535, description="The policy agent's /metrics and /healthz.")
+    alertmanager_urls: list[str] = Field(default_factory=list, description="Alertmanager base URLs (its v2 API), e.g. http://alertmanager:9093.")
+    alert_webhooks: list[str] = Field(default_factory=list, description="Generic webhook URLs that get every action, signed.")
+    webhook_secret: SecretStr | None = Field(
+        default=None, description="HMAC-SHA256 key of the X-Streamwarden-Signature header on every webhook (unsigned when unset)."
+    )
+    rollback_webhook_url: str | None = Field(default=None, description="The deployment controller's rollback endpoint.")
+    webhook_attempts: int = Field(default=6, ge=1, le=20, description="Tries per webhook call (backoff 0.5 s doubling).")
+    alert_repeat_s: float = Field(default=60.0, gt=0, description="How often firing alerts are re-sent to Alertmanager.")
+
+    # Gateway.
+    gateway_host: str = Field(default="127.0.0.1", description="Bind address of the gateway.")
+    gateway_port: int = Field(default=8080, ge=0, le=65535)
+    gateway_upstream_url: str | None = Field(default=None, description="The model server's OpenAI-compatible base URL, e.g. http://vllm:8000/v1.")
+    gateway_upstream_api_key: SecretStr | None = None
+    gateway_fallback_url: str | None = Field(default=None, description="Where 'model:NAME' fallbacks are served (default: the upstream).")
+    gateway_admin_token: SecretStr | None = Field(default=None, description="Bearer token of the admin endpoints (disabled when unset).")
+    gateway_route: str = Field(default="gateway", description="The route tapped events carry.")
+    gateway_model_versions: dict[str, str] = Field(default_factory=dict, description="model -> deployed version, for tapped events.")
+    gateway_timeout_s: float = Field(default=120.0, gt=0)
+
     # Tap.
     tap_buffer: int = Field(default=10_000, ge=1, description="Events the tap holds before it starts dropping.")
     tap_linger_ms: int = Field(default=20, ge=0)

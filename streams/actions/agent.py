@@ -1,0 +1,247 @@
+"""The policy agent: the metrics topic in, decisions on the actions topic, then dispatched.
+
+One agent per deployment is enough (metrics are a few records per model version and window)
+and is what the compose file runs; its state lives in Kafka, so a restarted agent picks up
+where the last one stopped:
+
+1. it writes an ``agent_start`` record and reads the actions topic up to it: the states of
+   the rules (what is firing, since when, the cool-downs) and the decisions that have no
+   outcome yet, which it dispatches again (every target is idempotent by action id);
+2. it reads the metrics topic from ``lookback`` ago (all partitions, assigned: the agent is
+   an observer, it commits nothing) and evaluates the policy every ``policy_eval_interval_s``;
+3. each decision is written to the actions topic and acknowledged *before* any target is
+   called; then the kill switch (control topic), the rollback webhook, Alertmanager and the
+   generic webhooks are called from a dispatcher thread, and an ``outcome`` record closes it.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
+
+from ..policy.engine import PolicyEngine
+from ..policy.rules import Policy, load_policy
+from ..schema import ActionRecord, KillSwitchState, MetricsRecord
+from ..settings import Settings
+from ..topics import topic_name, topic_specs
+from . import notify
+from .killswitch import publish_state
+from .log import action_json, consumer, producer, read_actions
+
+log = logging.getLogger(__name__)
+
+
+class AgentMetrics:
+    def __init__(self):
+        self.registry = r = CollectorRegistry()
+        self.rule_state = Gauge(
+            "streamwarden_policy_rule_state", "State of a rule for a model version: 0 ok, 1 pending, 2 firing.",
+            ["rule", "model", "model_version"], registry=r,
+        )
+        self.rule_value = Gauge(
+            "streamwarden_policy_rule_value", "The value the rule last computed for a model version.",
+            ["rule", "model", "model_version"], registry=r,
+        )
+        self.actions = Counter(
+            "streamwarden_actions_total", "Decisions written to the actions topic, by action and rule.",
+            ["action", "rule", "model", "model_version"], registry=r,
+        )
+        self.dispatch = Counter(
+            "streamwarden_action_dispatch_total", "Calls of action targets, by target kind and result.",
+            ["target", "result"], registry=r,
+        )
+        self.killswitch = Gauge(
+            "streamwarden_killswitch_engaged", "1 while the kill switch of a model is engaged (as last set by this agent).",
+            ["model"], registry=r,
+        )
+        self.metrics_records = Counter("streamwarden_policy_metrics_records_total", "Metrics records read.", registry=r)
+        self.bad_records = Counter("streamwarden_policy_bad_records_total", "Metrics records that did not parse.", registry=r)
+        self.evaluations = Counter("streamwarden_policy_evaluations_total", "Evaluations of the whole policy.", registry=r)
+
+
+class Dispatcher:
+    """Calls the targets of a decision; returns the outcome record (target -> result)."""
+
+    def __init__(self, settings: Settings, prod, metrics: AgentMetrics, sleep=time.sleep):
+        self.settings = settings
+        self.prod = prod
+        self.metrics = metrics
+        self.sleep = sleep
+        self.key = settings.webhook_secret.get_secret_value().encode() if settings.webhook_secret else None
+
+    def _count(self, target: str, result: str) -> None:
+        self.metrics.dispatch.labels(target, result.split(":")[0]).inc()
+
+    def dispatch(self, rec: ActionRecord) -> ActionRecord:
+        s = self.settings
+        results: dict[str, str] = {}
+        if rec.action == "kill":
+            state = KillSwitchState(
+                model=rec.model, engaged=True, reason=rec.reason, fallback=rec.fallback, by=f"policy:{rec.rule}",
+                action_id=rec.action_id, model_version=rec.model_version or None,
+            )
+            try:
+                publish_state(s, state, self.prod)
+                results["control"] = "ok"
+                self.metrics.killswitch.labels(rec.model).set(1)
+            except Exception as exc:  # noqa: BLE001 - recorded in the outcome
+                results["control"] = f"failed: {type(exc).__name__}"
+        if rec.action == "rollback":
+            if s.rollback_webhook_url:
+                r = notify.post_json(s.rollback_webhook_url, notify.rollback_payload(rec), key=self.key,
+                                     idempotency_key=rec.action_id, attempts=s.webhook_attempts, sleep=self.sleep)
+                results["rollback"] = r.summary()
+            else:
+                results["rollback"] = "skipped: no rollback_webhook_url"
+        if rec.action in ("alert", "resolve"):
+            alert = notify.alertmanager_alert(rec, resolved=rec.action == "resolve")
+            for i, url in enumerate(s.alertmanager_urls):
+                results[f"alertmanager[{i}]"] = notify.send_alertmanager(url, [alert], s.webhook_attempts, self.sleep).summary()
+        if rec.action in ("alert", "resolve", "should_advance", "should_rollback", "rollback", "kill"):
+            for i, url in enumerate(s.alert_webhooks):
+                r = notify.post_json(url, notify.webhook_payload(rec), key=self.key, idempotency_key=rec.action_id,
+                                     attempts=s.webhook_attempts, sleep=self.sleep)
+                results[f"webhook[{i}]"] = r.summary()
+        for target, result in results.items():
+            self._count(target.split("[")[0], result)
+        return ActionRecord(
+            action="outcome", action_id=rec.action_id, episode_id=rec.episode_id, rule=rec.rule, model=rec.model,
+            model_version=rec.model_version, route=rec.route, by=rec.by, results=results,
+        )
+
+
+class PolicyAgent:
+    def __init__(self, settings: Settings, policy: Policy | None = None, agent_id: str | None = None):
+        self.settings = settings
+        self.policy = policy or load_policy(settings.policy_file)
+        self.engine = PolicyEngine(self.policy)
+        self.metrics = AgentMetrics()
+        self.agent_id = agent_id or f"policy-agent:{int(time.time())}"
+        self.stop_event = threading.Event()
+        self.ready = threading.Event()
+        self._queue: queue.Queue[ActionRecord | None] = queue.Queue()
+        self._alerts: dict[str, ActionRecord] = {}  # episode -> firing alert, re-sent to Alertmanager
+        self._last_repeat = time.monotonic()
+
+    # -- the loop ------------------------------------------------------------------------
+
+    def run(self) -> None:
+        s = self.settings
+        if s.policy_web_port:
+            start_http_server(s.policy_web_port, addr=s.policy_web_host, registry=self.metrics.registry)
+        prod = producer(s, "streamwarden-policy")
+        dispatcher = Dispatcher(s, prod, self.metrics)
+        worker = threading.Thread(target=self._dispatch_loop, args=(dispatcher, prod), name="streamwarden-dispatch", daemon=True)
+        try:
+            history, actions_consumer = read_actions(s, self.agent_id, prod=prod)
+            actions_consumer.close()
+            self.engine.restore(history)
+            undone = self._without_outcome(history)
+            for rec in history:
+                if rec.action == "alert" and rec.episode_id:
+                    self._alerts[rec.episode_id] = rec
+                elif rec.action == "resolve" and rec.episode_id:
+                    self._alerts.pop(rec.episode_id, None)
+            worker.start()
+            for rec in undone:
+                log.warning("re-dispatching %s %s (no outcome recorded)", rec.action, rec.action_id)
+                self._queue.put(rec)
+            metrics_consumer = self._metrics_consumer()
+            self.ready.set()
+            log.info("policy agent %s: %d rules, %d past actions, %d to re-dispatch", self.agent_id,
+                     len(self.policy.rules), len(history), len(undone))
+            next_eval = time.monotonic()
+            while not self.stop_event.is_set():
+                for messages in metrics_consumer.poll(timeout_ms=100).values():
+                    for m in messages:
+                        self._ingest(m.value)
+                if time.monotonic() >= next_eval:
+                    self.step(prod, time.time())
+                    next_eval = time.monotonic() + s.policy_eval_interval_s
+            metrics_consumer.close()
+        finally:
+            self._queue.put(None)
+            if worker.is_alive():
+                worker.join(30)
+            prod.close(timeout=5)
+
+    def step(self, prod, now: float) -> list[ActionRecord]:
+        """Evaluate once; write each decision (acknowledged) and queue it for dispatch."""
+        decisions = self.engine.evaluate(now)
+        self.metrics.evaluations.inc()
+        for (rule, (model, version, _)), st in self.engine.states.items():
+            self.metrics.rule_state.labels(rule, model, version).set(st.code)
+            if st.value is not None:
+                self.metrics.rule_value.labels(rule, model, version).set(st.value)
+        for rec in decisions:
+            prod.send(topic_name(self.settings, "actions"), key=rec.action_id.encode(), value=action_json(rec), partition=0).get(timeout=30)
+            self.metrics.actions.labels(rec.action, rec.rule or "", rec.model, rec.model_version).inc()
+            log.warning("action %s: %s (%s)", rec.action, rec.reason, rec.action_id)
+            if rec.action == "alert" and rec.episode_id:
+                self._alerts[rec.episode_id] = rec
+            elif rec.action == "resolve" and rec.episode_id:
+                self._alerts.pop(rec.episode_id, None)
+            self._queue.put(rec)
+        if self._alerts and self.settings.alertmanager_urls and time.monotonic() - self._last_repeat >= self.settings.alert_repeat_s:
+            self._last_repeat = time.monotonic()
+            alerts = [notify.alertmanager_alert(a) for a in self._alerts.values()]
+            for url in self.settings.alertmanager_urls:
+                notify.send_alertmanager(url, alerts, attempts=1)
+        return decisions
+
+    def _dispatch_loop(self, dispatcher: Dispatcher, prod) -> None:
+        while True:
+            rec = self._queue.get()
+            if rec is None:
+                return
+            try:
+                outcome = dispatcher.dispatch(rec)
+                prod.send(topic_name(self.settings, "actions"), key=rec.action_id.encode(), value=action_json(outcome), partition=0).get(timeout=30)
+                log.info("outcome of %s %s: %s", rec.action, rec.action_id, outcome.results)
+            except Exception:  # noqa: BLE001 - the next start re-dispatches what has no outcome
+                log.exception("dispatch of %s failed", rec.action_id)
+
+    # -- helpers -------------------------------------------------------------------------
+
+    @staticmethod
+    def _without_outcome(history: list[ActionRecord]) -> list[ActionRecord]:
+        done = {r.action_id for r in history if r.action == "outcome"}
+        return [r for r in history if r.by == "policy" and r.action not in ("outcome", "agent_start") and r.action_id not in done]
+
+    def _ingest(self, value: bytes | None) -> None:
+        try:
+            self.engine.ingest(MetricsRecord.model_validate_json(value or b""))
+            self.metrics.metrics_records.inc()
+        except ValueError:
+            self.metrics.bad_records.inc()
+            log.warning("metrics topic: a record that is not a MetricsRecord was skipped")
+
+    def _metrics_consumer(self):
+        """All partitions of the metrics topic, from ``lookback`` ago (or the beginning)."""
+        from kafka import TopicPartition
+
+        name = topic_name(self.settings, "metrics")
+        cons = consumer(self.settings, "streamwarden-policy-metrics")
+        parts = cons.partitions_for_topic(name) or range(topic_specs(self.settings)["metrics"].partitions)
+        tps = [TopicPartition(name, p) for p in sorted(parts)]
+        cons.assign(tps)
+        since_ms = int((time.time() - self.engine._horizon - 60) * 1000)
+        offsets = None
+        if not self.settings.embedded:  # the embedded broker answers offset look-ups wrongly
+            try:
+                offsets = cons.offsets_for_times({tp: since_ms for tp in tps})
+            except Exception:  # noqa: BLE001 - an old broker: read from the beginning
+                offsets = None
+        for tp in tps:
+            found = offsets.get(tp) if offsets else None
+            if found is not None:
+                cons.seek(tp, found.offset)
+            else:
+                cons.seek_to_beginning(tp)
+        return cons
+
+

@@ -1,0 +1,192 @@
+"""The policy file and the state machine that turns metrics into decisions (no Kafka here)."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+
+import jsonschema
+import pytest
+import yaml
+
+from streams.policy.engine import PolicyEngine
+from streams.policy.rules import DEFAULT_POLICY, POLICY_SCHEMA_FILE, PolicyError, load_policy, parse_policy, policy_json_schema, render_policy_schema
+from streams.schema import LatencySummary, MetricsRecord
+
+T0 = 1_800_000_000.0
+
+
+def record(t_end: float, events: int, *, model="m", version="v1", route="r", errors=0, findings=None, latency_ms=None, gauges=None, window=1.0):
+    lat = LatencySummary()
+    for _ in range(events if latency_ms is not None else 0):
+        lat.observe(latency_ms)
+    return MetricsRecord(
+        scope="model", model=model, model_version=version, route=route, worker_id="w",
+        window_start=datetime.fromtimestamp(t_end - window, timezone.utc), window_end=datetime.fromtimestamp(t_end, timezone.utc),
+        events=events, errors=errors, finding_severities=findings or {}, latency=lat, gauges=gauges or {},
+    )
+
+
+def policy(rule: dict, rollouts=()):
+    return parse_policy(yaml.safe_dump({"version": 1, "rules": [rule], "rollouts": list(rollouts)}))
+
+
+ERROR_RULE = dict(name="errors", metric="error_rate", op=">", threshold=0.1, resolve_threshold=0.05, window_s=10,
+                  min_events=20, for_s=5, resolve_for_s=5, cooldown_s=100, actions=["rollback"])
+
+
+def run(engine, seconds, per_s=10, error_share=0.0, start=T0, **kw):
+    """Feed one record per second for ``seconds`` and evaluate after each; returns all decisions."""
+    out = []
+    for i in range(seconds):
+        t = start + i
+        engine.ingest(record(t, per_s, errors=round(per_s * error_share), **kw))
+        out += engine.evaluate(t)
+    return out
+
+
+def test_default_policy_loads_matches_its_json_schema_and_the_committed_schema_is_current():
+    p = load_policy()
+    names = {r.name for r in p.rules}
+    assert {"pii-leak", "safety-critical", "cascade-failure", "safety-incident", "error-rate", "latency-p99", "complaint-rate"} <= names
+    jsonschema.validate(yaml.safe_load(DEFAULT_POLICY.read_text()), policy_json_schema())
+    assert POLICY_SCHEMA_FILE.read_text() == render_policy_schema(), "regenerate: streamwarden policy schema > streams/policy/policy.schema.json"
+    kill = {r.name for r in p.rules if "kill" in r.actions}
+    assert kill == {"pii-leak", "safety-critical", "cascade-failure"}
+
+
+def test_errors_name_the_line_and_the_field():
+    text = "version: 1\nrules:\n  - name: ok\n    metric: error_rate\n    op: '>'\n    threshold: 0.1\n    actions: [alert]\n  - name: bad\n    metric: error_rate\n    op: '=>'\n    threshold: lots\n    actions: [explode]\n"
+    with pytest.raises(PolicyError) as e:
+        parse_policy(text, "p.yaml")
+    msg = str(e.value)
+    assert "p.yaml:10: rules.1.op" in msg
+    assert "p.yaml:11: rules.1.threshold" in msg
+    assert "p.yaml:12: rules.1.actions.0" in msg
+    with pytest.raises(PolicyError, match=r"p.yaml:3: not valid YAML"):
+        parse_policy("rules:\n  - name: [\n  oops: }\n", "p.yaml")
+    with pytest.raises(PolicyError, match="needs 'findings'"):
+        policy(dict(name="f", metric="finding_rate", op=">", threshold=0.1, actions=["alert"]))
+    with pytest.raises(PolicyError, match="safe side"):
+        policy({**ERROR_RULE, "resolve_threshold": 0.2})
+
+
+def test_a_sustained_breach_fires_once_with_every_action_and_a_deterministic_id():
+    engine = PolicyEngine(policy(ERROR_RULE))
+    quiet = run(engine, 15)
+    assert quiet == []
+    decisions = run(engine, 20, error_share=0.5, start=T0 + 15)
+    assert [d.action for d in decisions] == ["rollback", "alert"]
+    assert decisions[0].episode_id == decisions[1].episode_id
+    assert decisions[0].evidence["value"] > 0.1 and decisions[0].evidence["events"] >= 20
+    # The breach began at T0+15 (first breaching evaluation) and fired for_s later, not before.
+    assert decisions[0].decided_at.timestamp() >= T0 + 15 + 5
+    again = PolicyEngine(policy(ERROR_RULE))
+    run(again, 15)
+    assert [d.action_id for d in run(again, 20, error_share=0.5, start=T0 + 15)] == [d.action_id for d in decisions]
+
+
+def test_a_breach_shorter_than_for_and_too_few_events_do_not_fire():
+    engine = PolicyEngine(policy({**ERROR_RULE, "window_s": 3, "for_s": 8}))
+    run(engine, 10)
+    short = run(engine, 3, error_share=1.0, start=T0 + 10)  # errors for 3 s: the 3 s window breaches for ~6 s < for_s
+    after = run(engine, 20, start=T0 + 13)
+    assert short == [] and after == []
+    st = engine.states[("errors", ("m", "v1", "*"))]
+    assert st.state == "ok"
+    few = PolicyEngine(policy(ERROR_RULE))
+    assert run(few, 30, per_s=1, error_share=1.0) == []  # 10 events per window < min_events 20
+
+
+def test_hysteresis_holds_between_the_thresholds_and_resolution_needs_resolve_for():
+    engine = PolicyEngine(policy(ERROR_RULE))
+    fired = run(engine, 20, per_s=20, error_share=0.5)
+    assert [d.action for d in fired] == ["rollback", "alert"]
+    # 8% errors: under the threshold (10%) but above resolve_threshold (5%): still firing.
+    held = run(engine, 30, per_s=100, error_share=0.08, start=T0 + 20)
+    assert held == [] and engine.states[("errors", ("m", "v1", "*"))].state == "firing"
+    resolved = run(engine, 30, per_s=100, error_share=0.0, start=T0 + 50)
+    assert [d.action for d in resolved] == ["resolve"]
+    assert resolved[0].episode_id == fired[0].episode_id
+
+
+def test_cool_down_spaces_two_firings_of_the_same_rule():
+    engine = PolicyEngine(policy({**ERROR_RULE, "cooldown_s": 60}))
+    first = run(engine, 15, per_s=20, error_share=0.5)
+    run(engine, 25, per_s=20, start=T0 + 15)  # resolves
+    second = run(engine, 20, per_s=20, error_share=0.5, start=T0 + 40)
+    assert second == []  # breached again 35 s after the first firing: held by the cool-down
+    assert engine.states[("errors", ("m", "v1", "*"))].state == "pending"
+    third = run(engine, 10, per_s=20, error_share=0.5, start=T0 + 60)
+    assert [d.action for d in third] == ["rollback", "alert"]
+    assert third[0].decided_at.timestamp() - first[0].decided_at.timestamp() >= 60
+    assert third[0].action_id != first[0].action_id
+
+
+def test_a_restored_engine_does_not_repeat_what_the_log_says_it_did():
+    engine = PolicyEngine(policy(ERROR_RULE))
+    fired = run(engine, 20, per_s=20, error_share=0.5)
+    restarted = PolicyEngine(policy(ERROR_RULE))
+    restarted.restore(fired)
+    assert run(restarted, 20, per_s=20, error_share=0.5, start=T0 + 20) == []
+    resolved = run(restarted, 30, per_s=20, start=T0 + 40)
+    assert [d.action for d in resolved] == ["resolve"] and resolved[0].episode_id == fired[0].episode_id
+
+
+def test_findings_gauges_latency_and_routes():
+    pii = dict(name="pii", metric="finding_count", findings=["pii.pii_leak"], min_severity="high", op=">=", threshold=1,
+               window_s=10, actions=["kill"], fallback="model:small")
+    engine = PolicyEngine(policy(pii))
+    assert run(engine, 5, findings={"pii.pii_echo": {"low": 3}, "pii.pii_leak": {"medium": 2}}) == []
+    out = run(engine, 1, findings={"pii.pii_leak": {"critical": 1}}, start=T0 + 5)
+    assert [d.action for d in out] == ["kill", "alert"] and out[0].fallback == "model:small"
+    assert out[0].evidence["findings"] == {"pii.pii_leak": 1}
+
+    gauge = dict(name="drift", metric="gauge", gauge="drift_p_value{field=*}", op="<", threshold=0.01, window_s=10, actions=["alert"])
+    engine = PolicyEngine(policy(gauge))
+    assert run(engine, 3, gauges={"drift_p_value{field=prompt}": 0.4}) == []
+    out = run(engine, 1, gauges={"drift_p_value{field=prompt}": 0.3, "drift_p_value{field=response}": 0.001}, start=T0 + 3)
+    assert out and out[0].evidence["gauge"] == "drift_p_value{field=response}"
+
+    lat = dict(name="p99", metric="latency_p99_ms", op=">", threshold=5000, window_s=10, min_events=10,
+               scope={"route": "chat*", "per_route": True}, actions=["alert"])
+    engine = PolicyEngine(policy(lat))
+    engine.ingest(record(T0, 50, route="chat-eu", latency_ms=8000))
+    engine.ingest(record(T0, 50, route="chat-us", latency_ms=300))
+    engine.ingest(record(T0, 50, route="batch", latency_ms=9000))
+    out = engine.evaluate(T0)
+    assert [(d.route, d.evidence["value"]) for d in out] == [("chat-eu", 10000)]
+
+
+def test_staged_rollout_publishes_should_rollback_or_should_advance_once():
+    rollouts = [
+        {"model": "m", "version": "v2", "stage": "10%", "previous_version": "v1", "advance_min_events": 100, "advance_after_s": 20},
+        {"model": "m", "version": "v3", "stage": "1%", "previous_version": "v2", "advance_min_events": 100, "advance_after_s": 20},
+    ]
+    engine = PolicyEngine(policy(ERROR_RULE, rollouts))
+    out = []
+    for i in range(40):
+        t = T0 + i
+        engine.ingest(record(t, 20, version="v2", errors=10 if i > 10 else 0))
+        engine.ingest(record(t, 20, version="v3"))
+        out += engine.evaluate(t)
+    by = {(d.action, d.model_version): d for d in out}
+    assert by[("rollback", "v2")].to_version == "v1" and by[("rollback", "v2")].stage == "10%"
+    assert by[("should_rollback", "v2")].to_version == "v1"
+    assert by[("should_advance", "v3")].to_version == "10%"
+    assert ("should_advance", "v2") not in by
+    assert sum(1 for d in out if d.action.startswith("should_")) == 2
+    restored = PolicyEngine(policy(ERROR_RULE, rollouts))
+    restored.restore(out)
+    later = []
+    for i in range(40, 60):
+        restored.ingest(record(T0 + i, 20, version="v3"))
+        later += restored.evaluate(T0 + i)
+    assert [d for d in later if d.action.startswith("should_")] == []
+
+
+def test_policy_records_and_evidence_are_json():
+    engine = PolicyEngine(policy(ERROR_RULE))
+    fired = run(engine, 20, per_s=20, error_share=0.5)
+    for d in fired:
+        assert json.loads(d.model_dump_json())["action_id"] == d.action_id
