@@ -1,6 +1,7 @@
 # The two commands of the README. Each sets up what it needs in .venv first.
 #   make demo              the embedded broker, a worker, traffic and a live view (Ctrl-C stops; SECONDS=60 stops by itself)
-#   make test              the whole test suite (what CI runs: .ci/run)
+#   make test              the whole test suite (what CI runs: .ci/run); installs Debian's prometheus
+#                          and prometheus-alertmanager first when they are missing
 
 PYTHON ?= python3
 VENV   := .venv
@@ -8,7 +9,13 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 SECONDS ?=
 
-.PHONY: demo test install clean
+.PHONY: demo test install sysdeps clean
+
+# Debian's Prometheus and Alertmanager, which the tests start on 127.0.0.1 (as root or with sudo).
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+sysdeps:
+	@command -v prometheus-alertmanager >/dev/null && command -v prometheus >/dev/null && command -v promtool >/dev/null || \
+	  { $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends prometheus prometheus-alertmanager >/dev/null; }
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,7 +28,7 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/streamwarden demo $(if $(SECONDS),--seconds $(SECONDS),)
 
-test: $(STAMP)
+test: $(STAMP) sysdeps
 	$(BIN)/python -m pytest
 
 clean:

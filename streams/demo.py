@@ -45,6 +45,7 @@ class DemoOptions:
 
 class _Sent:
     def __init__(self):
+        self.first_at: dict[str, float] = {}  # phase -> wall-clock time of its first event
         self.valid = 0
         self.malformed = 0
         self.phase_of_event: dict[str, str] = {}
@@ -65,6 +66,62 @@ def _worker_env(settings: Settings, web_port: int) -> dict[str, str]:
         STREAMWARDEN_OUTPUT_PARTITIONS=str(settings.output_partitions),
     )
     return env
+
+
+class StandInController:
+    """A stand-in for the deployment controller that receives rollback webhooks (the demo has no
+    real one): it accepts every call and remembers it, for the live view and the summary."""
+
+    def __init__(self):
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        self.rollbacks: list[dict] = []
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                try:
+                    outer.rollbacks.append(json.loads(body))
+                except ValueError:
+                    pass
+                self.send_response(200)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        threading.Thread(target=self.server.serve_forever, name="demo-controller", daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}/rollback"
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def demo_policy_file() -> Path:
+    """The default policy, plus the demo models' staged rollouts (so rollbacks name a version to return to)."""
+    import yaml
+
+    from .policy.rules import DEFAULT_POLICY
+
+    data = yaml.safe_load(DEFAULT_POLICY.read_text(encoding="utf-8"))
+    data["rollouts"] = [
+        {"model": "support-assistant", "version": "2026.11.1", "stage": "10%", "previous_version": "2026.10.4",
+         "advance_min_events": 200, "advance_after_s": 15},
+        {"model": "code-helper", "version": "1.8.0", "stage": "1%", "previous_version": "1.7.2",
+         "advance_min_events": 200, "advance_after_s": 15},
+    ]
+    fd, name = tempfile.mkstemp(prefix="streamwarden-demo-policy-", suffix=".yaml")
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        yaml.safe_dump(data, fh, sort_keys=False)
+    return Path(name)
 
 
 def _worker_ready(web_port: int) -> bool:
@@ -92,6 +149,14 @@ def _view(tally: OutputTally, sent: _Sent, phase: str, elapsed: float, opts: Dem
         str(sent.valid), str(sent.malformed), str(tally.events_processed), f"{rate:.0f}",
         str(len(tally.finding_ids)), str(tally.dead_letters), str(tally.actions),
     )
+    actions = Table(title="actions (policy agent -> actions topic)", show_header=True, header_style="bold")
+    for col in ("action", "rule", "model", "reason"):
+        actions.add_column(col)
+    for a in tally.action_log[-6:]:
+        style = "bold red" if a["action"] in ("kill", "rollback", "should_rollback") else None
+        actions.add_row(Text(a["action"], style=style), a.get("rule") or "", f"{a['model']}@{a['model_version']}", a["reason"][:90])
+    engaged = [m for m, st in tally.killswitch.items() if st and st.get("engaged")]
+    switch = Text(f"kill switch ENGAGED: {', '.join(engaged)}" if engaged else "kill switch: none engaged", style="bold red" if engaged else "green")
     kinds = Table(title="findings by detector.kind", show_header=True, header_style="bold")
     kinds.add_column("detector.kind")
     kinds.add_column("count", justify="right")
@@ -102,13 +167,37 @@ def _view(tally: OutputTally, sent: _Sent, phase: str, elapsed: float, opts: Dem
         recent.add_column(col)
     for f in list(tally.recent)[-5:]:
         recent.add_row(f["severity"], f"{f['detector']}.{f['kind']}", f"{f['model']}@{f['model_version']}", f["summary"])
-    return Group(head, counts, kinds, recent)
+    return Group(head, counts, switch, actions, kinds, recent)
 
 
 def _nest(counter) -> dict[str, dict[str, int]]:
     out: dict[str, dict[str, int]] = {}
     for (phase, kind), n in sorted(counter.items()):
         out.setdefault(phase, {})[kind] = n
+    return out
+
+
+def _count_actions(log: list[dict]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for a in log:
+        key = f"{a['action']}:{a.get('rule') or '-'}"
+        out[key] = out.get(key, 0) + 1
+    return dict(sorted(out.items()))
+
+
+def _time_to_action(sent: _Sent, log: list[dict]) -> dict[str, float]:
+    """Seconds from the first event of the PII-leak phase to the first kill and rollback after it
+    (the worker's model loading is included when the phase comes before the worker is ready)."""
+    from datetime import datetime
+
+    first = sent.first_at.get("pii_leak")
+    out: dict[str, float] = {}
+    if first is None:
+        return out
+    for a in log:
+        at = datetime.fromisoformat(a["decided_at"]).timestamp()
+        if a["action"] in ("kill", "rollback") and at >= first and a["action"] not in out:
+            out[a["action"]] = round(at - first, 2)
     return out
 
 
@@ -121,10 +210,20 @@ def run_demo(settings: Settings, opts: DemoOptions, console: Console | None = No
         broker = EmbeddedBroker().start()
         settings = settings.model_copy(update={"bootstrap": broker.bootstrap})
     worker = None
+    agent = None
+    controller = None
     reader = None
     tap = None
     try:
         ensure_topics(settings)
+        controller = StandInController()
+        policy_file = demo_policy_file()
+        agent_env = {
+            **_worker_env(settings, 0),
+            "STREAMWARDEN_POLICY_FILE": str(policy_file),
+            "STREAMWARDEN_ROLLBACK_WEBHOOK_URL": controller.url,
+            "STREAMWARDEN_POLICY_WEB_PORT": str(free_port()),
+        }
         web_port = free_port()
         log_path = opts.worker_log or Path(tempfile.mkstemp(prefix="streamwarden-worker-", suffix=".log")[1])
         worker_log = open(log_path, "ab")
@@ -135,6 +234,10 @@ def run_demo(settings: Settings, opts: DemoOptions, console: Console | None = No
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
         )
+        agent = subprocess.Popen(
+            [sys.executable, "-m", "streams.cli", "policy", "run"],
+            env=agent_env, stdout=worker_log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+        )
         sent = _Sent()
         tally = OutputTally()
         lock = threading.Lock()
@@ -143,7 +246,7 @@ def run_demo(settings: Settings, opts: DemoOptions, console: Console | None = No
             with lock:
                 tally.add(rec, phase_of=sent.phase_of_event.get)
 
-        reader = OutputReader(settings, ("findings", "deadletter", "metrics", "actions"), on_record).start()
+        reader = OutputReader(settings, ("findings", "deadletter", "metrics", "actions", "control"), on_record).start()
         tap = Tap(settings=settings)
         schedule = Schedule.for_run(opts.seconds)
         gen = TrafficGenerator(schedule, seed=opts.seed)
@@ -162,6 +265,8 @@ def run_demo(settings: Settings, opts: DemoOptions, console: Console | None = No
                     break
                 if worker.poll() is not None:
                     raise RuntimeError(f"the worker exited with {worker.returncode}; see {log_path}")
+                if agent.poll() is not None:
+                    raise RuntimeError(f"the policy agent exited with {agent.returncode}; see {log_path}")
                 # Send what the rate allows up to now, then sleep a little.
                 due = int(elapsed * opts.rate) - (sent.valid + sent.malformed)
                 for _ in range(max(0, min(due, 1000))):
@@ -176,6 +281,7 @@ def run_demo(settings: Settings, opts: DemoOptions, console: Console | None = No
                         p = payload.metadata["phase"]
                         sent.phase_of_event[payload.event_id] = p
                         sent.by_phase[p] = sent.by_phase.get(p, 0) + 1
+                        sent.first_at.setdefault(p, payload.timestamp.timestamp())
                 if not ready and elapsed >= next_ready_check:
                     ready = _worker_ready(web_port)
                     next_ready_check = elapsed + 1.0
@@ -205,7 +311,7 @@ def run_demo(settings: Settings, opts: DemoOptions, console: Console | None = No
                 if worker.poll() is not None:
                     break
                 time.sleep(0.2)
-            time.sleep(settings.metrics_window_s)  # one more window: late findings and duplicates show up
+            time.sleep(max(settings.metrics_window_s, 3.0))  # one more window and evaluation: late findings and actions
             total_s = time.monotonic() - start
             if live:
                 with lock:
@@ -232,6 +338,17 @@ def run_demo(settings: Settings, opts: DemoOptions, console: Console | None = No
                 "dead_letters": tally.dead_letters,
                 "dead_letter_reasons": dict(sorted(tally.dead_letter_reasons.items())),
                 "actions": tally.actions,
+                "actions_by_kind": _count_actions(tally.action_log),
+                "action_log": [
+                    {k: a.get(k) for k in ("action", "rule", "model", "model_version", "to_version", "decided_at", "reason", "action_id")}
+                    for a in tally.action_log
+                ],
+                "action_outcomes": {a["action_id"]: tally.outcomes.get(a["action_id"]) for a in tally.action_log},
+                "killswitch_engaged": sorted(m for m, st in tally.killswitch.items() if st and st.get("engaged")),
+                "rollbacks_received_by_controller": [
+                    {k: r.get(k) for k in ("model", "from_version", "to_version", "rule", "action_id")} for r in controller.rollbacks
+                ],
+                "pii_leak_first_event_to_action_s": _time_to_action(sent, tally.action_log),
                 "metrics_records": tally.metrics_records,
                 "worker_log": str(log_path),
             }
@@ -241,6 +358,15 @@ def run_demo(settings: Settings, opts: DemoOptions, console: Console | None = No
             tap.close(timeout_s=1)
         if reader is not None:
             reader.stop()
+        if controller is not None:
+            controller.stop()
+        for proc in (agent,):
+            if proc is not None and proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+                try:
+                    proc.wait(10)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
         if worker is not None and worker.poll() is None:
             worker.send_signal(signal.SIGTERM)
             try:

@@ -49,6 +49,9 @@ class OutputTally:
     events_processed: int = 0
     metrics_records: int = 0
     actions: int = 0
+    action_log: list = field(default_factory=list)
+    outcomes: dict = field(default_factory=dict)
+    killswitch: dict = field(default_factory=dict)
     recent: deque = field(default_factory=lambda: deque(maxlen=8))
 
     def add(self, rec: OutputRecord, phase_of: Callable[[str], str | None] | None = None) -> None:
@@ -74,7 +77,17 @@ class OutputTally:
             if m["scope"] == "model":
                 self.events_processed += m["events"]
         elif rec.role == "actions":
+            a = rec.json()
+            if not a or a.get("action") == "agent_start":
+                return
+            if a["action"] == "outcome":
+                self.outcomes[a["action_id"]] = a.get("results", {})
+                return
             self.actions += 1
+            self.action_log.append(a)
+        elif rec.role == "control":
+            if rec.key and not rec.key.startswith(b"__streamwarden_marker__"):
+                self.killswitch[rec.key.decode("utf-8", "replace")] = rec.json()
 
 
 class OutputReader:

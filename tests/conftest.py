@@ -78,13 +78,13 @@ def worker_env(settings: Settings) -> dict[str, str]:
 class WorkerProcess:
     """A real ``streamwarden worker`` process for a test."""
 
-    def __init__(self, settings: Settings, log_path: Path, extra_env: dict[str, str] | None = None):
+    def __init__(self, settings: Settings, log_path: Path, extra_env: dict[str, str] | None = None, args: tuple[str, ...] = ("worker",)):
         self.log_path = log_path
         env = worker_env(settings)
         env.update(extra_env or {})
         self._log = open(log_path, "ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "streams.cli", "worker"],
+            [sys.executable, "-m", "streams.cli", *args],
             env=env,
             stdout=self._log,
             stderr=subprocess.STDOUT,
@@ -118,6 +118,21 @@ def start_worker(tmp_path):
     yield _start
     for w in started:
         w.stop()
+
+
+@pytest.fixture
+def start_process(tmp_path):
+    """Any ``streamwarden`` command as a real process: ``start_process(settings, "policy", "run", VAR=value)``."""
+    started: list[WorkerProcess] = []
+
+    def _start(settings: Settings, *args: str, **extra_env: str) -> WorkerProcess:
+        p = WorkerProcess(settings, tmp_path / f"{args[0]}-{len(started)}.log", extra_env, args=args)
+        started.append(p)
+        return p
+
+    yield _start
+    for p in started:
+        p.stop()
 
 
 def wait_for(predicate, timeout: float, interval: float = 0.1, message: str = "condition"):

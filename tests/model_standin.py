@@ -12,7 +12,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 class ModelStandIn:
     def __init__(self, answer):
-        self.answer = answer  # prompt -> text
+        self.answer = answer  # prompt -> text, or (prompt, model) -> text
+        self.takes_model = answer.__code__.co_argcount == 2 if hasattr(answer, "__code__") else False
         self.requests: list[dict] = []
         outer = self
 
@@ -25,12 +26,28 @@ class ModelStandIn:
                 outer.requests.append({"path": self.path, "body": body, "auth": self.headers.get("Authorization")})
                 prompt = body["messages"][-1]["content"]
                 n = int(body.get("n", 1))
+                if body.get("stream"):
+                    self.send_response(200)
+                    self.send_header("Content-Type", "text/event-stream")
+                    self.end_headers()
+                    words = outer.answer(prompt, body["model"]) if outer.takes_model else outer.answer(prompt)
+                    for i, word in enumerate(words.split(" ")):
+                        delta = {"content": (" " if i else "") + word}
+                        chunk = {"id": "cmpl-standin", "object": "chat.completion.chunk", "model": body["model"],
+                                 "choices": [{"index": 0, "delta": delta, "finish_reason": None}]}
+                        self.wfile.write(b"data: " + json.dumps(chunk).encode() + b"\n\n")
+                        self.wfile.flush()
+                    end = {"id": "cmpl-standin", "object": "chat.completion.chunk", "model": body["model"],
+                           "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}
+                    self.wfile.write(b"data: " + json.dumps(end).encode() + b"\n\ndata: [DONE]\n\n")
+                    self.wfile.flush()
+                    return
                 payload = {
                     "id": "cmpl-standin",
                     "object": "chat.completion",
                     "model": body["model"],
                     "choices": [
-                        {"index": i, "message": {"role": "assistant", "content": outer.answer(prompt)}, "finish_reason": "stop"}
+                        {"index": i, "message": {"role": "assistant", "content": outer.answer(prompt, body["model"]) if outer.takes_model else outer.answer(prompt)}, "finish_reason": "stop"}
                         for i in range(n)
                     ],
                 }

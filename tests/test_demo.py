@@ -50,3 +50,15 @@ def test_demo_runs_for_20_seconds_and_its_summary_is_consistent(tmp_path):
         if phase != "pii_leak":
             assert "pii.pii_leak" not in kinds, phase
     assert s["metrics_records"] > 0
+    # The policy agent tripped the kill switch and a rollback for the leaking model, once each,
+    # and the stand-in deployment controller got the rollback with the version to return to.
+    assert s["actions_by_kind"].get("kill:pii-leak") == 1
+    assert s["actions_by_kind"].get("rollback:safety-incident") == 1
+    assert s["killswitch_engaged"] == ["support-assistant"]
+    kills = [a for a in s["action_log"] if a["action"] == "kill"]
+    assert {a["model"] for a in kills} == {"support-assistant"}
+    assert [(r["model"], r["from_version"], r["to_version"]) for r in s["rollbacks_received_by_controller"]] == [
+        ("support-assistant", "2026.11.1", "2026.10.4")
+    ]
+    assert all(s["action_outcomes"][a["action_id"]] for a in kills), s["action_outcomes"]
+    assert s["pii_leak_first_event_to_action_s"]["kill"] > 0

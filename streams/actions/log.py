@@ -85,13 +85,13 @@ def parse_action(value: bytes | None) -> ActionRecord | None:
 
 
 def read_actions(settings: Settings, agent_id: str | None = None, timeout_s: float = 30.0, prod=None) -> tuple[list[ActionRecord], object]:
-    """Every action record so far (oldest first), after writing an ``agent_start`` marker."""
+    """Every action record so far (oldest first, earlier ``agent_start`` markers included), after writing one."""
     start = ActionRecord(action="agent_start", action_id=f"agent-start-{uuid.uuid4().hex}", by=agent_id or "reader")
     out: list[ActionRecord] = []
 
     def keep(key, value):
         rec = parse_action(value)
-        if rec is not None and rec.action != "agent_start":
+        if rec is not None:
             out.append(rec)
 
     cons = read_until_marker(settings, "actions", start.action_id.encode(), start.model_dump_json().encode(), keep, timeout_s, prod)
