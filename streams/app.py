@@ -224,12 +224,28 @@ class Worker:
             self.metrics.in_flight.dec()
         await self.publish(result)
         self.metrics.observe(result, len(records), time.perf_counter() - t0)
+        self._observe_lag(records)
         self.metrics.set_detector_gauges(self.detectors)
         self.windows.add(result)
         if self.sampler is not None:
             for event in result.events:
                 self.sampler.offer(event)
         return result
+
+    def _observe_lag(self, records: list[RawRecord]) -> None:
+        last: dict[tuple[str, int], int] = {}
+        for r in records:
+            last[(r.topic, r.partition)] = max(r.offset, last.get((r.topic, r.partition), -1))
+        try:
+            from faust.types import TP
+
+            consumer = self.app.consumer
+            for (topic, partition), offset in last.items():
+                highwater = consumer.highwater(TP(topic, partition))
+                if highwater is not None and highwater >= 0:
+                    self.metrics.lag.labels(topic, str(partition)).set(max(0, highwater - (offset + 1)))
+        except Exception:  # noqa: BLE001 - lag is best effort; processing never depends on it
+            pass
 
     def drift_interval(self) -> int:
         return int(time.time() // self.settings.drift_interval_s)

@@ -336,6 +336,26 @@ def policy_schema() -> None:
     typer.echo(render_policy_schema(), nl=False)
 
 
+@policy_app.command("prometheus-rules")
+def policy_prometheus_rules(
+    policy: Optional[Path] = typer.Option(None, "--policy", "-p", exists=True, dir_okay=False, help="Policy YAML (default: the packaged default)."),
+    out: Optional[Path] = typer.Option(None, help="Write here (default: stdout)."),
+) -> None:
+    """Prometheus alerting rules from the policy (so alerts fire even when the agent is down); check them with promtool."""
+    from .policy.prometheus_rules import render_prometheus_rules
+    from .policy.rules import PolicyError, load_policy
+
+    try:
+        text = render_prometheus_rules(load_policy(policy))
+    except PolicyError as exc:
+        typer.secho(str(exc), fg="red", err=True)
+        raise typer.Exit(2) from None
+    if out is None:
+        typer.echo(text, nl=False)
+    else:
+        out.write_text(text, encoding="utf-8")
+
+
 def _switch(model: str, engaged: bool, reason: str, fallback: Optional[str], by: Optional[str]) -> None:
     from .actions.killswitch import set_switch
 

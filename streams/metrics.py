@@ -160,6 +160,26 @@ class WorkerMetrics:
             ["outcome"],
             registry=r,
         )
+        self.errors = PromCounter(
+            "streamwarden_model_errors_total", "Events whose request failed (error_type set).", ["model", "model_version"], registry=r
+        )
+        self.complaints = PromCounter(
+            "streamwarden_complaints_total", "Events with user feedback 'complaint'.", ["model", "model_version"], registry=r
+        )
+        self.finding_score = Histogram(
+            "streamwarden_finding_score",
+            "Scores of published findings, by detector and kind (higher is worse).",
+            ["detector", "kind"],
+            buckets=(0.1, 0.25, 0.5, 0.75, 0.9, 1, 2, 5, 10, 50),
+            registry=r,
+        )
+        self.lag = Gauge(
+            "streamwarden_consumer_lag_records",
+            "Records of the inference topic not processed yet, per partition this worker holds (the high watermark "
+            "the broker returned with the last fetch minus the next offset to process).",
+            ["topic", "partition"],
+            registry=r,
+        )
         self._detector_gauges: dict[str, Gauge] = {}
         self.in_flight = Gauge("streamwarden_batches_in_flight", "Micro-batches being processed.", registry=r)
 
@@ -189,6 +209,10 @@ class WorkerMetrics:
         per_model: Counter = Counter()
         for event in result.events:
             per_model[(event.model, event.model_version)] += 1
+            if event.error_type is not None:
+                self.errors.labels(event.model, event.model_version).inc()
+            if event.feedback == "complaint":
+                self.complaints.labels(event.model, event.model_version).inc()
             if event.latency_ms is not None:
                 self.model_latency.labels(event.model, event.model_version).observe(event.latency_ms / 1000)
         for (model, version), n in per_model.items():
@@ -207,6 +231,8 @@ class WorkerMetrics:
             grouped[(f.model, f.model_version, f.detector, f.kind, f.severity.value)] += 1
         for labels, n in grouped.items():
             self.findings.labels(*labels).inc(n)
+        for f in result.findings:
+            self.finding_score.labels(f.detector, f.kind).observe(f.score)
         for f in result.findings:
             if f.detector == "pii":
                 for e in f.details.get("entities", ()):
