@@ -168,6 +168,9 @@ class TrafficGenerator:
         self.schedule = schedule
         self.rng = random.Random(seed)
         self.malformed_rate = malformed_rate
+        # Failed requests and complaints at everyday rates (error rate ~0.5%, complaints ~0.3%),
+        # from their own generator so they leave the rest of the traffic as it was.
+        self._outcomes = random.Random(seed + 1)
 
     def _fill(self, text: str, **slots: str) -> str:
         return text.format(**slots)
@@ -262,5 +265,7 @@ class TrafficGenerator:
             input_tokens=len(str(prompt)) // 4,
             output_tokens=max(1, len(response) // 4),
             finish_reason="stop",
+            error_type="timeout" if self._outcomes.random() < 0.005 else None,
+            feedback="complaint" if self._outcomes.random() < 0.003 else None,
             metadata={"phase": phase},
         )
