@@ -36,6 +36,8 @@ policy_app = typer.Typer(help="The policy: rules that trip alerts, rollbacks and
 killswitch_app = typer.Typer(help="Switch a model off (the gateway serves its fallback) or on again; every change is audited.", no_args_is_help=True)
 app.add_typer(policy_app, name="policy")
 app.add_typer(killswitch_app, name="killswitch")
+dashboards_app = typer.Typer(help="The Grafana dashboards.", no_args_is_help=True)
+app.add_typer(dashboards_app, name="dashboards")
 
 BootstrapOpt = typer.Option(None, "--bootstrap", "-b", help="Kafka bootstrap servers host:port[,host:port] (env STREAMWARDEN_BOOTSTRAP).")
 EmbeddedOpt = typer.Option(None, "--embedded/--production", help="Settings profile: the embedded tansu broker, or Kafka's defaults.")
@@ -354,6 +356,33 @@ def policy_prometheus_rules(
         typer.echo(text, nl=False)
     else:
         out.write_text(text, encoding="utf-8")
+
+
+@dashboards_app.command("push")
+def dashboards_push(
+    grafana_url: str = typer.Option(..., "--grafana-url", help="Grafana's base URL, e.g. http://grafana:3000."),
+    token: Optional[str] = typer.Option(None, "--token", envvar="GRAFANA_TOKEN", help="A service-account token (env GRAFANA_TOKEN)."),
+    user: Optional[str] = typer.Option(None, "--user", envvar="GRAFANA_USER", help="Or basic auth: user (env GRAFANA_USER)..."),
+    password: Optional[str] = typer.Option(None, "--password", envvar="GRAFANA_PASSWORD", help="...and password (env GRAFANA_PASSWORD)."),
+    folder: str = typer.Option("streamwarden", help="The folder to put them in (created if missing)."),
+    prometheus_url: Optional[str] = typer.Option(None, help="Also create/update the Prometheus datasource the panels use."),
+) -> None:
+    """Upload the dashboards (dashboards/json) to Grafana through its HTTP API; pushing twice changes nothing."""
+    from dashboards.push import push
+
+    if token:
+        credential = token
+    elif user and password:
+        credential = (user, password)
+    else:
+        typer.secho("give --token (or GRAFANA_TOKEN), or --user and --password", fg="red", err=True)
+        raise typer.Exit(2)
+    try:
+        result = push(grafana_url, credential, folder=folder, prometheus_url=prometheus_url)
+    except Exception as exc:  # noqa: BLE001 - one clear line, not a traceback
+        typer.secho(f"push to {grafana_url} failed: {type(exc).__name__}: {exc}", fg="red", err=True)
+        raise typer.Exit(1) from None
+    typer.echo(json.dumps({"folder": result.folder_uid, "datasource": result.datasource, "dashboards": result.dashboards}, indent=2))
 
 
 def _switch(model: str, engaged: bool, reason: str, fallback: Optional[str], by: Optional[str]) -> None:

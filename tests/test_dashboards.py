@@ -168,3 +168,132 @@ def test_every_panel_query_returns_data_from_a_real_prometheus(settings, tmp_pat
                      "streamwarden_actions_total", "streamwarden_consumer_lag_records", "streamwarden_bias_disparity_ratio",
                      "streamwarden_drift_p_value", "streamwarden_model_errors_total"):
             assert prom.query(expr), expr
+
+
+class GrafanaStandIn:
+    """A stand-in of Grafana's HTTP API (no Grafana server can run here): health, folders,
+    datasources and dashboards/db, with token auth; it stores what it is sent."""
+
+    def __init__(self, token: str):
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+        import threading
+
+        self.token = token
+        self.folders: dict[str, dict] = {}
+        self.dashboards: dict[str, dict] = {}
+        self.datasources: dict[str, dict] = {}
+        self.requests: list[tuple[str, str]] = []
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def _send(self, status: int, body) -> None:
+                data = json.dumps(body).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def _authorised(self) -> bool:
+                if self.headers.get("Authorization") != f"Bearer {outer.token}":
+                    self._send(401, {"message": "Unauthorized"})
+                    return False
+                return True
+
+            def do_GET(self):
+                outer.requests.append(("GET", self.path))
+                if self.path == "/api/health":
+                    return self._send(200, {"database": "ok", "version": "11.3.0"})
+                if not self._authorised():
+                    return
+                if self.path == "/api/frontend/settings":
+                    return self._send(200, {"buildInfo": {"version": "11.3.0", "edition": "Open Source"}})
+                if self.path.startswith("/api/folders/"):
+                    uid = self.path.rsplit("/", 1)[1]
+                    return self._send(200, outer.folders[uid]) if uid in outer.folders else self._send(404, {"message": "folder not found"})
+                if self.path.startswith("/api/datasources/uid/"):
+                    uid = self.path.rsplit("/", 1)[1]
+                    return self._send(200, outer.datasources[uid]) if uid in outer.datasources else self._send(404, {"message": "not found"})
+                self._send(404, {"message": "not found"})
+
+            def _body(self):
+                return json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)))
+
+            def do_POST(self):
+                outer.requests.append(("POST", self.path))
+                if not self._authorised():
+                    return
+                body = self._body()
+                if self.path == "/api/folders":
+                    outer.folders[body["uid"]] = {"uid": body["uid"], "title": body["title"]}
+                    return self._send(200, outer.folders[body["uid"]])
+                if self.path == "/api/datasources":
+                    outer.datasources[body["uid"]] = body
+                    return self._send(200, {"message": "Datasource added"})
+                if self.path == "/api/dashboards/db":
+                    d = body["dashboard"]
+                    if not body.get("overwrite") and d["uid"] in outer.dashboards:
+                        return self._send(412, {"status": "version-mismatch"})
+                    if body.get("folderUid") not in outer.folders:
+                        return self._send(400, {"message": "folder not found"})
+                    outer.dashboards[d["uid"]] = body
+                    return self._send(200, {"status": "success", "uid": d["uid"], "url": f"/d/{d['uid']}/x"})
+                self._send(404, {"message": "not found"})
+
+            def do_PUT(self):
+                outer.requests.append(("PUT", self.path))
+                if not self._authorised():
+                    return
+                if self.path.startswith("/api/datasources/uid/"):
+                    uid = self.path.rsplit("/", 1)[1]
+                    outer.datasources[uid] = self._body()
+                    return self._send(200, {"message": "Datasource updated"})
+                self._send(404, {"message": "not found"})
+
+        class Server(ThreadingHTTPServer):
+            daemon_threads = True
+
+        self.server = Server(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def _push(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    import os
+    import sys
+
+    return subprocess.run([sys.executable, "-m", "streams.cli", "dashboards", "push", *args], capture_output=True, text=True,
+                          timeout=60, env={**os.environ, **(env or {})})
+
+
+def test_dashboards_push_uploads_every_dashboard_into_a_folder_idempotently():
+    with GrafanaStandIn("glsa_token") as grafana:
+        p = _push("--grafana-url", grafana.url, "--prometheus-url", "http://prometheus:9090", env={"GRAFANA_TOKEN": "glsa_token"})
+        assert p.returncode == 0, p.stderr
+        out = json.loads(p.stdout)
+        assert out["datasource"] == "created" and out["folder"] == "streamwarden"
+        assert set(grafana.dashboards) == {d["uid"] for d in committed().values()}
+        for uid, body in grafana.dashboards.items():
+            assert body["overwrite"] is True and body["folderUid"] == "streamwarden"
+            assert body["dashboard"] == {k: v for k, v in next(d for d in committed().values() if d["uid"] == uid).items() if k != "id"}
+        assert grafana.datasources["streamwarden-prometheus"]["url"] == "http://prometheus:9090"
+        again = _push("--grafana-url", grafana.url, "--token", "glsa_token", "--prometheus-url", "http://prometheus:9090")
+        assert again.returncode == 0 and json.loads(again.stdout)["datasource"] == "updated"
+        assert len(grafana.folders) == 1 and len(grafana.dashboards) == len(committed())
+        denied = _push("--grafana-url", grafana.url, "--token", "wrong")
+        assert denied.returncode == 1 and "push to" in denied.stderr and "Traceback" not in denied.stderr
+        assert _push("--grafana-url", grafana.url).returncode == 2  # no credentials
