@@ -47,7 +47,7 @@ def variables(d: db.Dashboard) -> db.Dashboard:
     version = (db.QueryVariable("model_version").label("version").datasource(DS)
                .query('label_values(streamwarden_events_total{model=~"$model"}, model_version)')
                .multi(True).include_all(True).all_value(".*").refresh(VariableRefresh.ON_TIME_RANGE_CHANGED))
-    reports = db.TextBoxVariable("reports_url").label("worker reports").default_value("http://localhost:6066/reports")
+    reports = db.TextBoxVariable("reports_url").label("worker reports").default_value("http://localhost:6066/reports/")
     return d.with_variable(model).with_variable(version).with_variable(reports)
 
 

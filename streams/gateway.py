@@ -221,7 +221,7 @@ class Gateway:
 
     def _authorised(self, request: web.Request) -> web.Response | None:
         token = self.settings.gateway_admin_token
-        if token is None:
+        if token is None or not token.get_secret_value():
             return _error(403, "the admin endpoints are off: set gateway_admin_token", "admin_disabled")
         given = request.headers.get("Authorization", "")
         expected = f"Bearer {token.get_secret_value()}"

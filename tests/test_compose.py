@@ -64,3 +64,73 @@ def test_dependencies_name_existing_services_and_the_build_context_exists():
             assert (ROOT / context / "Dockerfile").is_file()
     for volume in (v.split(":")[0] for s in services.values() for v in s.get("volumes", [])):
         assert volume in COMPOSE.get("volumes", {}) or (ROOT / volume).exists(), volume
+
+
+SERVICES = COMPOSE["services"]
+
+
+def test_the_full_stack_is_there_with_health_checks_and_restart_policies():
+    assert {"kafka", "worker", "policy", "gateway", "prometheus", "alertmanager", "grafana", "traffic"} <= set(SERVICES)
+    assert SERVICES["traffic"].get("profiles") == ["demo"]
+    for name, service in SERVICES.items():
+        if name == "topics":  # a one-shot job
+            assert service.get("restart") == "no"
+            continue
+        if name != "traffic":  # the demo's generator serves nothing a check could ask
+            assert service.get("healthcheck", {}).get("test"), f"{name} has no health check"
+        assert service.get("restart") in ("unless-stopped", "always", "on-failure"), name
+    kafka = _env(SERVICES["kafka"])
+    assert "controller" in kafka["KAFKA_PROCESS_ROLES"] and any(v.startswith("kafka-data:") for v in SERVICES["kafka"]["volumes"])
+
+
+def test_host_ports_are_unique_and_match_what_each_service_listens_on():
+    host_ports = [p.split(":")[0] for s in SERVICES.values() for p in s.get("ports", [])]
+    assert len(host_ports) == len(set(host_ports)), host_ports
+    listening = {"gateway": "8080", "prometheus": "9090", "alertmanager": "9093", "grafana": "3000", "reports": "80"}
+    for name, port in listening.items():
+        assert any(p.split(":")[1] == port for p in SERVICES[name]["ports"]), name
+    assert _env(SERVICES["gateway"])["STREAMWARDEN_GATEWAY_PORT"] == "8080"
+
+
+def _mounts(service: str) -> dict[str, str]:
+    out = {}
+    for v in SERVICES[service].get("volumes", []):
+        src, dst = v.split(":")[:2]
+        out[dst] = src
+    return out
+
+
+def test_prometheus_scrapes_every_streamwarden_service_on_its_port_and_loads_the_generated_rules():
+    m = _mounts("prometheus")
+    config = yaml.safe_load((ROOT / m["/etc/prometheus/prometheus.yml"]).read_text())
+    targets = {}
+    for job in config["scrape_configs"]:
+        for sd in job.get("dns_sd_configs", []):
+            for n in sd["names"]:
+                targets[n] = str(sd["port"])
+        for sc in job.get("static_configs", []):
+            for t in sc["targets"]:
+                host, port = t.split(":")
+                targets[host] = port
+    assert targets == {"worker": "6066", "policy": "6067", "gateway": "8080"}
+    assert "6066" in SERVICES["worker"]["expose"] and "6067" in SERVICES["policy"]["expose"]
+    assert config["alerting"]["alertmanagers"][0]["static_configs"][0]["targets"] == ["alertmanager:9093"]
+    rules = [dst for dst in m if dst.startswith("/etc/prometheus/rules/")]
+    assert rules and all(dst.endswith(".rules.yml") for dst in rules)
+    assert m[rules[0]] == "./dashboards/prometheus/streamwarden-policy.rules.yml"
+    assert _env(SERVICES["policy"])["STREAMWARDEN_ALERTMANAGER_URLS"] == '["http://alertmanager:9093"]'
+
+
+def test_grafana_is_provisioned_and_anonymous_access_is_off():
+    env = _env(SERVICES["grafana"])
+    assert env["GF_AUTH_ANONYMOUS_ENABLED"] == "false"
+    m = _mounts("grafana")
+    provider = yaml.safe_load((ROOT / m["/etc/grafana/provisioning/dashboards"] / "streamwarden.yml").read_text())
+    path = provider["providers"][0]["options"]["path"]
+    assert m[path] == "./dashboards/json" and (ROOT / "dashboards/json/overview.json").is_file()
+    assert env["GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH"] == f"{path}/overview.json"
+    ds = yaml.safe_load((ROOT / m["/etc/grafana/provisioning/datasources"] / "prometheus.yml").read_text())
+    assert ds["datasources"][0]["url"] == "http://prometheus:9090"
+    # The worker writes reports where the report server reads them.
+    assert _env(SERVICES["worker"])["STREAMWARDEN_REPORTS_DIR"] == "/reports"
+    assert _mounts("worker")["/reports"] == "reports" and _mounts("reports")["/usr/share/nginx/html/reports"] == "reports"

@@ -71,7 +71,8 @@ class Dispatcher:
         self.prod = prod
         self.metrics = metrics
         self.sleep = sleep
-        self.key = settings.webhook_secret.get_secret_value().encode() if settings.webhook_secret else None
+        secret = settings.webhook_secret.get_secret_value() if settings.webhook_secret else ""
+        self.key = secret.encode() if secret else None  # an empty secret (an unset compose variable) signs nothing
 
     def _count(self, target: str, result: str) -> None:
         self.metrics.dispatch.labels(target, result.split(":")[0]).inc()
