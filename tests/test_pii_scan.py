@@ -1,4 +1,5 @@
-"""A PII-heavy run through a real worker: no planted value appears in any output but the dead letters' original bytes."""
+"""A PII-heavy run through a real worker and the policy agent: no planted value appears in any output
+(findings, metrics, actions, control, Prometheus, logs) but the dead letters' original bytes."""
 
 import threading
 import time
@@ -17,13 +18,21 @@ pytestmark = pytest.mark.integration
 PLANTED = ["dana.whitfield@example.com", "4111 1111 1111 1111", "GB82 WEST 1234 5698 7654 32", "AKIAIOSFODNN7EXAMPLE", "(212) 555-0187"]
 
 
+def _is_kill(text: str) -> bool:
+    return '"action": "kill"' in text or '"action":"kill"' in text
+
+
 def _variants(value: str) -> set[str]:
     return {value, value.replace(" ", ""), value.replace(" ", "-"), value.lower()}
 
 
-def test_no_planted_value_reaches_findings_metrics_prometheus_or_logs(settings, start_worker):
+def test_no_planted_value_reaches_findings_metrics_actions_prometheus_or_logs(settings, start_worker, start_process):
+    from streams.broker import free_port
+
     ensure_topics(settings)
     worker = start_worker(settings, STREAMWARDEN_DETECTORS='["descriptors", "pii", "bias"]', STREAMWARDEN_LOG_LEVEL="debug")
+    agent_port = free_port()
+    agent = start_process(settings, "--log-level", "debug", "policy", "run", STREAMWARDEN_POLICY_WEB_PORT=str(agent_port))
     outputs, dead_headers = [], []
     lock = threading.Lock()
 
@@ -34,7 +43,7 @@ def test_no_planted_value_reaches_findings_metrics_prometheus_or_logs(settings, 
             else:
                 outputs.append(rec.value.decode("utf-8", "replace"))
 
-    reader = OutputReader(settings, ("findings", "metrics", "deadletter"), on_record).start()
+    reader = OutputReader(settings, ("findings", "metrics", "deadletter", "actions", "control"), on_record).start()
     events = []
     for i in range(40):
         v = PLANTED[i % len(PLANTED)]
@@ -47,14 +56,18 @@ def test_no_planted_value_reaches_findings_metrics_prometheus_or_logs(settings, 
             tap.record(f'{{"event_id": "bad", "prompt": "{v}", "response": 5}}'.encode())
     try:
         wait_for(lambda: sum('"scope":"model"' in o for o in outputs) > 0 and len(dead_headers) >= len(PLANTED)
-                 and sum('"detector":"pii"' in o for o in outputs) >= 80, timeout=90, message="findings, metrics and dead letters")
+                 and sum('"detector":"pii"' in o for o in outputs) >= 80
+                 and any(_is_kill(o) for o in outputs), timeout=90, message="findings, metrics, dead letters and the kill")
         time.sleep(2 * settings.metrics_window_s)
     finally:
         reader.stop()
     prometheus = urllib.request.urlopen(f"http://127.0.0.1:{settings.web_port}/metrics", timeout=5).read().decode()
+    prometheus += urllib.request.urlopen(f"http://127.0.0.1:{agent_port}/metrics", timeout=5).read().decode()
     worker.stop()
-    log = worker.log()
+    agent.stop()
+    log = worker.log() + agent.log()
     assert "pii_leak" in "".join(outputs) and "pii_echo" in "".join(outputs)  # the run did find them
+    assert any(_is_kill(o) for o in outputs) and "streamwarden_killswitch_engaged" in prometheus  # and acted on them
     assert "streamwarden_pii_entities_total" in prometheus
     haystacks = {"findings+metrics": "\n".join(outputs), "dead-letter headers": "\n".join(dead_headers), "prometheus": prometheus, "worker log": log}
     leaks = [(where, v) for where, text in haystacks.items() for value in PLANTED for v in _variants(value) if v in text]
