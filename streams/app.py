@@ -27,7 +27,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from detectors import registry
 
-from .metrics import WindowAggregator, WorkerMetrics
+from .metrics import CommitGate, WindowAggregator, WorkerMetrics
 from .pipeline import BatchResult, Pipeline, RawRecord
 from .settings import Settings
 from .topics import topic_specs
@@ -79,6 +79,8 @@ def faust_options(settings: Settings) -> dict:
         web_port=settings.web_port,
         topic_partitions=settings.output_partitions,
         producer_max_request_size=max(1_048_576, settings.max_event_bytes + 65_536),
+        # Metrics count a batch when its offsets are committed: commit about as often as windows close.
+        broker_commit_interval=min(2.8, max(0.5, settings.metrics_window_s)),
         consumer_max_fetch_size=max(4_194_304, settings.max_event_bytes * 2),
     )
     if settings.effective_replication_factor:
@@ -124,7 +126,35 @@ class Worker:
             from detectors.drift import DriftMerger
 
             self.drift_merger = DriftMerger(settings.drift_merge_window, settings.drift_merge_intervals)
+        self.gate = CommitGate(self._count)
+        self._hook_commits()
         self._register()
+
+    def _count(self, result: BatchResult) -> None:
+        self.metrics.count(result)
+        self.windows.add(result)
+
+    def _hook_commits(self) -> None:
+        """faust tells its monitor every offset commit: release the batches it covers, and publish
+        their counts right away (the less time between a commit and the metrics, the less a crash loses)."""
+        monitor = self.app.monitor
+        original = monitor.on_tp_commit
+
+        def on_tp_commit(tp_offsets):
+            original(tp_offsets)
+            if self.gate.on_commit(tp_offsets):
+                try:
+                    asyncio.get_running_loop().create_task(self.flush_metrics())
+                except RuntimeError:  # no loop (tests calling it directly): the timer will flush
+                    pass
+
+        monitor.on_tp_commit = on_tp_commit
+
+        @self.app.on_partitions_revoked.connect
+        async def on_revoked(app, revoked, **kwargs):
+            dropped = self.gate.forget(revoked)
+            if dropped:
+                log.info("%d uncommitted batch(es) of revoked partitions left to their next owner", dropped)
 
     def _make_sampler(self, settings: Settings):
         """A sampler when an endpoint and a budget are configured and a consistency detector runs."""
@@ -226,7 +256,7 @@ class Worker:
         self.metrics.observe(result, len(records), time.perf_counter() - t0)
         self._observe_lag(records)
         self.metrics.set_detector_gauges(self.detectors)
-        self.windows.add(result)
+        self.gate.add(records, result)  # counted in metrics once its offsets are committed
         if self.sampler is not None:
             for event in result.events:
                 self.sampler.offer(event)
