@@ -1,0 +1,184 @@
+"""End to end through the broker: events/s one and two workers sustain with every default
+(CPU) detector, and p50/p99 latency from produce to finding; ratios to the raw embedding
+throughput of the same model in the same run (the ceiling of the embedding-based detectors)
+and of two workers to one; the share of time per stage, from the workers' own /metrics.
+
+    .venv/bin/python bench/bench_e2e.py [--events 3000] [--latency-seconds 15]
+
+Everything is the product's path: the embedded broker, ``streamwarden worker`` processes in
+one consumer group, the tap, and a reader of the output topics.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+import uuid
+from pathlib import Path
+
+from streams.broker import EmbeddedBroker, free_port
+from streams.outputs import OutputReader, OutputTally
+from streams.settings import Settings
+from streams.tap import Tap
+from streams.topics import ensure_topics
+from streams.traffic import Schedule, TrafficGenerator
+
+DETECTOR_OPTIONS = {  # the demo's windows, so drift tests run within the bench's minutes
+    "drift": {"reference_size": 200, "window_size": 200, "test_every": 100, "sample_rate": 0.25},
+    "descriptor_drift": {"reference_size": 200, "window_size": 200, "test_every": 100},
+}
+
+
+def embedding_ceiling(texts: list[str]) -> float:
+    """Sentences/s of the default embedding model's plain encode(), one response per event."""
+    from detectors.embeddings import EmbeddingService
+
+    service = EmbeddingService()
+    service.encode(texts[:64])  # load and warm
+    t0 = time.perf_counter()
+    service.encode(texts)
+    return len(texts) / (time.perf_counter() - t0)
+
+
+def healthy(port: int) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1) as r:
+            return r.status == 200
+    except OSError:
+        return False
+
+
+def wait(pred, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pred():
+            return
+        time.sleep(0.1)
+    raise TimeoutError(what)
+
+
+def scrape(port: int) -> dict[str, float]:
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    out: dict[str, float] = {}
+    for m in re.finditer(r'^streamwarden_detector_duration_seconds_sum\{detector="([^"]+)"\} (\S+)$', text, re.M):
+        out[m.group(1)] = out.get(m.group(1), 0.0) + float(m.group(2))
+    batch = re.search(r"^streamwarden_batch_duration_seconds_sum (\S+)$", text, re.M)
+    out["_batch"] = float(batch.group(1)) if batch else 0.0
+    return out
+
+
+def run(broker: EmbeddedBroker, workers: int, events: int, latency_s: float, log_dir: Path) -> dict:
+    settings = Settings(profile="embedded", bootstrap=broker.bootstrap, topic_prefix=f"bench-{uuid.uuid4().hex[:6]}.",
+                        input_partitions=4, output_partitions=2, metrics_window_s=0.5)
+    ensure_topics(settings)
+    ports = [free_port() for _ in range(workers)]
+    procs = []
+    for i, port in enumerate(ports):
+        env = {**os.environ, "STREAMWARDEN_PROFILE": "embedded", "STREAMWARDEN_BOOTSTRAP": settings.bootstrap,
+               "STREAMWARDEN_TOPIC_PREFIX": settings.topic_prefix, "STREAMWARDEN_INPUT_PARTITIONS": "4",
+               "STREAMWARDEN_OUTPUT_PARTITIONS": "2", "STREAMWARDEN_METRICS_WINDOW_S": "0.5", "STREAMWARDEN_WEB_PORT": str(port),
+               "STREAMWARDEN_DETECTOR_OPTIONS": json.dumps(DETECTOR_OPTIONS), "STREAMWARDEN_APP_ID": f"bench-{settings.topic_prefix}"}
+        log = open(log_dir / f"worker-{workers}-{i}.log", "ab")
+        procs.append(subprocess.Popen([sys.executable, "-m", "streams.cli", "worker"], env=env, stdout=log, stderr=subprocess.STDOUT))
+    tally, lock = OutputTally(), threading.Lock()
+    arrivals: dict[str, float] = {}
+
+    def on_record(rec):
+        now = time.time()
+        with lock:
+            tally.add(rec)
+            if rec.role == "findings":
+                arrivals.setdefault(rec.json().get("event_id") or "", now)
+
+    reader = OutputReader(settings, ("findings", "metrics"), on_record).start()
+    gen = TrafficGenerator(Schedule(()), seed=3, malformed_rate=0.0)
+    try:
+        for port in ports:
+            wait(lambda: healthy(port), 180, "worker start")
+        with Tap(settings=settings) as tap:
+            warm = 300
+            for _ in range(warm):
+                tap.record(gen.event(0.0)[1])
+            wait(lambda: tally.events_processed >= warm, 180, "warm-up")
+            # Throughput: a burst the workers work off as fast as they can.
+            base = tally.events_processed
+            t0 = time.monotonic()
+            for _ in range(events):
+                tap.record(gen.event(0.0)[1], wait_s=10)
+            wait(lambda: tally.events_processed >= base + events, 600, "the burst")
+            eps = events / (time.monotonic() - t0)
+            # Latency: half that rate for latency_s; produce -> finding for the events that have one.
+            rate = 0.5 * eps
+            produced: dict[str, float] = {}
+            start = time.monotonic()
+            n = 0
+            while (elapsed := time.monotonic() - start) < latency_s:
+                while n < elapsed * rate:
+                    _, e = gen.event(0.0)
+                    produced[e.event_id] = e.timestamp.timestamp()
+                    tap.record(e)
+                    n += 1
+                time.sleep(0.005)
+        total = base + events + n
+        wait(lambda: tally.events_processed >= total, 300, "the latency phase")
+        time.sleep(1)
+        with lock:
+            lat = sorted(arrivals[i] - t for i, t in produced.items() if i in arrivals)
+        stages: dict[str, float] = {}
+        for port in ports:
+            for k, v in scrape(port).items():
+                stages[k] = stages.get(k, 0.0) + v
+    finally:
+        reader.stop()
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            p.wait(30)
+    batch = stages.pop("_batch", 0.0) or 1.0
+    share = {k: round(v / batch, 3) for k, v in sorted(stages.items(), key=lambda kv: -kv[1])}
+    share["other (decode, publish, bookkeeping)"] = round(max(0.0, 1 - sum(stages.values()) / batch), 3)
+    return {
+        "workers": workers,
+        "events_per_s": round(eps, 1),
+        "latency_rate_events_per_s": round(rate, 1),
+        "latency_samples": len(lat),
+        "latency_p50_s": round(statistics.median(lat), 3) if lat else None,
+        "latency_p99_s": round(lat[min(len(lat) - 1, int(0.99 * len(lat)))], 3) if lat else None,
+        "share_of_batch_time": share,
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--events", type=int, default=3000)
+    ap.add_argument("--latency-seconds", type=float, default=15.0)
+    args = ap.parse_args()
+    gen = TrafficGenerator(Schedule(()), seed=3, malformed_rate=0.0)
+    texts = [gen.event(0.0)[1].response for _ in range(2000)]
+    ceiling = embedding_ceiling(texts)
+    log_dir = Path(tempfile.mkdtemp(prefix="bench-e2e-"))
+    with EmbeddedBroker() as broker:
+        results = [run(broker, w, args.events, args.latency_seconds, log_dir) for w in (1, 2)]
+    one, two = results
+    print(json.dumps({
+        "machine": f"{os.cpu_count()} CPUs, torch CPU",
+        "embedding_encode_sentences_per_s": round(ceiling, 1),
+        "runs": results,
+        "ratio_1_worker_to_embedding_ceiling": round(one["events_per_s"] / ceiling, 3),
+        "ratio_2_workers_to_embedding_ceiling": round(two["events_per_s"] / ceiling, 3),
+        "ratio_2_workers_to_1": round(two["events_per_s"] / one["events_per_s"], 3),
+        "worker_logs": str(log_dir),
+    }, indent=2))
+
+
+if __name__ == "__main__":
+    main()
