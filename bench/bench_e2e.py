@@ -45,7 +45,7 @@ def embedding_ceiling(texts: list[str]) -> float:
     service = EmbeddingService()
     service.encode(texts[:64])  # load and warm
     t0 = time.perf_counter()
-    service.encode(texts)
+    service._forward(texts)  # straight to the model: encode() would skip the repeated texts of the demo traffic
     return len(texts) / (time.perf_counter() - t0)
 
 
