@@ -25,17 +25,26 @@ REGISTRY: dict[str, str] = {
 
 
 def detector_class(name: str) -> type[Detector]:
-    try:
+    """A built-in name, or your own detector as ``package.module:Class`` (a :class:`Detector`)."""
+    if name in REGISTRY:
         module, cls = REGISTRY[name].split(":")
-    except KeyError:
-        raise ValueError(f"unknown detector {name!r}; known: {', '.join(sorted(REGISTRY))}") from None
-    return getattr(import_module(f"{__package__}.{module}"), cls)
+        return getattr(import_module(f"{__package__}.{module}"), cls)
+    if ":" in name:
+        module, _, cls_name = name.partition(":")
+        try:
+            cls = getattr(import_module(module), cls_name)
+        except (ImportError, AttributeError) as exc:
+            raise ValueError(f"cannot load detector {name!r}: {type(exc).__name__}: {exc}") from None
+        if not (isinstance(cls, type) and issubclass(cls, Detector)):
+            raise ValueError(f"{name!r} is not a Detector class")
+        return cls
+    raise ValueError(f"unknown detector {name!r}; known: {', '.join(sorted(REGISTRY))}, or 'package.module:Class'")
 
 
 def build(names: Iterable[str], options: Mapping[str, Mapping[str, Any]] | None = None) -> list[Detector]:
     """Instantiate the named detectors, in order; an unknown name or option is a clear error."""
     options = options or {}
-    unknown_options = set(options) - set(REGISTRY)
+    unknown_options = set(options) - set(REGISTRY) - set(names := list(names))
     if unknown_options:
         raise ValueError(f"options given for unknown detectors: {', '.join(sorted(unknown_options))}")
     detectors = []

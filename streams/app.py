@@ -82,6 +82,9 @@ def faust_options(settings: Settings) -> dict:
         # Metrics count a batch when its offsets are committed: commit about as often as windows close.
         broker_commit_interval=min(2.8, max(0.5, settings.metrics_window_s)),
         consumer_max_fetch_size=max(4_194_304, settings.max_event_bytes * 2),
+        # Backpressure: when the detectors are slower than the input, faust stops taking records
+        # once this many wait in memory; the backlog stays in Kafka (streamwarden_consumer_lag_records).
+        stream_buffer_maxsize=max(settings.stream_buffer_events, settings.batch_size),
     )
     if settings.effective_replication_factor:
         options["topic_replication_factor"] = settings.effective_replication_factor

@@ -75,6 +75,9 @@ class Settings(BaseSettings):
     batch_size: int = Field(default=64, ge=1, le=10_000)
     batch_within_s: float = Field(default=0.5, gt=0, le=60)
     max_event_bytes: int = Field(default=1_000_000, ge=1_024)
+    stream_buffer_events: int = Field(
+        default=1024, ge=1, description="Events a worker holds in memory ahead of its detectors; the rest waits in Kafka (lag)."
+    )
     metrics_window_s: float = Field(default=10.0, gt=0)
     drift_interval_s: float = Field(default=30.0, gt=0, description="With drift mode 'publish': how often workers publish samples.")
     drift_merge_window: int = Field(default=500, ge=20, description="Rows of the merged current window.")
