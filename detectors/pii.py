@@ -231,6 +231,18 @@ class PIILeakDetector(Detector):
         """Every entity found in ``text`` (raw spans: the caller holds the text anyway)."""
         return self.find_many([text])[0]
 
+    def redact(self, text: str) -> str:
+        """``text`` with every PII value and secret found replaced by its masked form."""
+        entities = sorted(self.find_many([text])[0], key=lambda e: e.start)
+        out, pos = [], 0
+        for e in entities:
+            if e.start < pos:  # overlapping: the earlier span already covers it
+                continue
+            out += [text[pos : e.start], mask(e.entity_type, text[e.start : e.end])]
+            pos = e.end
+        out.append(text[pos:])
+        return "".join(out)
+
     def find_many(self, texts: Sequence[str]) -> list[list[PIIEntity]]:
         results: list[list[PIIEntity]] = [[] for _ in texts]
         want_secret = SECRET in self.entities

@@ -129,6 +129,7 @@ class Worker:
             from detectors.drift import DriftMerger
 
             self.drift_merger = DriftMerger(settings.drift_merge_window, settings.drift_merge_intervals)
+        self._redactor = None  # for deadletter_payload="redacted"
         self.gate = CommitGate(self._count)
         self._hook_commits()
         self._register()
@@ -341,9 +342,11 @@ class Worker:
                 value=finding.model_dump_json().encode(),
             )
         for dead in result.dead_letters:
-            await self.deadletter_topic.send(
-                key=dead.record.key, value=dead.record.value, headers=dead.headers(self.worker_id)
-            )
+            value, headers = dead.record.value, dead.headers(self.worker_id)
+            if self.settings.deadletter_payload == "redacted":
+                value = self._redact(value)
+                headers.append(("streamwarden.dlq.payload", b"redacted"))
+            await self.deadletter_topic.send(key=dead.record.key, value=value, headers=headers)
             log.warning(
                 "dead letter: %s at %s[%d]@%d: %s",
                 dead.reason_code,
@@ -360,6 +363,15 @@ class Worker:
             for (model, version, fname), r in self.drift_merger.last.items():
                 out.append(("drift_merged_p_value", {"model": model, "model_version": version, "field": fname}, r.p_value))
         return out
+
+    def _redact(self, value: bytes | None) -> bytes | None:
+        if not value:
+            return value
+        if self._redactor is None:
+            from detectors.pii import PIILeakDetector
+
+            self._redactor = next((d for d in self.detectors if isinstance(d, PIILeakDetector)), None) or PIILeakDetector()
+        return self._redactor.redact(value.decode("utf-8", "replace")).encode("utf-8")
 
     async def flush_metrics(self) -> None:
         self.windows.add_gauges(self.current_gauges())

@@ -75,6 +75,11 @@ class Settings(BaseSettings):
     batch_size: int = Field(default=64, ge=1, le=10_000)
     batch_within_s: float = Field(default=0.5, gt=0, le=60)
     max_event_bytes: int = Field(default=1_000_000, ge=1_024)
+    deadletter_payload: Literal["original", "redacted"] = Field(
+        default="original",
+        description="Dead letters keep the record's exact bytes (replayable, as sensitive as the inference topic), "
+        "or 'redacted': UTF-8 text with every PII value and secret the pattern recognisers find masked.",
+    )
     stream_buffer_events: int = Field(
         default=1024, ge=1, description="Events a worker holds in memory ahead of its detectors; the rest waits in Kafka (lag)."
     )

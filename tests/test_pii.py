@@ -124,3 +124,14 @@ def test_presidio_cannot_write_rejected_values_to_the_logs(det, caplog):
         logging.getLogger("presidio-analyzer").error("Failed to validate text %s", PLANTED["IBAN_CODE"])
         det.score_batch([make_event(response=f"mail {PLANTED['EMAIL_ADDRESS']}")])
     assert PLANTED["IBAN_CODE"] not in caplog.text and PLANTED["EMAIL_ADDRESS"] not in caplog.text
+
+
+def test_redact_masks_every_value_and_keeps_the_rest():
+    from detectors.pii import PIILeakDetector
+
+    text = '{"prompt": "mail dana.whitfield@example.com", "response": "card 4111 1111 1111 1111, key AKIAIOSFODNN7EXAMPLE"}'
+    out = PIILeakDetector().redact(text)
+    for value in ("dana.whitfield@example.com", "4111 1111 1111 1111", "AKIAIOSFODNN7EXAMPLE"):
+        assert value not in out
+    assert out.startswith('{"prompt": "mail d***@***.com"') and "[CREDIT_CARD]***1111" in out
+    assert PIILeakDetector().redact("nothing personal here") == "nothing personal here"

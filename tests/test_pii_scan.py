@@ -26,20 +26,23 @@ def _variants(value: str) -> set[str]:
     return {value, value.replace(" ", ""), value.replace(" ", "-"), value.lower()}
 
 
-def test_no_planted_value_reaches_findings_metrics_actions_prometheus_or_logs(settings, start_worker, start_process):
+@pytest.mark.parametrize("payload", ["original", "redacted"])
+def test_no_planted_value_reaches_findings_metrics_actions_prometheus_or_logs(settings, start_worker, start_process, payload):
     from streams.broker import free_port
 
     ensure_topics(settings)
-    worker = start_worker(settings, STREAMWARDEN_DETECTORS='["descriptors", "pii", "bias"]', STREAMWARDEN_LOG_LEVEL="debug")
+    worker = start_worker(settings, STREAMWARDEN_DETECTORS='["descriptors", "pii", "bias"]', STREAMWARDEN_LOG_LEVEL="debug",
+                          STREAMWARDEN_DEADLETTER_PAYLOAD=payload)
     agent_port = free_port()
     agent = start_process(settings, "--log-level", "debug", "policy", "run", STREAMWARDEN_POLICY_WEB_PORT=str(agent_port))
-    outputs, dead_headers = [], []
+    outputs, dead_headers, dead_bodies = [], [], []
     lock = threading.Lock()
 
     def on_record(rec):
         with lock:
             if rec.role == "deadletter":
                 dead_headers.append(repr(rec.headers))
+                dead_bodies.append(rec.value.decode("utf-8", "replace"))
             else:
                 outputs.append(rec.value.decode("utf-8", "replace"))
 
@@ -70,6 +73,11 @@ def test_no_planted_value_reaches_findings_metrics_actions_prometheus_or_logs(se
     assert any(_is_kill(o) for o in outputs) and "streamwarden_killswitch_engaged" in prometheus  # and acted on them
     assert "streamwarden_pii_entities_total" in prometheus
     haystacks = {"findings+metrics": "\n".join(outputs), "dead-letter headers": "\n".join(dead_headers), "prometheus": prometheus, "worker log": log}
+    if payload == "redacted":  # then the dead letters' bodies too: masked, still there to read
+        haystacks["dead-letter bodies"] = "\n".join(dead_bodies)
+        assert all('"response": 5' in b for b in dead_bodies) and all("streamwarden.dlq.payload" in h for h in dead_headers)
+    else:
+        assert any(PLANTED[0] in b for b in dead_bodies)  # the original bytes, as documented
     leaks = [(where, v) for where, text in haystacks.items() for value in PLANTED for v in _variants(value) if v in text]
     for where, v in leaks:
         if where == "worker log":
