@@ -9,7 +9,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 SECONDS ?=
 
-.PHONY: demo test install sysdeps clean
+.PHONY: demo test bench install sysdeps clean
 
 # Debian's Prometheus and Alertmanager, which the tests start on 127.0.0.1 (as root or with sudo).
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
@@ -37,6 +37,10 @@ $(COMPOSE_SCHEMA): | $(STAMP)
 
 test: $(STAMP) sysdeps $(COMPOSE_SCHEMA)
 	$(BIN)/python -m pytest
+
+# Every benchmark in bench/, one after the other; each prints its figures (bench/RESULTS.md keeps them).
+bench: $(STAMP)
+	@for b in bench/bench_*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
 
 clean:
 	rm -rf $(VENV) .pytest_cache
