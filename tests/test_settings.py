@@ -44,3 +44,36 @@ def test_bad_settings_are_clear_errors(tmp_path, monkeypatch):
     monkeypatch.setenv("STREAMWARDEN_CONFIG", str(bad))
     with pytest.raises(ValueError, match="must be .yaml"):
         Settings()
+
+
+def test_tls_and_sasl_reach_every_kafka_client(tmp_path, monkeypatch):
+    """The tap, the worker (faust), the policy agent, the kill-switch CLI, the gateway's watcher and
+    the readers all get the same TLS/SASL settings."""
+    import ssl
+    import subprocess
+
+    import faust
+    import kafka
+
+    from streams.actions import log as action_log
+    from streams.app import faust_options
+    from streams.tap import producer_config
+
+    key, cert = tmp_path / "k.pem", tmp_path / "c.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(cert),
+                    "-days", "1", "-subj", "/CN=localhost"], check=True, capture_output=True)
+    s = Settings(kafka={"security_protocol": "SASL_SSL", "sasl_mechanism": "SCRAM-SHA-512", "sasl_username": "sw",
+                        "sasl_password": "pw", "ssl_cafile": str(cert), "ssl_certfile": str(cert), "ssl_keyfile": str(key)})
+    expected = {"security_protocol": "SASL_SSL", "sasl_mechanism": "SCRAM-SHA-512", "sasl_plain_username": "sw",
+                "sasl_plain_password": "pw", "ssl_cafile": str(cert), "ssl_certfile": str(cert), "ssl_keyfile": str(key)}
+    assert expected.items() <= producer_config(s).items()  # tap, agent, CLI, gateway producers
+    seen = {}
+    monkeypatch.setattr(kafka, "KafkaConsumer", lambda **kw: seen.setdefault("consumer", kw))
+    action_log.consumer(s, "x")  # agent, control watcher, kill-switch status, readers
+    assert expected.items() <= seen["consumer"].items()
+    creds = faust_options(s)["broker_credentials"]  # the worker
+    assert isinstance(creds, faust.SASLCredentials) and creds.username == "sw" and creds.mechanism.value == "SCRAM-SHA-512"
+    assert isinstance(creds.ssl_context, ssl.SSLContext)
+    tls_only = faust_options(Settings(kafka={"security_protocol": "SSL", "ssl_cafile": str(cert)}))["broker_credentials"]
+    assert isinstance(tls_only, faust.SSLCredentials)
+    assert faust_options(Settings())["broker_credentials"] is None
