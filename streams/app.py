@@ -1,7 +1,7 @@
 """The faust application: where events enter the monitor and findings and metrics leave it.
 
 inference topic --take_events(n, within=t)--> Pipeline (decode, detectors)
-    -> findings topic (key event_id), dead-letter topic (original bytes, reason in headers)
+    -> findings topic (key event_id), dead-letter topic (redacted by default, reason in headers)
     -> WindowAggregator --timer--> metrics topic;   Prometheus /metrics on the web server
 
 Delivery is at-least-once: faust acks a micro-batch's offsets only after the body of the

@@ -46,7 +46,7 @@ class RawRecord:
 
 @dataclass(frozen=True)
 class DeadLetter:
-    """A rejected record: the original bytes travel unchanged, the reason goes in headers."""
+    """A rejected record and why; the worker publishes it redacted or byte-exact (``deadletter_payload``)."""
 
     record: RawRecord
     reason_code: str

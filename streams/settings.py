@@ -75,10 +75,11 @@ class Settings(BaseSettings):
     batch_size: int = Field(default=64, ge=1, le=10_000)
     batch_within_s: float = Field(default=0.5, gt=0, le=60)
     max_event_bytes: int = Field(default=1_000_000, ge=1_024)
-    deadletter_payload: Literal["original", "redacted"] = Field(
-        default="original",
-        description="Dead letters keep the record's exact bytes (replayable, as sensitive as the inference topic), "
-        "or 'redacted': UTF-8 text with every PII value and secret the pattern recognisers find masked.",
+    deadletter_payload: Literal["redacted", "original"] = Field(
+        default="redacted",
+        description="'redacted': a dead letter's body is the record's text with every PII value and secret masked "
+        "(the monitor stores no personal data; the original stays at its source offset in the inference topic for "
+        "that topic's retention). 'original': the exact bytes, replayable as they are, as sensitive as the inference topic.",
     )
     stream_buffer_events: int = Field(
         default=1024, ge=1, description="Events a worker holds in memory ahead of its detectors; the rest waits in Kafka (lag)."

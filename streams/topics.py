@@ -4,7 +4,7 @@
 role           what flows                                                   key
 =============  ===========================================================  ============
 inference      InferenceEvent JSON from the tap / gateway / replay          event_id
-deadletter     the original bytes of a rejected record, reason in headers   original key
+deadletter     a rejected record (redacted or exact), reason in headers     original key
 findings       Finding JSON, one per thing a detector found                 event_id
 metrics        windowed MetricsRecord JSON per (model, model_version)       model|version
 actions        decisions of the policy (the durable audit log)              action_id

@@ -1,5 +1,6 @@
 """A PII-heavy run through a real worker and the policy agent: no planted value appears in any output
-(findings, metrics, actions, control, Prometheus, logs) but the dead letters' original bytes."""
+(findings, metrics, actions, control, Prometheus, logs, and the dead letters, which are redacted by
+default; with deadletter_payload=original they keep the exact bytes, as documented)."""
 
 import threading
 import time
@@ -26,7 +27,7 @@ def _variants(value: str) -> set[str]:
     return {value, value.replace(" ", ""), value.replace(" ", "-"), value.lower()}
 
 
-@pytest.mark.parametrize("payload", ["original", "redacted"])
+@pytest.mark.parametrize("payload", ["redacted", "original"])
 def test_no_planted_value_reaches_findings_metrics_actions_prometheus_or_logs(settings, start_worker, start_process, payload):
     from streams.broker import free_port
 
