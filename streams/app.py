@@ -154,6 +154,11 @@ class Worker:
 
         monitor.on_tp_commit = on_tp_commit
 
+        @self.app.on_before_shutdown.connect
+        async def on_shutdown(app, **kwargs):
+            # The consumer made its last commit as it stopped: publish what that released.
+            await self.flush_metrics()
+
         @self.app.on_partitions_revoked.connect
         async def on_revoked(app, revoked, **kwargs):
             dropped = self.gate.forget(revoked)

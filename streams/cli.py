@@ -36,6 +36,8 @@ policy_app = typer.Typer(help="The policy: rules that trip alerts, rollbacks and
 killswitch_app = typer.Typer(help="Switch a model off (the gateway serves its fallback) or on again; every change is audited.", no_args_is_help=True)
 app.add_typer(policy_app, name="policy")
 app.add_typer(killswitch_app, name="killswitch")
+rollout_app = typer.Typer(help="Staged rollouts: where a model version stands (the policy gates promotion on it).", no_args_is_help=True)
+app.add_typer(rollout_app, name="rollout")
 dashboards_app = typer.Typer(help="The Grafana dashboards.", no_args_is_help=True)
 app.add_typer(dashboards_app, name="dashboards")
 
@@ -383,6 +385,30 @@ def dashboards_push(
         typer.secho(f"push to {grafana_url} failed: {type(exc).__name__}: {exc}", fg="red", err=True)
         raise typer.Exit(1) from None
     typer.echo(json.dumps({"folder": result.folder_uid, "datasource": result.datasource, "dashboards": result.dashboards}, indent=2))
+
+
+@rollout_app.command("set")
+def rollout_set(
+    model: str = typer.Argument(...),
+    version: str = typer.Argument(...),
+    stage: str = typer.Option(..., "--stage", help="internal, 1%, 10% or 100% (or the stages the policy lists for it)."),
+    previous: Optional[str] = typer.Option(None, "--previous", help="The stable version a rollback returns to."),
+    by: Optional[str] = typer.Option(None, "--by", help="Who (default: the login name)."),
+) -> None:
+    """Record a model version's rollout stage on the control topic; the policy agent picks it up."""
+    from .actions.killswitch import publish_rollout
+
+    state = publish_rollout(_settings(), model, version, stage, previous, by=f"human:{by}" if by else None)
+    typer.echo(json.dumps(state, indent=2))
+
+
+@rollout_app.command("status")
+def rollout_status() -> None:
+    """Every rollout stage recorded on the control topic."""
+    from .actions.killswitch import read_rollouts
+
+    states = read_rollouts(_settings())
+    typer.echo(json.dumps({f"{m} {v}": st for (m, v), st in sorted(states.items())}, indent=2))
 
 
 def _switch(model: str, engaged: bool, reason: str, fallback: Optional[str], by: Optional[str]) -> None:

@@ -250,3 +250,53 @@ def _cli(settings, *args, expect_rc: int = 0) -> str:
     p = subprocess.run([sys.executable, "-m", "streams.cli", *args], env=worker_env(settings), capture_output=True, text=True, timeout=60)
     assert p.returncode == expect_rc, p.stderr
     return p.stdout + p.stderr
+
+
+ROLLOUT_POLICY = """
+version: 1
+rules:
+  - name: errors
+    metric: error_rate
+    op: ">"
+    threshold: 0.5
+    min_events: 10
+    actions: [rollback]
+rollouts:
+  - model: chat
+    version: v2
+    stage: "1%"
+    previous_version: v1
+    advance_min_events: 20
+    advance_after_s: 2
+"""
+
+
+def test_rollout_stages_set_on_the_control_topic_reach_the_agent(settings, tmp_path, start_process):
+    from datetime import datetime, timedelta, timezone
+
+    from streams.schema import MetricsRecord
+    from streams.topics import produce
+
+    ensure_topics(settings)
+    policy_file = tmp_path / "policy.yaml"
+    policy_file.write_text(ROLLOUT_POLICY)
+    start_process(settings, "policy", "run", STREAMWARDEN_POLICY_FILE=str(policy_file), STREAMWARDEN_POLICY_WEB_PORT="0")
+
+    def feed(seconds: int):
+        now = datetime.now(timezone.utc)
+        for i in range(seconds):
+            rec = MetricsRecord(scope="model", model="chat", model_version="v2", route="r", worker_id="w", events=10,
+                                window_start=now + timedelta(seconds=i - 1), window_end=now + timedelta(seconds=i))
+            produce(settings, "metrics", [(rec.key.encode(), rec.model_dump_json().encode())])
+            time.sleep(1)
+
+    feed(4)
+    first = wait_for(lambda: decisions(settings, action="should_advance"), 30, 0.5, "should_advance at 1%")
+    assert [(d.stage, d.to_version) for d in first] == [("1%", "10%")]
+    out = _cli(settings, "rollout", "set", "chat", "v2", "--stage", "10%", "--by", "deployer")
+    assert json.loads(out)["stage"] == "10%"
+    feed(4)
+    both = wait_for(lambda: (d := decisions(settings, action="should_advance")) and len(d) == 2 and d, 30, 0.5, "should_advance at 10%")
+    assert [(d.stage, d.to_version) for d in both] == [("1%", "10%"), ("10%", "100%")]
+    status = json.loads(_cli(settings, "rollout", "status"))
+    assert status["chat v2"]["stage"] == "10%" and status["chat v2"]["by"] == "human:deployer"

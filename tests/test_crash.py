@@ -78,3 +78,28 @@ def _healthy(port: int) -> bool:
             return r.status == 200
     except OSError:
         return False
+
+
+def test_a_graceful_stop_publishes_the_last_counts(settings, start_worker):
+    ensure_topics(settings)
+    w = start_worker(settings, STREAMWARDEN_DETECTORS='["descriptors"]', STREAMWARDEN_METRICS_WINDOW_S="3")
+    tally, lock = OutputTally(), threading.Lock()
+
+    def on_record(rec):
+        with lock:
+            tally.add(rec)
+
+    reader = OutputReader(settings, ("findings", "metrics"), on_record).start()
+    events = [make_event(response=f"I'm sorry, but I can't help with that ({i}).") for i in range(400)]
+    try:
+        wait_for(lambda: _healthy(settings.web_port), 90, message="the worker")
+        with Tap(settings=settings) as tap:
+            for e in events:
+                tap.record(e)
+        wait_for(lambda: len(tally.finding_event_ids) >= len(events), 60, 0.2, "every finding")
+        assert w.stop(signal.SIGTERM) == 0  # scale-down: at most 3 s of counts were still uncommitted
+        wait_for(lambda: tally.events_processed >= len(events), 15, 0.2, "the last counts")
+        time.sleep(1)
+    finally:
+        reader.stop()
+    assert tally.events_processed == len(events)

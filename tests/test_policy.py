@@ -190,3 +190,16 @@ def test_policy_records_and_evidence_are_json():
     fired = run(engine, 20, per_s=20, error_share=0.5)
     for d in fired:
         assert json.loads(d.model_dump_json())["action_id"] == d.action_id
+
+
+def test_a_new_rollout_stage_gets_its_own_decisions():
+    rollouts = [{"model": "m", "version": "v2", "stage": "1%", "previous_version": "v1", "advance_min_events": 50, "advance_after_s": 10}]
+    engine = PolicyEngine(policy(ERROR_RULE, rollouts))
+    first = run(engine, 15, version="v2")
+    assert [(d.action, d.stage, d.to_version) for d in first] == [("should_advance", "1%", "10%")]
+    engine.set_rollout("m", "v2", "10%")  # the controller promoted it
+    second = run(engine, 15, version="v2", start=T0 + 15)
+    assert [(d.action, d.stage, d.to_version) for d in second] == [("should_advance", "10%", "100%")]
+    assert engine.policy.rollout_of("m", "v2").previous_version == "v1"  # kept from the file
+    with pytest.raises(ValueError):
+        engine.set_rollout("m", "v2", "50%")  # not one of its stages

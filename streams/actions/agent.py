@@ -29,7 +29,7 @@ from ..schema import ActionRecord, KillSwitchState, MetricsRecord
 from ..settings import Settings
 from ..topics import topic_name, topic_specs
 from . import notify
-from .killswitch import publish_state
+from .killswitch import ControlWatcher, publish_state
 from .log import action_json, consumer, producer, read_actions
 
 log = logging.getLogger(__name__)
@@ -125,6 +125,7 @@ class PolicyAgent:
         self.stop_event = threading.Event()
         self.ready = threading.Event()
         self._queue: queue.Queue[ActionRecord | None] = queue.Queue()
+        self._rollouts: queue.Queue[dict] = queue.Queue()  # stages read from the control topic
         self._alerts: dict[str, ActionRecord] = {}  # episode -> firing alert, re-sent to Alertmanager
         self._last_repeat = time.monotonic()
 
@@ -151,6 +152,9 @@ class PolicyAgent:
             for rec in undone:
                 log.warning("re-dispatching %s %s (no outcome recorded)", rec.action, rec.action_id)
                 self._queue.put(rec)
+            watcher = ControlWatcher(s, on_rollout=self._rollouts.put).start()
+            watcher.ready.wait(30)
+            self._apply_rollouts()
             metrics_consumer = self._metrics_consumer()
             self.ready.set()
             log.info("policy agent %s: %d rules, %d past actions, %d to re-dispatch", self.agent_id,
@@ -161,9 +165,11 @@ class PolicyAgent:
                     for m in messages:
                         self._ingest(m.value)
                 if time.monotonic() >= next_eval:
+                    self._apply_rollouts()
                     self.step(prod, time.time())
                     next_eval = time.monotonic() + s.policy_eval_interval_s
             metrics_consumer.close()
+            watcher.stop()
         finally:
             self._queue.put(None)
             if worker.is_alive():
@@ -207,6 +213,20 @@ class PolicyAgent:
                 log.exception("dispatch of %s failed", rec.action_id)
 
     # -- helpers -------------------------------------------------------------------------
+
+    def _apply_rollouts(self) -> None:
+        """Rollout stages set on the control topic (``streamwarden rollout set``) override the policy file."""
+        while not self._rollouts.empty():
+            st = self._rollouts.get_nowait()
+            try:
+                model, version, stage = st["model"], st["version"], st["stage"]
+                current = self.engine.policy.rollout_of(model, version)
+                if current is not None and current.stage == stage and current.previous_version == (st.get("previous_version") or current.previous_version):
+                    continue
+                self.engine.set_rollout(model, version, stage, st.get("previous_version"))
+                log.warning("rollout of %s %s: stage %s", model, version, stage)
+            except (KeyError, ValueError) as exc:
+                log.warning("a rollout stage was refused: %s", str(exc).splitlines()[0])
 
     @staticmethod
     def _without_outcome(history: list[ActionRecord]) -> list[ActionRecord]:

@@ -65,8 +65,11 @@ def set_switch(settings: Settings, model: str, engaged: bool, reason: str, fallb
     return state, record
 
 
+ROLLOUT_KEY_PREFIX = b"rollout|"
+
+
 def _apply(states: dict[str, KillSwitchState], key: bytes | None, value: bytes | None) -> str | None:
-    if key is None or key.startswith(MARKER_KEY_PREFIX):
+    if key is None or key.startswith(MARKER_KEY_PREFIX) or key.startswith(ROLLOUT_KEY_PREFIX):
         return None
     model = key.decode("utf-8", "replace")
     if value is None:
@@ -78,6 +81,47 @@ def _apply(states: dict[str, KillSwitchState], key: bytes | None, value: bytes |
         log.warning("control topic: a record that is not a KillSwitchState was skipped (key %r)", model[:64])
         return None
     return model
+
+
+def rollout_key(model: str, version: str) -> bytes:
+    return ROLLOUT_KEY_PREFIX + f"{model}|{version}".encode()
+
+
+def publish_rollout(settings: Settings, model: str, version: str, stage: str, previous_version: str | None,
+                    by: str | None = None, prod=None) -> dict:
+    """Where a model version stands in its staged rollout (the deployment controller, or a person, says)."""
+    import json
+    from datetime import datetime, timezone
+
+    state = {"model": model, "version": version, "stage": stage, "previous_version": previous_version,
+             "by": by or default_actor(), "at": datetime.now(timezone.utc).isoformat()}
+    own = prod is None
+    prod = prod or producer(settings, "streamwarden-rollout")
+    try:
+        prod.send(topic_name(settings, "control"), key=rollout_key(model, version), value=json.dumps(state).encode()).get(timeout=30)
+    finally:
+        if own:
+            prod.close(timeout=5)
+    return state
+
+
+def read_rollouts(settings: Settings, timeout_s: float = 30.0) -> dict[tuple[str, str], dict]:
+    """Every rollout stage set on the control topic, by (model, version)."""
+    import json
+
+    out: dict[tuple[str, str], dict] = {}
+
+    def keep(key, value):
+        if key and key.startswith(ROLLOUT_KEY_PREFIX) and value:
+            try:
+                st = json.loads(value)
+                out[(st["model"], st["version"])] = st
+            except (ValueError, KeyError):
+                log.warning("control topic: a rollout record that does not parse was skipped")
+
+    cons = read_until_marker(settings, "control", MARKER_KEY_PREFIX + uuid.uuid4().hex.encode(), None, keep, timeout_s)
+    cons.close()
+    return out
 
 
 def read_states(settings: Settings, timeout_s: float = 30.0) -> dict[str, KillSwitchState]:
@@ -96,8 +140,10 @@ class ControlWatcher:
     ``ready`` is set once everything written before the watcher started has been read.
     """
 
-    def __init__(self, settings: Settings, on_change: Callable[[KillSwitchState | None, str], None] | None = None, poll_ms: int = 100):
+    def __init__(self, settings: Settings, on_change: Callable[[KillSwitchState | None, str], None] | None = None, poll_ms: int = 100,
+                 on_rollout: Callable[[dict], None] | None = None):
         self.settings = settings
+        self._on_rollout = on_rollout
         self.states: dict[str, KillSwitchState] = {}
         self.ready = threading.Event()
         self.error: BaseException | None = None
@@ -120,6 +166,18 @@ class ControlWatcher:
         st = self.states.get(model)
         return st if st is not None and st.engaged else None
 
+    def _record(self, key: bytes | None, value: bytes | None) -> None:
+        if key is not None and key.startswith(ROLLOUT_KEY_PREFIX):
+            if self._on_rollout is not None and value:
+                import json
+
+                try:
+                    self._on_rollout(json.loads(value))
+                except ValueError:
+                    log.warning("control topic: a rollout record that does not parse was skipped")
+            return
+        self._changed(_apply(self.states, key, value))
+
     def _changed(self, model: str | None) -> None:
         if model is not None and self._on_change is not None:
             self._on_change(self.states.get(model), model)
@@ -128,14 +186,14 @@ class ControlWatcher:
         try:
             cons = read_until_marker(
                 self.settings, "control", MARKER_KEY_PREFIX + uuid.uuid4().hex.encode(), None,
-                lambda k, v: self._changed(_apply(self.states, k, v)),
+                self._record,
             )
             self.ready.set()
             log.info("control topic read: %d model(s) with a switch", len(self.states))
             while not self._stop.is_set():
                 for messages in cons.poll(timeout_ms=self._poll_ms).values():
                     for m in messages:
-                        self._changed(_apply(self.states, m.key, m.value))
+                        self._record(m.key, m.value)
             cons.close()
         except BaseException as exc:  # noqa: BLE001 - surfaced through .error and /healthz
             self.error = exc

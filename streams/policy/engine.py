@@ -77,6 +77,16 @@ class PolicyEngine:
 
     # -- input ---------------------------------------------------------------------------
 
+    def set_rollout(self, model: str, version: str, stage: str, previous_version: str | None = None) -> None:
+        """A new stage for a model version (from the control topic): the file's entry is the default."""
+        from .rules import Rollout
+
+        current = self.policy.rollout_of(model, version)
+        base = current.model_dump() if current else {"model": model, "version": version}
+        updated = Rollout.model_validate({**base, "stage": stage, "previous_version": previous_version or base.get("previous_version")})
+        others = [r for r in self.policy.rollouts if not (r.model == model and r.version == version)]
+        self.policy = self.policy.model_copy(update={"rollouts": [*others, updated]})
+
     def ingest(self, record: MetricsRecord) -> None:
         if record.scope != "model":
             return
