@@ -1,7 +1,7 @@
 """End to end through the broker: events/s one and two workers sustain with every default
 (CPU) detector, and p50/p99 latency from produce to finding; ratios to the raw embedding
 throughput of the same model in the same run (the ceiling of the embedding-based detectors)
-and of two workers to one; the share of time per stage, from the workers' own /metrics.
+and of two workers to one (with torch's default threads, and with ``torch_threads`` = cores / 2); the share of time per stage, from the workers' own /metrics.
 
     .venv/bin/python bench/bench_e2e.py [--events 3000] [--latency-seconds 15]
 
@@ -76,7 +76,7 @@ def scrape(port: int) -> dict[str, float]:
     return out
 
 
-def run(broker: EmbeddedBroker, workers: int, events: int, latency_s: float, log_dir: Path) -> dict:
+def run(broker: EmbeddedBroker, workers: int, events: int, latency_s: float, log_dir: Path, torch_threads: int | None = None) -> dict:
     settings = Settings(profile="embedded", bootstrap=broker.bootstrap, topic_prefix=f"bench-{uuid.uuid4().hex[:6]}.",
                         input_partitions=4, output_partitions=2, metrics_window_s=0.5)
     ensure_topics(settings)
@@ -87,6 +87,8 @@ def run(broker: EmbeddedBroker, workers: int, events: int, latency_s: float, log
                "STREAMWARDEN_TOPIC_PREFIX": settings.topic_prefix, "STREAMWARDEN_INPUT_PARTITIONS": "4",
                "STREAMWARDEN_OUTPUT_PARTITIONS": "2", "STREAMWARDEN_METRICS_WINDOW_S": "0.5", "STREAMWARDEN_WEB_PORT": str(port),
                "STREAMWARDEN_DETECTOR_OPTIONS": json.dumps(DETECTOR_OPTIONS), "STREAMWARDEN_APP_ID": f"bench-{settings.topic_prefix}"}
+        if torch_threads:
+            env["STREAMWARDEN_TORCH_THREADS"] = str(torch_threads)
         log = open(log_dir / f"worker-{workers}-{i}.log", "ab")
         procs.append(subprocess.Popen([sys.executable, "-m", "streams.cli", "worker"], env=env, stdout=log, stderr=subprocess.STDOUT))
     tally, lock = OutputTally(), threading.Lock()
@@ -148,6 +150,7 @@ def run(broker: EmbeddedBroker, workers: int, events: int, latency_s: float, log
     share["other (decode, publish, bookkeeping)"] = round(max(0.0, 1 - sum(stages.values()) / batch), 3)
     return {
         "workers": workers,
+        "torch_threads_per_worker": torch_threads or "torch default",
         "events_per_s": round(eps, 1),
         "latency_rate_events_per_s": round(rate, 1),
         "latency_samples": len(lat),
@@ -168,7 +171,9 @@ def main() -> None:
     log_dir = Path(tempfile.mkdtemp(prefix="bench-e2e-"))
     with EmbeddedBroker() as broker:
         results = [run(broker, w, args.events, args.latency_seconds, log_dir) for w in (1, 2)]
-    one, two = results
+        # Two workers on one host, each told to use its share of the cores.
+        results.append(run(broker, 2, args.events, args.latency_seconds, log_dir, torch_threads=max(1, (os.cpu_count() or 2) // 2)))
+    one, two, two_shared = results
     print(json.dumps({
         "machine": f"{os.cpu_count()} CPUs, torch CPU",
         "embedding_encode_sentences_per_s": round(ceiling, 1),
@@ -176,6 +181,7 @@ def main() -> None:
         "ratio_1_worker_to_embedding_ceiling": round(one["events_per_s"] / ceiling, 3),
         "ratio_2_workers_to_embedding_ceiling": round(two["events_per_s"] / ceiling, 3),
         "ratio_2_workers_to_1": round(two["events_per_s"] / one["events_per_s"], 3),
+        "ratio_2_workers_with_torch_threads_to_1": round(two_shared["events_per_s"] / one["events_per_s"], 3),
         "worker_logs": str(log_dir),
     }, indent=2))
 

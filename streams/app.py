@@ -99,6 +99,10 @@ class Worker:
     def __init__(self, settings: Settings):
         self.settings = settings
         self.worker_id = settings.worker_id or f"{socket.gethostname()}:{os.getpid()}"
+        if settings.torch_threads:
+            import torch
+
+            torch.set_num_threads(settings.torch_threads)
         self.detectors = registry.build(settings.detectors, settings.detector_kwargs())
         for detector in self.detectors:
             detector.warm_up()

@@ -81,6 +81,10 @@ class Settings(BaseSettings):
         "(the monitor stores no personal data; the original stays at its source offset in the inference topic for "
         "that topic's retention). 'original': the exact bytes, replayable as they are, as sensitive as the inference topic.",
     )
+    torch_threads: int | None = Field(
+        default=None, ge=1, description="CPU threads torch may use in this worker (default: torch's, all cores). "
+        "Several workers on one host: cores / workers, so they do not fight for the same cores.",
+    )
     stream_buffer_events: int = Field(
         default=1024, ge=1, description="Events a worker holds in memory ahead of its detectors; the rest waits in Kafka (lag)."
     )

@@ -87,3 +87,14 @@ def test_agent_batches_records_and_publishes_findings_and_dead_letters(worker):
     pipelines = [r for r in by_scope if r["scope"] == "pipeline"]
     assert sum(r["dead_letters"].get("invalid_json", 0) for r in pipelines) == 1
     assert sum(r["detector_errors"].get("exploding", 0) for r in pipelines) >= 1
+
+
+def test_torch_threads_caps_the_workers_cpu_threads():
+    import torch
+
+    before = torch.get_num_threads()
+    try:
+        Worker(Settings(profile="embedded", bootstrap="127.0.0.1:1", detectors=["descriptors"], torch_threads=1, app_id="threads-test"))
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
