@@ -23,6 +23,7 @@ from pathlib import Path
 
 import faust
 import numpy as np
+from faust.types import TP
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from detectors import registry
@@ -280,8 +281,6 @@ class Worker:
         for r in records:
             last[(r.topic, r.partition)] = max(r.offset, last.get((r.topic, r.partition), -1))
         try:
-            from faust.types import TP
-
             consumer = self.app.consumer
             for (topic, partition), offset in last.items():
                 highwater = consumer.highwater(TP(topic, partition))

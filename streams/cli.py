@@ -66,6 +66,25 @@ def _settings(**overrides) -> Settings:
         raise typer.Exit(2) from None
 
 
+def _emit(text: str, out: Optional[Path]) -> None:
+    """Print ``text``, or write it to ``out``."""
+    if out is None:
+        typer.echo(text, nl=False)
+    else:
+        out.write_text(text, encoding="utf-8")
+
+
+def _policy(path: Optional[Path]):
+    """The policy at ``path`` (default: the packaged one); a bad file exits 2 with its line-numbered errors."""
+    from .policy.rules import PolicyError, load_policy
+
+    try:
+        return load_policy(path)
+    except PolicyError as exc:
+        typer.secho(str(exc), fg="red", err=True)
+        raise typer.Exit(2) from None
+
+
 @app.command()
 def demo(
     seconds: Optional[float] = typer.Option(None, "--seconds", "-s", min=1, help="Stop after N seconds and print a JSON summary (default: run until Ctrl-C)."),
@@ -280,11 +299,7 @@ def schema_export(out: Optional[Path] = typer.Option(None, help="Write here (def
     """Print or write the JSON Schema of InferenceEvent."""
     from .schema import render_json_schema
 
-    text = render_json_schema()
-    if out is None:
-        typer.echo(text, nl=False)
-    else:
-        out.write_text(text, encoding="utf-8")
+    _emit(render_json_schema(), out)
 
 
 @policy_app.command("run")
@@ -296,15 +311,10 @@ def policy_run(
 ) -> None:
     """Run the policy agent: metrics topic in, decisions on the actions topic, then kill switch, rollback, alerts."""
     from .actions.agent import PolicyAgent
-    from .policy.rules import PolicyError, load_policy
     from .topics import ensure_topics
 
     settings = _settings(bootstrap=bootstrap, embedded=embedded, policy_file=policy, policy_web_port=web_port)
-    try:
-        rules = load_policy(settings.policy_file)
-    except PolicyError as exc:
-        typer.secho(str(exc), fg="red", err=True)
-        raise typer.Exit(2) from None
+    rules = _policy(settings.policy_file)
     try:
         ensure_topics(settings)
     except Exception as exc:  # noqa: BLE001 - say why, then let the agent's clients retry
@@ -322,13 +332,7 @@ def policy_run(
 @policy_app.command("check")
 def policy_check(file: Path = typer.Argument(..., help="A policy YAML file.")) -> None:
     """Validate a policy file; errors name the line."""
-    from .policy.rules import PolicyError, load_policy
-
-    try:
-        p = load_policy(file)
-    except PolicyError as exc:
-        typer.secho(str(exc), fg="red", err=True)
-        raise typer.Exit(2) from None
+    p = _policy(file)
     typer.echo(f"{file}: {len(p.rules)} rules, {len(p.rollouts)} rollouts: ok")
 
 
@@ -347,17 +351,8 @@ def policy_prometheus_rules(
 ) -> None:
     """Prometheus alerting rules from the policy (so alerts fire even when the agent is down); check them with promtool."""
     from .policy.prometheus_rules import render_prometheus_rules
-    from .policy.rules import PolicyError, load_policy
 
-    try:
-        text = render_prometheus_rules(load_policy(policy))
-    except PolicyError as exc:
-        typer.secho(str(exc), fg="red", err=True)
-        raise typer.Exit(2) from None
-    if out is None:
-        typer.echo(text, nl=False)
-    else:
-        out.write_text(text, encoding="utf-8")
+    _emit(render_prometheus_rules(_policy(policy)), out)
 
 
 @dashboards_app.command("push")

@@ -177,6 +177,18 @@ def _nest(counter) -> dict[str, dict[str, int]]:
     return out
 
 
+def _terminate(proc: subprocess.Popen | None, timeout_s: float) -> None:
+    """SIGTERM, then SIGKILL if it has not stopped within ``timeout_s``."""
+    if proc is None or proc.poll() is not None:
+        return
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout_s)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(5)
+
+
 def _count_actions(log: list[dict]) -> dict[str, int]:
     out: dict[str, int] = {}
     for a in log:
@@ -360,19 +372,7 @@ def run_demo(settings: Settings, opts: DemoOptions, console: Console | None = No
             reader.stop()
         if controller is not None:
             controller.stop()
-        for proc in (agent,):
-            if proc is not None and proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-                try:
-                    proc.wait(10)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-        if worker is not None and worker.poll() is None:
-            worker.send_signal(signal.SIGTERM)
-            try:
-                worker.wait(20)
-            except subprocess.TimeoutExpired:
-                worker.kill()
-                worker.wait(5)
+        _terminate(agent, 10)
+        _terminate(worker, 20)
         if broker is not None:
             broker.stop()

@@ -277,11 +277,12 @@ class CommitGate:
             key = (tp[0], tp[1])
             if offset is not None and offset > self.committed.get(key, -1):
                 self.committed[key] = offset
-        ready = [r for h, r in self._pending if self._done(h)]
-        if ready:
-            self._pending = [(h, r) for h, r in self._pending if not self._done(h)]
-            for result in ready:
-                self._release(result)
+        ready, waiting = [], []
+        for item in self._pending:
+            (ready if self._done(item[0]) else waiting).append(item)
+        self._pending = waiting
+        for _, result in ready:
+            self._release(result)
         return len(ready)
 
     def forget(self, partitions) -> int:

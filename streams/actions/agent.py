@@ -250,7 +250,7 @@ class PolicyAgent:
         parts = cons.partitions_for_topic(name) or range(topic_specs(self.settings)["metrics"].partitions)
         tps = [TopicPartition(name, p) for p in sorted(parts)]
         cons.assign(tps)
-        since_ms = int((time.time() - self.engine._horizon - 60) * 1000)
+        since_ms = int((time.time() - self.engine.horizon_s - 60) * 1000)
         offsets = None
         if not self.settings.embedded:  # the embedded broker answers offset look-ups wrongly
             try:

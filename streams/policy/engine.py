@@ -22,6 +22,7 @@ import hashlib
 from collections import defaultdict, deque
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from fnmatch import fnmatchcase
 from typing import Iterable
 
 from ..schema import ActionRecord, LatencySummary, MetricsRecord
@@ -70,7 +71,7 @@ class PolicyEngine:
         self.policy = policy
         self.states: dict[tuple[str, Group], RuleState] = defaultdict(RuleState)
         self._records: dict[tuple[str, str, str], deque[MetricsRecord]] = defaultdict(deque)
-        self._horizon = max([r.window_s for r in policy.rules] + [ro.advance_after_s for ro in policy.rollouts] + [60.0])
+        self.horizon_s = max([r.window_s for r in policy.rules] + [ro.advance_after_s for ro in policy.rollouts] + [60.0])
         self.rollout_done: set[str] = set()  # action ids of rollout decisions already published
         self._stage_seen: dict[tuple[str, str, str], float] = {}
         self.records_ingested = 0
@@ -114,7 +115,7 @@ class PolicyEngine:
     # -- evaluation ----------------------------------------------------------------------
 
     def _prune(self, now: float) -> None:
-        oldest = now - self._horizon - 60
+        oldest = now - self.horizon_s - 60
         for key in list(self._records):
             q = self._records[key]
             while q and q[0].window_end.timestamp() < oldest:
@@ -165,8 +166,6 @@ class PolicyEngine:
             value = merged.quantile(q)
             evidence["latency_events"] = merged.count
         else:  # gauge
-            from fnmatch import fnmatchcase
-
             values = {k: v for r in recs for k, v in r.gauges.items() if fnmatchcase(k, rule.gauge)}
             worst = rule.worst(values.items(), key=lambda kv: kv[1]) if values else None
             value = worst[1] if worst else None
@@ -247,13 +246,13 @@ class PolicyEngine:
 
     def _rollouts(self, now: float, fired: list[ActionRecord]) -> list[ActionRecord]:
         out = []
+        rules = {r.name: r for r in self.policy.rules}
         for ro in self.policy.rollouts:
             key = (ro.model, ro.version, ro.stage)
             rollback_id = stable_id("rollout", *key, "should_rollback")
             advance_id = stable_id("rollout", *key, "should_advance")
             if rollback_id in self.rollout_done or advance_id in self.rollout_done:
                 continue
-            rules = {r.name: r for r in self.policy.rules}
             active = [
                 (name, st) for (name, (m, v, _)), st in self.states.items()
                 if m == ro.model and v == ro.version and st.state in ("pending", "firing")
