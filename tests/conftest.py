@@ -7,14 +7,18 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
+import urllib.request
 import uuid
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
 
 from streams.broker import EmbeddedBroker, free_port
+from streams.outputs import OutputReader, OutputTally
 from streams.schema import InferenceEvent
 from streams.settings import Settings
 
@@ -143,3 +147,28 @@ def wait_for(predicate, timeout: float, interval: float = 0.1, message: str = "c
             return value
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout}s waiting for {message}")
+
+
+def http_ok(url: str) -> bool:
+    """True when ``url`` answers 200 (a health check)."""
+    try:
+        with urllib.request.urlopen(url, timeout=1) as r:
+            return r.status == 200
+    except OSError:
+        return False
+
+
+@contextmanager
+def tally_outputs(settings: Settings, roles: tuple[str, ...]):
+    """An :class:`OutputTally` of the output topics of ``roles``, kept up to date while the block runs."""
+    tally, lock = OutputTally(), threading.Lock()
+
+    def on_record(rec):
+        with lock:
+            tally.add(rec)
+
+    reader = OutputReader(settings, roles, on_record).start()
+    try:
+        yield tally
+    finally:
+        reader.stop()

@@ -21,7 +21,7 @@ from streams.actions.notify import SIGNATURE_HEADER, verify_signature
 from streams.broker import free_port
 from streams.topics import ensure_topics
 
-from .conftest import wait_for
+from .conftest import http_ok, wait_for
 from .model_standin import ModelStandIn
 from .services import Alertmanager, Receiver
 
@@ -116,8 +116,8 @@ def test_pii_leak_burst_kills_rolls_back_alerts_and_survives_an_agent_restart(se
             worker = start_worker(settings, **env)
             agent = start_process(settings, "policy", "run", **env)
             gateway = start_process(settings, "gateway", **env)
-            wait_for(lambda: _ok(f"{gw}/healthz"), 60, message="the gateway to read the control topic")
-            wait_for(lambda: _ok(f"http://127.0.0.1:{settings.web_port}/healthz"), 90, message="the worker to start")
+            wait_for(lambda: http_ok(f"{gw}/healthz"), 60, message="the gateway to read the control topic")
+            wait_for(lambda: http_ok(f"http://127.0.0.1:{settings.web_port}/healthz"), 90, message="the worker to start")
 
             # Clean traffic, plain and streamed, goes to the model.
             for i in range(10):
@@ -197,7 +197,7 @@ def test_killswitch_cli_and_gateway_admin(settings, tmp_path, start_process):
     with ModelStandIn(answer) as model:
         env = dict(STREAMWARDEN_GATEWAY_UPSTREAM_URL=model.base_url, STREAMWARDEN_GATEWAY_PORT=str(port), STREAMWARDEN_GATEWAY_ADMIN_TOKEN=TOKEN)
         start_process(settings, "gateway", **env)
-        wait_for(lambda: _ok(f"{gw}/healthz"), 60, message="the gateway")
+        wait_for(lambda: http_ok(f"{gw}/healthz"), 60, message="the gateway")
         assert ask(gw, "code-bot", "hi").status_code == 200
 
         t0 = time.monotonic()
@@ -227,12 +227,6 @@ def test_killswitch_cli_and_gateway_admin(settings, tmp_path, start_process):
         rc = _cli(settings, "killswitch", "engage", "code-bot", "--reason", " ", expect_rc=2)
         assert "reason is required" in rc
 
-
-def _ok(url: str) -> bool:
-    try:
-        return httpx.get(url, timeout=1).status_code == 200
-    except httpx.HTTPError:
-        return False
 
 
 def _all(settings):

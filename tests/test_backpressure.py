@@ -5,16 +5,14 @@ from __future__ import annotations
 
 import json
 import re
-import threading
 import urllib.request
 
 import pytest
 
-from streams.outputs import OutputReader, OutputTally
 from streams.tap import Tap
 from streams.topics import ensure_topics
 
-from .conftest import make_event, wait_for
+from .conftest import http_ok, make_event, tally_outputs, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -40,21 +38,15 @@ def test_a_slow_detector_slows_consumption_with_bounded_memory_and_visible_lag(s
         STREAMWARDEN_STREAM_BUFFER_EVENTS="64",
     )
     url = f"http://127.0.0.1:{settings.web_port}"
-    wait_for(lambda: _ok(url + "/healthz"), 90, message="the worker")
-    tally, lock = OutputTally(), threading.Lock()
-
-    def on_record(rec):
-        with lock:
-            tally.add(rec)
-
-    reader = OutputReader(settings, ("metrics",), on_record).start()
+    wait_for(lambda: http_ok(url + "/healthz"), 90, message="the worker")
     n, size = 3000, 64_000  # 192 MB of events: far more than the worker may hold
     rss_before = _rss_mb(worker.proc.pid)
     peak_rss, peak_lag, peak_in_flight = rss_before, 0.0, 0.0
-    try:
+    with tally_outputs(settings, ("metrics",)) as tally:
         with Tap(settings=settings) as tap:
             for i in range(n):
                 tap.record(make_event(response=f"{i} " + "all good. " * (size // 10)), wait_s=10)
+
         def sample():
             nonlocal peak_rss, peak_lag, peak_in_flight
             text = urllib.request.urlopen(url + "/metrics", timeout=5).read().decode()
@@ -64,18 +56,9 @@ def test_a_slow_detector_slows_consumption_with_bounded_memory_and_visible_lag(s
             return tally.events_processed >= n
 
         wait_for(sample, 180, 0.2, "the backlog to be worked off")
-    finally:
-        reader.stop()
     print(f"\npeak lag {peak_lag:.0f} records; RSS {rss_before:.0f} -> peak {peak_rss:.0f} MB; in flight <= {peak_in_flight:.0f}")
     assert peak_lag > 1000  # the backlog waited in Kafka...
     assert peak_rss - rss_before < 80  # ...not in the worker's memory (the events are 192 MB)
     assert peak_in_flight <= 1  # one batch in the detectors at a time
     assert tally.events_processed == n  # and every event was processed: nothing dropped
 
-
-def _ok(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=1) as r:
-            return r.status == 200
-    except OSError:
-        return False

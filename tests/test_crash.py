@@ -5,19 +5,22 @@ processed twice shows up as findings with the same deterministic finding_id (dro
 from __future__ import annotations
 
 import signal
-import threading
 import time
 
 import pytest
 
 from streams.broker import free_port
-from streams.outputs import OutputReader, OutputTally
 from streams.tap import Tap
 from streams.topics import ensure_topics
 
-from .conftest import make_event, wait_for
+from .conftest import http_ok, make_event, tally_outputs, wait_for
 
 pytestmark = pytest.mark.integration
+
+
+def refusals(n: int):
+    """Every response a refusal: exactly one descriptors.refusal finding per event."""
+    return [make_event(response=f"I'm sorry, but I can't help with that request ({i}).") for i in range(n)]
 
 
 def test_sigkill_of_one_worker_loses_no_event(settings, start_worker):
@@ -27,19 +30,10 @@ def test_sigkill_of_one_worker_loses_no_event(settings, start_worker):
     env = dict(STREAMWARDEN_DETECTORS='["descriptors"]', STREAMWARDEN_METRICS_WINDOW_S="3")
     a = start_worker(settings, **env)
     b = start_worker(settings, **env, STREAMWARDEN_WEB_PORT=str(free_port()))
-    tally = OutputTally()
-    lock = threading.Lock()
-
-    def on_record(rec):
-        with lock:
-            tally.add(rec)
-
-    reader = OutputReader(settings, ("findings", "metrics"), on_record).start()
-    # Every response is a refusal: exactly one descriptors.refusal finding per event.
-    events = [make_event(response=f"I'm sorry, but I can't help with that request ({i}).") for i in range(3000)]
+    events = refusals(3000)
     sent_ids = {e.event_id for e in events}
-    try:
-        wait_for(lambda: _healthy(settings.web_port), 90, message="worker a")
+    with tally_outputs(settings, ("findings", "metrics")) as tally:
+        wait_for(lambda: http_ok(f"http://127.0.0.1:{settings.web_port}/healthz"), 90, message="worker a")
         with Tap(settings=settings) as tap:
             # Both workers have partitions (and some work done) before one of them dies.
             for e in events[:600]:
@@ -56,43 +50,22 @@ def test_sigkill_of_one_worker_loses_no_event(settings, start_worker):
         wait_for(lambda: sent_ids <= set(tally.finding_event_ids), 120, 0.5, "a finding for every event")
         wait_for(lambda: tally.events_processed >= len(sent_ids), 30, 0.5, "the metrics windows")
         time.sleep(7)  # two more windows: a double count would show up now
-    finally:
-        reader.stop()
     assert a.proc.returncode == -signal.SIGKILL
     assert b.proc.poll() is None
-    with lock:
-        found = set(tally.finding_event_ids)
-        assert found == sent_ids  # none lost, none invented
-        assert tally.findings_by_kind["descriptors.refusal"] == len(sent_ids)  # unique by finding_id
-        print(f"\nSIGKILL after {killed_after:.1f}s; re-processed findings dropped by id: {tally.findings_duplicated}; "
-              f"events counted in metrics: {tally.events_processed} for {len(sent_ids)} sent")
-        assert tally.findings_duplicated > 0  # the survivor re-processed the dead worker's uncommitted work...
-        assert tally.events_processed == len(sent_ids)  # ...and metrics counted every event once (at commit time)
-
-
-def _healthy(port: int) -> bool:
-    import urllib.request
-
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1) as r:
-            return r.status == 200
-    except OSError:
-        return False
+    assert set(tally.finding_event_ids) == sent_ids  # none lost, none invented
+    assert tally.findings_by_kind["descriptors.refusal"] == len(sent_ids)  # unique by finding_id
+    print(f"\nSIGKILL after {killed_after:.1f}s; re-processed findings dropped by id: {tally.findings_duplicated}; "
+          f"events counted in metrics: {tally.events_processed} for {len(sent_ids)} sent")
+    assert tally.findings_duplicated > 0  # the survivor re-processed the dead worker's uncommitted work...
+    assert tally.events_processed == len(sent_ids)  # ...and metrics counted every event once (at commit time)
 
 
 def test_a_graceful_stop_publishes_the_last_counts(settings, start_worker):
     ensure_topics(settings)
     w = start_worker(settings, STREAMWARDEN_DETECTORS='["descriptors"]', STREAMWARDEN_METRICS_WINDOW_S="3")
-    tally, lock = OutputTally(), threading.Lock()
-
-    def on_record(rec):
-        with lock:
-            tally.add(rec)
-
-    reader = OutputReader(settings, ("findings", "metrics"), on_record).start()
-    events = [make_event(response=f"I'm sorry, but I can't help with that ({i}).") for i in range(400)]
-    try:
-        wait_for(lambda: _healthy(settings.web_port), 90, message="the worker")
+    events = refusals(400)
+    with tally_outputs(settings, ("findings", "metrics")) as tally:
+        wait_for(lambda: http_ok(f"http://127.0.0.1:{settings.web_port}/healthz"), 90, message="the worker")
         with Tap(settings=settings) as tap:
             for e in events:
                 tap.record(e)
@@ -100,6 +73,4 @@ def test_a_graceful_stop_publishes_the_last_counts(settings, start_worker):
         assert w.stop(signal.SIGTERM) == 0  # scale-down: at most 3 s of counts were still uncommitted
         wait_for(lambda: tally.events_processed >= len(events), 15, 0.2, "the last counts")
         time.sleep(1)
-    finally:
-        reader.stop()
     assert tally.events_processed == len(events)

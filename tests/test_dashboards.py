@@ -22,7 +22,7 @@ from streams.tap import Tap
 from streams.topics import ensure_topics
 from streams.traffic import Schedule, TrafficGenerator
 
-from .conftest import wait_for
+from .conftest import http_ok, wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 DEMO_DETECTOR_OPTIONS = {
@@ -95,7 +95,7 @@ class Prometheus:
              f"--web.listen-address=127.0.0.1:{self.port}"],
             stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
         )
-        wait_for(lambda: _ok(self.url + "/-/ready"), 30, message="Prometheus")
+        wait_for(lambda: http_ok(self.url + "/-/ready"), 30, message="Prometheus")
         return self
 
     def query(self, expr: str, since: float | None = None) -> list:
@@ -113,12 +113,6 @@ class Prometheus:
         self.proc.wait(10)
         self._log.close()
 
-
-def _ok(url: str) -> bool:
-    try:
-        return httpx.get(url, timeout=1).status_code == 200
-    except httpx.HTTPError:
-        return False
 
 
 def _concrete(expr: str) -> str:
@@ -138,7 +132,7 @@ def test_every_panel_query_returns_data_from_a_real_prometheus(settings, tmp_pat
     start_process(settings, "policy", "run", **env)
     targets = {"worker": f"127.0.0.1:{settings.web_port}", "policy": f"127.0.0.1:{agent_port}"}
     with Prometheus(tmp_path / "prometheus", targets) as prom:
-        wait_for(lambda: _ok(f"http://127.0.0.1:{settings.web_port}/healthz"), 120, message="the worker")
+        wait_for(lambda: http_ok(f"http://127.0.0.1:{settings.web_port}/healthz"), 120, message="the worker")
         seconds, rate = 30.0, 120
         gen = TrafficGenerator(Schedule.for_run(seconds), seed=11)
         tap = Tap(settings=settings)

@@ -5,15 +5,13 @@ from __future__ import annotations
 
 import json
 import random
-import threading
 
 import pytest
 
-from streams.outputs import OutputReader, OutputTally
 from streams.tap import Tap
 from streams.topics import ensure_topics
 
-from .conftest import make_event, wait_for
+from .conftest import make_event, tally_outputs, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -51,19 +49,12 @@ def bad_records(rng: random.Random, max_bytes: int) -> list[bytes]:
 def test_hostile_records_at_a_real_worker(settings, start_worker):
     ensure_topics(settings)
     worker = start_worker(settings, STREAMWARDEN_DETECTORS='["descriptors", "pii", "consistency"]', STREAMWARDEN_MAX_EVENT_BYTES="200000")
-    tally, lock = OutputTally(), threading.Lock()
-
-    def on_record(rec):
-        with lock:
-            tally.add(rec)
-
-    reader = OutputReader(settings, ("deadletter", "metrics", "findings"), on_record).start()
     rng = random.Random(20261123)
     bad = 0
     good = 0
-    try:
+    with tally_outputs(settings, ("deadletter", "metrics", "findings")) as tally:
         with Tap(settings=settings) as tap:
-            for round_ in range(6):
+            for _ in range(6):
                 for text in INJECTIONS:  # valid events whose texts attack parsers, templates and terminals
                     tap.record(make_event(prompt=text, response=text, samples=[text, text[::-1]], context=[text]))
                     good += 1
@@ -71,8 +62,6 @@ def test_hostile_records_at_a_real_worker(settings, start_worker):
                     tap.record(raw)
                     bad += 1
         wait_for(lambda: tally.dead_letters >= bad and tally.events_processed >= good, 120, 0.5, "every record accounted for")
-    finally:
-        reader.stop()
     assert worker.proc.poll() is None  # still running
     assert tally.dead_letters == bad and tally.events_processed == good
     reasons = set(tally.dead_letter_reasons)

@@ -30,24 +30,34 @@ def test_committed_rules_are_what_the_default_policy_generates_and_promtool_acce
     assert "SUCCESS: 10 rules found" in p.stdout
 
 
-def test_generated_rules_fire_on_a_leak_and_hold_without_enough_events(tmp_path):
+def promtool_test(tmp_path, input_series: list[dict], alert_rule_test: list[dict]) -> None:
+    """Run ``promtool test rules`` on the default policy's generated rules, 15 s steps."""
     rules = tmp_path / "rules.yml"
     rules.write_text(render_prometheus_rules(load_policy()))
-    lbl = 'model="support", model_version="v7"'
     tests = {
         "rule_files": [str(rules)],
         "evaluation_interval": "15s",
-        "tests": [{
-            "interval": "15s",
-            "input_series": [
+        "tests": [{"interval": "15s", "input_series": input_series, "alert_rule_test": alert_rule_test}],
+    }
+    path = tmp_path / "tests.yml"
+    path.write_text(yaml.safe_dump(tests, sort_keys=False))
+    p = subprocess.run([promtool(), "test", "rules", str(path)], capture_output=True, text=True)
+    assert p.returncode == 0, p.stdout + p.stderr
+
+
+def test_generated_rules_fire_on_a_leak_and_hold_without_enough_events(tmp_path):
+    lbl = 'model="support", model_version="v7"'
+    promtool_test(
+        tmp_path,
+        input_series=[
                 # 40 events per 15 s; a PII leak counter that appears at 1m (its first sample counts too).
                 {"series": f"streamwarden_events_total{{{lbl}}}", "values": "0+40x20"},
                 {"series": f'streamwarden_findings_total{{{lbl}, detector="pii", kind="pii_leak", severity="high"}}', "values": "_x4 1x16"},
                 # Another model: 60% errors but only 2 events per 15 s, fewer than cascade-failure's min_events (20 per 60 s).
                 {"series": 'streamwarden_events_total{model="tiny", model_version="1"}', "values": "0+2x20"},
                 {"series": 'streamwarden_model_errors_total{model="tiny", model_version="1"}', "values": "0+1.2x20"},
-            ],
-            "alert_rule_test": [
+        ],
+        alert_rule_test=[
                 {"eval_time": "30s", "alertname": "streamwarden:pii-leak", "exp_alerts": []},
                 {"eval_time": "75s", "alertname": "streamwarden:pii-leak", "exp_alerts": [{
                     "exp_labels": {"model": "support", "model_version": "v7", "severity": "critical", "rule": "pii-leak",
@@ -60,29 +70,19 @@ def test_generated_rules_fire_on_a_leak_and_hold_without_enough_events(tmp_path)
                 }]},
                 {"eval_time": "4m", "alertname": "streamwarden:pii-leak", "exp_alerts": []},
                 {"eval_time": "4m", "alertname": "streamwarden:cascade-failure", "exp_alerts": []},
-            ],
-        }],
-    }
-    path = tmp_path / "tests.yml"
-    path.write_text(yaml.safe_dump(tests, sort_keys=False))
-    p = subprocess.run([promtool(), "test", "rules", str(path)], capture_output=True, text=True)
-    assert p.returncode == 0, p.stdout + p.stderr
+        ],
+    )
 
 
 def test_a_breach_of_cascade_failure_with_enough_events_fires_after_for(tmp_path):
-    rules = tmp_path / "rules.yml"
-    rules.write_text(render_prometheus_rules(load_policy()))
     lbl = 'model="m", model_version="1"'
-    tests = {
-        "rule_files": [str(rules)],
-        "evaluation_interval": "15s",
-        "tests": [{
-            "interval": "15s",
-            "input_series": [
+    promtool_test(
+        tmp_path,
+        input_series=[
                 {"series": f"streamwarden_events_total{{{lbl}}}", "values": "0+20x40"},
                 {"series": f"streamwarden_model_errors_total{{{lbl}}}", "values": "0+0x8 0+18x32"},
-            ],
-            "alert_rule_test": [
+        ],
+        alert_rule_test=[
                 {"eval_time": "2m30s", "alertname": "streamwarden:cascade-failure", "exp_alerts": []},  # pending (for: 30s)
                 {"eval_time": "4m", "alertname": "streamwarden:cascade-failure", "exp_alerts": [{
                     "exp_labels": {"model": "m", "model_version": "1", "severity": "critical", "rule": "cascade-failure",
@@ -93,10 +93,5 @@ def test_a_breach_of_cascade_failure_with_enough_events_fires_after_for(tmp_path
                         "dashboard": "http://localhost:3000/d/streamwarden-overview/streamwarden-overview?var-model=m&var-model_version=1",
                     },
                 }]},
-            ],
-        }],
-    }
-    path = tmp_path / "tests.yml"
-    path.write_text(yaml.safe_dump(tests, sort_keys=False))
-    p = subprocess.run([promtool(), "test", "rules", str(path)], capture_output=True, text=True)
-    assert p.returncode == 0, p.stdout + p.stderr
+        ],
+    )
