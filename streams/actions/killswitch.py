@@ -7,6 +7,7 @@ Engaging or releasing writes the new state there, and an audit entry on the acti
 from __future__ import annotations
 
 import getpass
+import json
 import logging
 import threading
 import uuid
@@ -90,9 +91,6 @@ def rollout_key(model: str, version: str) -> bytes:
 def publish_rollout(settings: Settings, model: str, version: str, stage: str, previous_version: str | None,
                     by: str | None = None, prod=None) -> dict:
     """Where a model version stands in its staged rollout (the deployment controller, or a person, says)."""
-    import json
-    from datetime import datetime, timezone
-
     state = {"model": model, "version": version, "stage": stage, "previous_version": previous_version,
              "by": by or default_actor(), "at": datetime.now(timezone.utc).isoformat()}
     own = prod is None
@@ -107,8 +105,6 @@ def publish_rollout(settings: Settings, model: str, version: str, stage: str, pr
 
 def read_rollouts(settings: Settings, timeout_s: float = 30.0) -> dict[tuple[str, str], dict]:
     """Every rollout stage set on the control topic, by (model, version)."""
-    import json
-
     out: dict[tuple[str, str], dict] = {}
 
     def keep(key, value):
@@ -169,8 +165,6 @@ class ControlWatcher:
     def _record(self, key: bytes | None, value: bytes | None) -> None:
         if key is not None and key.startswith(ROLLOUT_KEY_PREFIX):
             if self._on_rollout is not None and value:
-                import json
-
                 try:
                     self._on_rollout(json.loads(value))
                 except ValueError:

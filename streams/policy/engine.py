@@ -26,7 +26,7 @@ from fnmatch import fnmatchcase
 from typing import Iterable
 
 from ..schema import ActionRecord, LatencySummary, MetricsRecord
-from .rules import SEVERITIES, Policy, Rule
+from .rules import SEVERITIES, Policy, Rollout, Rule
 
 Group = tuple[str, str, str]  # model, model_version, route ("*" when routes are summed)
 
@@ -80,8 +80,6 @@ class PolicyEngine:
 
     def set_rollout(self, model: str, version: str, stage: str, previous_version: str | None = None) -> None:
         """A new stage for a model version (from the control topic): the file's entry is the default."""
-        from .rules import Rollout
-
         current = self.policy.rollout_of(model, version)
         base = current.model_dump() if current else {"model": model, "version": version}
         updated = Rollout.model_validate({**base, "stage": stage, "previous_version": previous_version or base.get("previous_version")})
