@@ -61,4 +61,5 @@ def test_demo_runs_for_20_seconds_and_its_summary_is_consistent(tmp_path):
         ("support-assistant", "2026.11.1", "2026.10.4")
     ]
     assert all(s["action_outcomes"][a["action_id"]] for a in kills), s["action_outcomes"]
+    assert all(s["action_outcomes"].values()), s["action_outcomes"]  # every action's outcome says what happened
     assert s["pii_leak_first_event_to_action_s"]["kill"] > 0

@@ -107,6 +107,8 @@ class Dispatcher:
                 r = notify.post_json(url, notify.webhook_payload(rec), key=self.key, idempotency_key=rec.action_id,
                                      attempts=s.webhook_attempts, sleep=self.sleep)
                 results[f"webhook[{i}]"] = r.summary()
+        if not results:  # the audit log says so, rather than nothing
+            results["notify"] = "skipped: no alertmanager_urls or alert_webhooks configured (the decision is on the actions topic)"
         for target, result in results.items():
             self._count(target.split("[")[0], result)
         return ActionRecord(
