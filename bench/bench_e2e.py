@@ -25,12 +25,12 @@ import urllib.request
 import uuid
 from pathlib import Path
 
-from streams.broker import EmbeddedBroker, free_port
-from streams.outputs import OutputReader, OutputTally
+from streams.local.broker import EmbeddedBroker, free_port
+from streams.local.outputs import OutputReader, OutputTally
 from streams.settings import Settings
 from streams.tap import Tap
-from streams.topics import ensure_topics
-from streams.traffic import Schedule, TrafficGenerator
+from streams.events.topics import ensure_topics
+from streams.local.traffic import Schedule, TrafficGenerator
 
 DETECTOR_OPTIONS = {  # the demo's windows, so drift tests run within the bench's minutes
     "drift": {"reference_size": 200, "window_size": 200, "test_every": 100, "sample_rate": 0.25},

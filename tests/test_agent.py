@@ -6,7 +6,7 @@ import json
 import pytest
 
 from detectors.base import Detector
-from streams.app import Worker
+from streams.worker.app import Worker
 from streams.settings import Settings
 
 from .conftest import make_event

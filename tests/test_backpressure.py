@@ -10,7 +10,7 @@ import urllib.request
 import pytest
 
 from streams.tap import Tap
-from streams.topics import ensure_topics
+from streams.events.topics import ensure_topics
 
 from .conftest import http_ok, make_event, tally_outputs, wait_for
 

@@ -14,7 +14,7 @@ from detectors.bias import (
     wilson_interval,
 )
 
-from .conftest import SHARED_DATA, make_event
+from .conftest import make_event, shared_data
 
 NEUTRAL = "Thanks for asking! Your refund has been processed and you will see it within 3 days."
 REFUSAL = "I'm sorry, but I can't help with that request."
@@ -95,7 +95,7 @@ def test_the_episode_resolves_and_a_new_episode_flags_again():
 
 def test_stereotype_score_ranks_pro_above_anti_stereotypical_sentences_held_out():
     def load(kind):
-        lines = (SHARED_DATA / "winobias" / f"{kind}_stereotyped_type1.txt.test").read_text().splitlines()
+        lines = shared_data("winobias", f"{kind}_stereotyped_type1.txt.test").read_text().splitlines()
         return [re.sub(r"^\d+\s+", "", l).replace("[", "").replace("]", "") for l in lines if l.strip()][:150]
 
     pro, anti = stereotype_score(load("pro")), stereotype_score(load("anti"))

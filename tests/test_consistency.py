@@ -6,7 +6,7 @@ import pytest
 from detectors.consistency import CrossTrafficConsistency, SelfConsistencyDetector, split_sentences
 from detectors.embeddings import EmbeddingService
 
-from .conftest import SHARED_DATA, make_event
+from .conftest import make_event, shared_data
 
 GROUNDED = "Marie Curie won the Nobel Prize in Physics in 1903. She was born in Warsaw."
 SAMPLES = [
@@ -83,7 +83,7 @@ def test_cross_traffic_consistency_flags_the_odd_answer_out():
 
 def test_selfcheck_protocol_on_wikibio_beats_chance():
     """A few passages of the SelfCheckGPT set: NonFact sentences rank above factual ones."""
-    data = json.loads((SHARED_DATA / "selfcheckgpt_wikibio" / "wikibio_gpt3_hallucination_dev60.json").read_text())[:20]
+    data = json.loads(shared_data("selfcheckgpt_wikibio", "wikibio_gpt3_hallucination_dev60.json").read_text())[:20]
     det = SelfConsistencyDetector(method="unigram")
     results = det.score_many([p["gpt3_sentences"] for p in data], [p["gpt3_text_samples"] for p in data])
     scores = np.concatenate([r.sentence_scores for r in results])
@@ -93,7 +93,7 @@ def test_selfcheck_protocol_on_wikibio_beats_chance():
 
 def test_one_forward_pass_serves_every_detector_of_a_batch():
     from detectors.drift import EmbeddingDriftDetector
-    from streams.pipeline import Pipeline, RawRecord
+    from streams.worker.pipeline import Pipeline, RawRecord
 
     service = EmbeddingService.shared()
     dets = [

@@ -9,9 +9,9 @@ import time
 
 import pytest
 
-from streams.broker import free_port
+from streams.local.broker import free_port
 from streams.tap import Tap
-from streams.topics import ensure_topics
+from streams.events.topics import ensure_topics
 
 from .conftest import http_ok, make_event, tally_outputs, wait_for
 

@@ -17,10 +17,10 @@ import pytest
 import yaml
 
 from dashboards.build import BUILDERS, JSON_DIR, panel_queries, render_all
-from streams.broker import free_port
+from streams.local.broker import free_port
 from streams.tap import Tap
-from streams.topics import ensure_topics
-from streams.traffic import Schedule, TrafficGenerator
+from streams.events.topics import ensure_topics
+from streams.local.traffic import Schedule, TrafficGenerator
 
 from .conftest import http_ok, wait_for
 

@@ -6,7 +6,7 @@ import pytest
 
 from detectors.drift import EmbeddingDriftDetector, mmd_permutation_test
 
-from .conftest import SHARED_DATA, make_event
+from .conftest import make_event, shared_data
 
 
 def test_same_distribution_is_not_drift_and_a_shift_is():
@@ -45,7 +45,7 @@ def test_permutations_are_vectorised_not_looped(monkeypatch):
 
 
 def _brown(category, n, seed):
-    docs = [json.loads(l) for l in (SHARED_DATA / "drift_brown" / "brown_docs.jsonl").read_text().splitlines()]
+    docs = [json.loads(l) for l in shared_data("drift_brown", "brown_docs.jsonl").read_text().splitlines()]
     paras = [p for d in docs if d["category"] == category for p in d["text"].split("\n") if len(p.split()) > 12]
     random.Random(seed).shuffle(paras)
     return paras[:n]

@@ -6,10 +6,10 @@ import time
 
 import pytest
 
-from streams.broker import free_port
-from streams.outputs import OutputReader
+from streams.local.broker import free_port
+from streams.local.outputs import OutputReader
 from streams.tap import Tap
-from streams.topics import ensure_topics
+from streams.events.topics import ensure_topics
 
 from .conftest import make_event, wait_for
 from .test_drift import _brown

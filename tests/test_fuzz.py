@@ -5,7 +5,7 @@ import json
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from detectors.registry import build
-from streams.pipeline import DeadLetter, Pipeline, RawRecord, decode
+from streams.worker.pipeline import DeadLetter, Pipeline, RawRecord, decode
 
 from .conftest import make_event
 

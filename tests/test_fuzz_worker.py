@@ -9,7 +9,7 @@ import random
 import pytest
 
 from streams.tap import Tap
-from streams.topics import ensure_topics
+from streams.events.topics import ensure_topics
 
 from .conftest import make_event, tally_outputs, wait_for
 

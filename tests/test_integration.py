@@ -9,10 +9,10 @@ from collections import Counter
 
 import pytest
 
-from streams.outputs import OutputReader, OutputTally
-from streams.pipeline import HEADER_PREFIX
+from streams.local.outputs import OutputReader, OutputTally
+from streams.worker.pipeline import HEADER_PREFIX
 from streams.tap import Tap
-from streams.topics import ensure_topics
+from streams.events.topics import ensure_topics
 
 from .conftest import make_event, wait_for
 

@@ -8,9 +8,9 @@ import urllib.request
 
 import pytest
 
-from streams.outputs import OutputReader
+from streams.local.outputs import OutputReader
 from streams.tap import Tap
-from streams.topics import ensure_topics
+from streams.events.topics import ensure_topics
 
 from .conftest import make_event, wait_for
 
@@ -29,7 +29,7 @@ def _variants(value: str) -> set[str]:
 
 @pytest.mark.parametrize("payload", ["redacted", "original"])
 def test_no_planted_value_reaches_findings_metrics_actions_prometheus_or_logs(settings, start_worker, start_process, payload):
-    from streams.broker import free_port
+    from streams.local.broker import free_port
 
     ensure_topics(settings)
     worker = start_worker(settings, STREAMWARDEN_DETECTORS='["descriptors", "pii", "bias"]', STREAMWARDEN_LOG_LEVEL="debug",

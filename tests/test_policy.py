@@ -11,7 +11,7 @@ import yaml
 
 from streams.policy.engine import PolicyEngine
 from streams.policy.rules import DEFAULT_POLICY, POLICY_SCHEMA_FILE, PolicyError, load_policy, parse_policy, policy_json_schema, render_policy_schema
-from streams.schema import LatencySummary, MetricsRecord
+from streams.events.schema import LatencySummary, MetricsRecord
 
 T0 = 1_800_000_000.0
 

@@ -7,8 +7,8 @@ import threading
 
 import pytest
 
-from streams.outputs import OutputReader
-from streams.probes import DEFAULT_PROBES, load_probes
+from streams.local.outputs import OutputReader
+from streams.local.probes import DEFAULT_PROBES, load_probes
 
 from .conftest import wait_for, worker_env
 from .model_standin import ModelStandIn

@@ -7,7 +7,7 @@ import sys
 import pytest
 from kafka import KafkaConsumer, TopicPartition
 
-from streams.topics import ensure_topics, topic_specs
+from streams.events.topics import ensure_topics, topic_specs
 
 from .conftest import make_event, wait_for, worker_env
 

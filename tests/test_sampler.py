@@ -5,11 +5,11 @@ import threading
 
 import pytest
 
-from streams.model_client import ChatModel
-from streams.outputs import OutputReader, OutputTally
-from streams.sampler import Sampler, SamplerBudget
+from streams.worker.model_client import ChatModel
+from streams.local.outputs import OutputReader, OutputTally
+from streams.worker.sampler import Sampler, SamplerBudget
 from streams.tap import Tap
-from streams.topics import ensure_topics
+from streams.events.topics import ensure_topics
 
 from .conftest import make_event, wait_for
 from .model_standin import ModelStandIn
@@ -83,7 +83,7 @@ def test_a_local_causal_lm_path_is_a_sample_source(tmp_path):
     from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
     from tokenizers import Tokenizer, models, pre_tokenizers
 
-    from streams.model_client import LocalModel
+    from streams.worker.model_client import LocalModel
 
     words = ["[UNK]", "<eos>", "who", "founded", "the", "company", "?", "it", "was", "in", "paris"]
     tk = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="[UNK]"))

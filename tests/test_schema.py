@@ -5,7 +5,7 @@ import jsonschema
 import pytest
 from pydantic import ValidationError
 
-from streams.schema import JSONSCHEMA_FILE, InferenceEvent, json_schema, render_json_schema
+from streams.events.schema import JSONSCHEMA_FILE, InferenceEvent, json_schema, render_json_schema
 
 from .conftest import make_event
 

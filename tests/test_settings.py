@@ -1,6 +1,7 @@
 import pytest
 from pydantic import ValidationError
 
+from streams import kafka_clients
 from streams.settings import Settings, load_settings
 
 
@@ -29,7 +30,7 @@ def test_toml_and_json_files_and_nested_env(tmp_path, monkeypatch):
 def test_secrets_are_never_printed():
     s = Settings(kafka={"security_protocol": "SASL_SSL", "sasl_mechanism": "PLAIN", "sasl_username": "u", "sasl_password": "hunter2"})
     assert "hunter2" not in repr(s) and "hunter2" not in s.model_dump_json()
-    assert s.kafka_python_security()["sasl_plain_password"] == "hunter2"
+    assert kafka_clients.security(s)["sasl_plain_password"] == "hunter2"
 
 
 def test_bad_settings_are_clear_errors(tmp_path, monkeypatch):
@@ -56,8 +57,7 @@ def test_tls_and_sasl_reach_every_kafka_client(tmp_path, monkeypatch):
     import kafka
 
     from streams.actions import log as action_log
-    from streams.app import faust_options
-    from streams.tap import producer_config
+    from streams.kafka_clients import faust_options, producer_config
 
     key, cert = tmp_path / "k.pem", tmp_path / "c.pem"
     subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(cert),

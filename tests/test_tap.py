@@ -1,8 +1,8 @@
 import json
 import threading
 
-from streams.broker import free_port
-from streams.outputs import OutputRecord
+from streams.local.broker import free_port
+from streams.local.outputs import OutputRecord
 from streams.settings import Settings
 from streams.tap import Tap
 
@@ -37,7 +37,7 @@ def test_tap_swallows_unserialisable_input():
 def test_tap_delivers_every_event_keyed_by_event_id(settings):
     from kafka import KafkaConsumer, TopicPartition
 
-    from streams.topics import ensure_topics
+    from streams.events.topics import ensure_topics
 
     ensure_topics(settings)
     events = [make_event() for _ in range(300)]
@@ -47,7 +47,7 @@ def test_tap_delivers_every_event_keyed_by_event_id(settings):
         captured_id = tap.capture(model="m2", model_version="v9", prompt="p", response="r")
     assert tap.stats.sent == 301 and tap.stats.dropped == 0
 
-    from streams.topics import topic_specs
+    from streams.events.topics import topic_specs
 
     spec = topic_specs(settings)["inference"]
     consumer = KafkaConsumer(bootstrap_servers=settings.bootstrap, auto_offset_reset="earliest", enable_auto_commit=False)

@@ -23,14 +23,14 @@ import time
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
 
-from ..policy.engine import PolicyEngine
-from ..policy.rules import Policy, load_policy
-from ..schema import ActionRecord, KillSwitchState, MetricsRecord
-from ..settings import Settings
-from ..topics import topic_name, topic_specs
-from . import notify
-from .killswitch import ControlWatcher, publish_state
-from .log import action_json, consumer, producer, read_actions
+from streams.policy.engine import PolicyEngine
+from streams.policy.rules import Policy, load_policy
+from streams.events.schema import ActionRecord, KillSwitchState, MetricsRecord
+from streams.settings import Settings
+from streams.events.topics import topic_name, topic_specs
+from streams.actions import notify
+from streams.actions.killswitch import ControlWatcher, publish_state
+from streams.actions.log import action_json, consumer, producer, read_actions
 
 log = logging.getLogger(__name__)
 

@@ -14,10 +14,10 @@ import uuid
 from collections.abc import Callable
 from datetime import datetime, timezone
 
-from ..schema import ActionRecord, KillSwitchState
-from ..settings import Settings
-from ..topics import topic_name
-from .log import MARKER_KEY_PREFIX, action_json, producer, read_until_marker
+from streams.events.schema import ActionRecord, KillSwitchState
+from streams.settings import Settings
+from streams.events.topics import topic_name
+from streams.actions.log import MARKER_KEY_PREFIX, action_json, producer, read_until_marker
 
 log = logging.getLogger(__name__)
 

@@ -15,9 +15,10 @@ import time
 import uuid
 from collections.abc import Callable
 
-from ..schema import ActionRecord
-from ..settings import Settings
-from ..topics import topic_name
+from streams.events.schema import ActionRecord
+from streams import kafka_clients
+from streams.settings import Settings
+from streams.events.topics import topic_name
 
 log = logging.getLogger(__name__)
 
@@ -25,23 +26,11 @@ MARKER_KEY_PREFIX = b"__streamwarden_marker__:"
 
 
 def producer(settings: Settings, client_id: str):
-    from kafka import KafkaProducer
-
-    from ..tap import producer_config
-
-    return KafkaProducer(**{**producer_config(settings), "client_id": client_id, "linger_ms": 0})
+    return kafka_clients.producer(settings, client_id, linger_ms=0)
 
 
 def consumer(settings: Settings, client_id: str):
-    from kafka import KafkaConsumer
-
-    return KafkaConsumer(
-        bootstrap_servers=settings.bootstrap.split(","),
-        client_id=client_id,
-        enable_auto_commit=False,
-        auto_offset_reset="earliest",
-        **settings.kafka_python_security(),
-    )
+    return kafka_clients.consumer(settings, client_id)
 
 
 def read_until_marker(settings: Settings, role: str, marker_key: bytes, marker_value: bytes | None,

@@ -22,7 +22,7 @@ from typing import Any
 
 import httpx
 
-from ..schema import ActionRecord
+from streams.events.schema import ActionRecord
 
 log = logging.getLogger(__name__)
 

@@ -25,8 +25,8 @@ from datetime import datetime, timezone
 from fnmatch import fnmatchcase
 from typing import Iterable
 
-from ..schema import ActionRecord, LatencySummary, MetricsRecord
-from .rules import SEVERITIES, Policy, Rollout, Rule
+from streams.events.schema import ActionRecord, LatencySummary, MetricsRecord
+from streams.policy.rules import SEVERITIES, Policy, Rollout, Rule
 
 Group = tuple[str, str, str]  # model, model_version, route ("*" when routes are summed)
 

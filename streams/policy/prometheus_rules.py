@@ -14,7 +14,7 @@ from fnmatch import translate
 
 import yaml
 
-from .rules import SEVERITIES, Policy, Rule
+from streams.policy.rules import SEVERITIES, Policy, Rule
 
 GROUP = "model, model_version"
 

@@ -31,6 +31,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from streams.errors import ConfigurationError
+
 DEFAULT_POLICY = Path(__file__).with_name("default.yaml")
 POLICY_SCHEMA_FILE = Path(__file__).with_name("policy.schema.json")
 
@@ -169,7 +171,7 @@ class Policy(BaseModel):
         return self.dashboard_url.replace("{model}", model).replace("{model_version}", version)
 
 
-class PolicyError(ValueError):
+class PolicyError(ConfigurationError):
     """A policy file that does not load; the message names the file, line and field."""
 
 

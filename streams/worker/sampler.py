@@ -19,7 +19,7 @@ import time
 from collections import Counter, deque
 from dataclasses import dataclass
 
-from .schema import InferenceEvent
+from streams.events.schema import InferenceEvent
 
 log = logging.getLogger(__name__)
 

@@ -28,9 +28,10 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from .schema import InferenceEvent, utcnow
-from .settings import Settings, load_settings
-from .topics import topic_name
+from streams.events.schema import InferenceEvent, utcnow
+from streams.settings import Settings, load_settings
+from streams.events.topics import topic_name
+from streams.kafka_clients import producer_config
 
 log = logging.getLogger(__name__)
 
@@ -44,25 +45,6 @@ class TapStats:
     dropped: int  # refused because the buffer was full, or left in it at close()
     failed: int  # the broker or producer reported an error
     queued: int  # still in the buffer
-
-
-def producer_config(settings: Settings) -> dict[str, Any]:
-    """kafka-python producer settings: Kafka's safe defaults, or what the embedded broker can do."""
-    config: dict[str, Any] = {
-        "bootstrap_servers": settings.bootstrap.split(","),
-        "client_id": "streamwarden-tap",
-        "linger_ms": settings.tap_linger_ms,
-        "max_block_ms": 5_000,
-        "request_timeout_ms": 10_000,
-        "retries": 5,
-        **settings.kafka_python_security(),
-    }
-    if settings.embedded:
-        # tansu has no InitProducerId: no idempotent producer there.
-        config.update(acks=1, enable_idempotence=False)
-    else:
-        config.update(acks="all", enable_idempotence=True)
-    return config
 
 
 class Tap:

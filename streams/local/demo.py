@@ -25,12 +25,12 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from .broker import EmbeddedBroker, free_port
-from .outputs import OutputReader, OutputTally
-from .settings import Settings
-from .tap import Tap
-from .topics import ensure_topics
-from .traffic import Schedule, TrafficGenerator
+from streams.local.broker import EmbeddedBroker, free_port
+from streams.local.outputs import OutputReader, OutputTally
+from streams.settings import Settings
+from streams.tap import Tap
+from streams.events.topics import ensure_topics
+from streams.local.traffic import Schedule, TrafficGenerator
 
 
 @dataclass
@@ -109,7 +109,7 @@ def demo_policy_file() -> Path:
     """The default policy, plus the demo models' staged rollouts (so rollbacks name a version to return to)."""
     import yaml
 
-    from .policy.rules import DEFAULT_POLICY
+    from streams.policy.rules import DEFAULT_POLICY
 
     data = yaml.safe_load(DEFAULT_POLICY.read_text(encoding="utf-8"))
     data["rollouts"] = [

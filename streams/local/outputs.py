@@ -15,8 +15,9 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from .pipeline import HEADER_PREFIX
-from .settings import Settings
+from streams.worker.pipeline import HEADER_PREFIX
+from streams import kafka_clients
+from streams.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +95,7 @@ class OutputReader:
     """Polls the output topics in a background thread and hands each record to ``on_record``."""
 
     def __init__(self, settings: Settings, roles: Iterable[str], on_record: Callable[[OutputRecord], None]):
-        from .topics import topic_specs
+        from streams.events.topics import topic_specs
 
         specs = topic_specs(settings)
         self.settings = settings
@@ -114,16 +115,10 @@ class OutputReader:
         self._thread.join(10)
 
     def _run(self) -> None:
-        from kafka import KafkaConsumer, TopicPartition
+        from kafka import TopicPartition
 
         try:
-            consumer = KafkaConsumer(
-                bootstrap_servers=self.settings.bootstrap.split(","),
-                client_id="streamwarden-output-reader",
-                enable_auto_commit=False,
-                auto_offset_reset="earliest",
-                **self.settings.kafka_python_security(),
-            )
+            consumer = kafka_clients.consumer(self.settings, "streamwarden-output-reader")
             tps = [TopicPartition(t, p) for t, n in self._partitions.items() for p in range(n)]
             consumer.assign(tps)
             consumer.seek_to_beginning(*tps)

@@ -18,8 +18,9 @@ from dataclasses import dataclass, field
 from pydantic import ValidationError
 
 from detectors.base import Detector, Finding
+from detectors.contracts import NeedsEmbeddings
 
-from .schema import SCHEMA_VERSION, InferenceEvent
+from streams.events.schema import SCHEMA_VERSION, InferenceEvent
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +32,7 @@ INVALID_JSON = "invalid_json"
 NOT_AN_OBJECT = "not_an_object"
 UNSUPPORTED_VERSION = "unsupported_schema_version"
 SCHEMA_VIOLATION = "schema_violation"
+PROCESSING_FAILED = "processing_failed"  # the batch could not be handled after decoding (see the worker)
 
 HEADER_PREFIX = "streamwarden.dlq."
 
@@ -152,12 +154,11 @@ class Pipeline:
         """One forward pass per embedding model for the whole batch, shared by every detector."""
         wanted: dict[int, tuple[object, list[str]]] = {}
         for detector in self.detectors:
-            texts_to_embed = getattr(detector, "texts_to_embed", None)
-            if texts_to_embed is None:
+            if not isinstance(detector, NeedsEmbeddings):
                 continue
             try:
                 service = detector.embeddings
-                texts = texts_to_embed(result.events)
+                texts = detector.texts_to_embed(result.events)
             except Exception:  # noqa: BLE001 - the detector's own run will fail and be counted
                 continue
             if service is None or not texts:

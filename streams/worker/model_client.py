@@ -12,9 +12,11 @@ from dataclasses import dataclass
 import httpx
 from pydantic import SecretStr
 
+from streams.errors import UpstreamError
 
-class ModelEndpointError(RuntimeError):
-    pass
+
+class ModelEndpointError(UpstreamError):
+    """The model endpoint failed or answered without content."""
 
 
 @dataclass

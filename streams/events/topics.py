@@ -18,7 +18,8 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 
-from .settings import Settings
+from streams import kafka_clients
+from streams.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -56,16 +57,10 @@ def ensure_topics(settings: Settings, timeout_s: float = 30.0) -> list[str]:
 
     Existing topics are left as they are (their partition count is the operator's).
     """
-    from kafka import KafkaAdminClient
     from kafka.admin import NewTopic
     from kafka.errors import TopicAlreadyExistsError
 
-    admin = KafkaAdminClient(
-        bootstrap_servers=settings.bootstrap,
-        client_id="streamwarden-admin",
-        request_timeout_ms=int(timeout_s * 1000),
-        **settings.kafka_python_security(),
-    )
+    admin = kafka_clients.admin(settings, timeout_s)
     try:
         existing = set(admin.list_topics())
         replication = settings.effective_replication_factor or -1
@@ -95,11 +90,7 @@ def ensure_topics(settings: Settings, timeout_s: float = 30.0) -> list[str]:
 
 def produce(settings: Settings, role: str, items, timeout_s: float = 30.0) -> int:
     """Send (key, value[, headers]) items to the topic of ``role`` and wait for them; returns how many."""
-    from kafka import KafkaProducer
-
-    from .tap import producer_config
-
-    producer = KafkaProducer(**{**producer_config(settings), "client_id": f"streamwarden-{role}"})
+    producer = kafka_clients.producer(settings, f"streamwarden-{role}")
     try:
         futures = [producer.send(topic_name(settings, role), key=item[0], value=item[1], headers=list(item[2]) if len(item) > 2 else None) for item in items]
         producer.flush(timeout=timeout_s)

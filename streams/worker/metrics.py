@@ -11,8 +11,8 @@ from datetime import datetime, timezone
 
 from prometheus_client import CollectorRegistry, Counter as PromCounter, Gauge, Histogram
 
-from .pipeline import BatchResult
-from .schema import MetricsRecord
+from streams.worker.pipeline import BatchResult
+from streams.events.schema import MetricsRecord
 
 
 class WindowAggregator:
@@ -241,68 +241,3 @@ class WorkerMetrics:
             if f.detector == "pii":
                 for e in f.details.get("entities", ()):
                     self.pii_entities.labels(f.model, f.model_version, e["entity_type"], e["origin"]).inc()
-
-
-class CommitGate:
-    """Holds each processed batch until Kafka has its offsets committed, then releases it once.
-
-    Counting at commit time is what keeps metrics from counting an event twice after a crash:
-    a worker that dies before committing never counted its uncommitted batches, and the worker
-    that takes the partition over processes and counts them once. (The price: a crash in the
-    milliseconds between a commit and the metrics send loses that commit interval's counts from
-    the metrics topic; findings are never lost.)
-    """
-
-    def __init__(self, release):
-        self._release = release
-        self._pending: list[tuple[dict[tuple[str, int], int], BatchResult]] = []
-        self.committed: dict[tuple[str, int], int] = {}
-
-    def add(self, records, result: BatchResult) -> None:
-        high: dict[tuple[str, int], int] = {}
-        for r in records:
-            key = (r.topic, r.partition)
-            high[key] = max(r.offset, high.get(key, -1))
-        if not high or any(p < 0 for _, p in high) or any(o < 0 for o in high.values()):
-            self._release(result)  # not from Kafka (direct calls): nothing to wait for
-            return
-        self._pending.append((high, result))
-
-    def _done(self, high: dict[tuple[str, int], int]) -> bool:
-        return all(self.committed.get(k, -1) > o for k, o in high.items())
-
-    def on_commit(self, offsets) -> int:
-        """``offsets``: {(topic, partition) or TP: next offset to read}; returns the batches released."""
-        for tp, offset in offsets.items():
-            key = (tp[0], tp[1])
-            if offset is not None and offset > self.committed.get(key, -1):
-                self.committed[key] = offset
-        ready, waiting = [], []
-        for item in self._pending:
-            (ready if self._done(item[0]) else waiting).append(item)
-        self._pending = waiting
-        for _, result in ready:
-            self._release(result)
-        return len(ready)
-
-    def forget(self, partitions) -> int:
-        """Partitions revoked from this worker: their uncommitted batches are the next owner's to count."""
-        keys = {(tp[0], tp[1]) for tp in partitions}
-        kept = [(h, r) for h, r in self._pending if not (set(h) & keys)]
-        dropped = len(self._pending) - len(kept)
-        self._pending = kept
-        for key in keys:
-            self.committed.pop(key, None)
-        return dropped
-
-    @property
-    def pending(self) -> int:
-        return len(self._pending)
-
-    def pending_offsets(self) -> dict[tuple[str, int], int]:
-        """The highest offset held back per (topic, partition)."""
-        out: dict[tuple[str, int], int] = {}
-        for high, _ in self._pending:
-            for k, o in high.items():
-                out[k] = max(o, out.get(k, -1))
-        return out

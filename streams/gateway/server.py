@@ -28,9 +28,9 @@ import httpx
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
-from .actions.killswitch import ControlWatcher, set_switch
-from .schema import ChatMessage, InferenceEvent, KillSwitchState
-from .settings import Settings
+from streams.actions.killswitch import ControlWatcher, set_switch
+from streams.events.schema import ChatMessage, InferenceEvent, KillSwitchState
+from streams.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -100,7 +100,7 @@ class Gateway:
         self._client = httpx.AsyncClient(timeout=self.settings.gateway_timeout_s)
         self.watcher.start()
         if self.tap is None:
-            from .tap import Tap
+            from streams.tap import Tap
 
             self.tap = Tap(settings=self.settings)
 

@@ -21,11 +21,9 @@ import tempfile
 import time
 from pathlib import Path
 
+from streams.errors import BrokerError
+
 log = logging.getLogger(__name__)
-
-
-class BrokerError(RuntimeError):
-    pass
 
 
 def free_port(host: str = "127.0.0.1") -> int:

@@ -14,7 +14,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
-from .schema import ChatMessage, InferenceEvent
+from streams.events.schema import ChatMessage, InferenceEvent
 
 MODELS = (("support-assistant", "2026.11.1"), ("code-helper", "1.8.0"))
 

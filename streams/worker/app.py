@@ -1,0 +1,325 @@
+"""The faust application: where events enter the monitor and findings and metrics leave it.
+
+inference topic --take_events(n, within=t)--> Pipeline (decode, detectors)
+    -> findings topic (key event_id), dead-letter topic (redacted by default, reason in headers)
+    -> WindowAggregator --commit / timer--> metrics topic;   Prometheus /metrics (streams.worker.web)
+
+Delivery is at-least-once: faust acks a micro-batch's offsets only after the body of the
+loop has handed every output to the producer, and flushes the producer before it commits.
+No exception of one batch stops the stream or loses its events: decoding is total (a bad
+record is a dead letter), detectors are isolated from each other, and if handling the batch
+still fails (publishing, say), every record of it goes to the dead-letter topic with the reason.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import faust
+from faust.types import TP
+
+from detectors import registry
+from detectors.contracts import PublishesSamples
+from detectors.drift import DriftMerger
+from streams import kafka_clients
+from streams.events.topics import topic_specs
+from streams.settings import Settings
+from streams.worker import drift_wire
+from streams.worker.commits import CommitGate, CommitSensor
+from streams.worker.deadletters import DeadLetterWriter
+from streams.worker.metrics import WindowAggregator, WorkerMetrics
+from streams.worker.pipeline import PROCESSING_FAILED, BatchResult, DeadLetter, Pipeline, RawRecord
+from streams.worker.web import register_pages
+
+log = logging.getLogger(__name__)
+
+
+class Worker:
+    """Builds the faust app and its agents from settings; one instance per worker process."""
+
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self.worker_id = settings.worker_id or f"{socket.gethostname()}:{os.getpid()}"
+        if settings.torch_threads:
+            import torch
+
+            torch.set_num_threads(settings.torch_threads)
+        self.detectors = registry.build(settings.detectors, settings.detector_kwargs())
+        for detector in self.detectors:
+            detector.warm_up()
+        self.pipeline = Pipeline(self.detectors, settings.max_event_bytes)
+        self.metrics = WorkerMetrics()
+        self.windows = WindowAggregator(self.worker_id)
+        # Detectors run off the event loop (they may be CPU- or GPU-bound), one batch at a time:
+        # the agent awaits each batch, so in-flight work is bounded and consumption slows with it.
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="detectors")
+        # Drift merging and on-demand reports: off the event loop, and never queued behind a batch.
+        self.background = ThreadPoolExecutor(max_workers=1, thread_name_prefix="background")
+        self.sampler = self._make_sampler(settings)
+        self.app = faust.App(settings.app_id, **kafka_clients.faust_options(settings))
+        specs = topic_specs(settings)
+
+        def raw_topic(role: str) -> Any:
+            spec = specs[role]
+            return self.app.topic(spec.name, key_serializer="raw", value_serializer="raw", partitions=spec.partitions)
+
+        self.inference_topic = raw_topic("inference")
+        self.findings_topic = raw_topic("findings")
+        self.deadletter_topic = raw_topic("deadletter")
+        self.metrics_topic = raw_topic("metrics")
+        self.drift_topic = raw_topic("drift")
+        self._drift_publishers = [d for d in self.detectors if isinstance(d, PublishesSamples) and d.publishes_samples]
+        self.drift_merger = self._make_drift_merger()
+        self.dead_letters = DeadLetterWriter(settings, self.detectors, kafka_clients.max_message_bytes(settings))
+        self.gate = CommitGate(self._count)
+        self._register()
+
+    def _count(self, result: BatchResult) -> None:
+        self.metrics.count(result)
+        self.windows.add(result)
+
+    def _make_drift_merger(self) -> DriftMerger | None:
+        """Merges the publishing workers' samples, tested as the publishing detector is configured."""
+        if not self._drift_publishers:
+            return None
+        first = self._drift_publishers[0]
+        return DriftMerger(
+            self.settings.drift_merge_window,
+            self.settings.drift_merge_intervals,
+            permutations=first.permutations,
+            alpha=first.alpha,
+            device=first.device,
+        )
+
+    def _make_sampler(self, settings: Settings) -> Any:
+        """A sampler when an endpoint and a budget are configured and a consistency detector runs."""
+        self._consistency = next((d for d in self.detectors if d.name == "consistency"), None)
+        has_source = settings.sampler_local_model or (settings.model_endpoint and settings.model_endpoint_model)
+        if not (settings.sampler_fraction > 0 and has_source and self._consistency):
+            return None
+        from streams.worker.model_client import ChatModel, LocalModel
+        from streams.worker.sampler import Sampler, SamplerBudget
+
+        client: Any
+        if settings.sampler_local_model:
+            client = LocalModel(settings.sampler_local_model)
+        else:
+            client = ChatModel(settings.model_endpoint, settings.model_endpoint_model, settings.model_endpoint_api_key)
+        budget = SamplerBudget(settings.sampler_fraction, settings.sampler_max_rps, settings.sampler_k, settings.sampler_max_in_flight)
+        return Sampler(client, budget)
+
+    # -- agents, timers, commits, pages ---------------------------------------------------
+
+    def _register(self) -> None:
+        app = self.app
+        settings = self.settings
+
+        @app.agent(self.inference_topic, name="streamwarden.detect")
+        async def detect(stream: Any) -> None:
+            async for events in stream.take_events(settings.batch_size, within=settings.batch_within_s):
+                records = [
+                    RawRecord(e.value, e.key, e.message.topic, e.message.partition, e.message.offset) for e in events
+                ]
+                await self.handle(records)
+
+        @app.timer(interval=settings.metrics_window_s, name="streamwarden.metrics")
+        async def publish_metrics() -> None:
+            await self.flush_metrics()
+
+        if self.drift_merger is not None:
+
+            @app.timer(interval=settings.drift_interval_s, name="streamwarden.drift.publish")
+            async def publish_drift_samples() -> None:
+                await self.publish_drift_samples()
+
+            @app.agent(self.drift_topic, name="streamwarden.drift.merge")
+            async def merge_drift(stream: Any) -> None:
+                # Keyed by model|version|field: each model version is merged by one worker.
+                async for value in stream:
+                    self.add_drift_sample(value)
+
+        if self.sampler is not None:
+
+            @app.timer(interval=1.0, name="streamwarden.sampled")
+            async def check_sampled() -> None:
+                await self.check_sampled()
+
+        # Metrics count a batch once faust has committed its offsets (a sensor hears every commit).
+        app.sensors.add(CommitSensor(self.gate, self._flush_soon))
+
+        @app.on_before_shutdown.connect
+        async def on_shutdown(app: Any, **kwargs: Any) -> None:
+            # The consumer made its last commit as it stopped: publish what that released.
+            await self.flush_metrics()
+
+        @app.on_partitions_revoked.connect
+        async def on_revoked(app: Any, revoked: Any, **kwargs: Any) -> None:
+            dropped = self.gate.forget(revoked)
+            if dropped:
+                log.info("%d uncommitted batch(es) of revoked partitions left to their next owner", dropped)
+
+        register_pages(self)
+
+    def _flush_soon(self) -> None:
+        try:
+            asyncio.get_running_loop().create_task(self.flush_metrics())
+        except RuntimeError:  # no loop (tests calling it directly): the timer will flush
+            pass
+
+    # -- one micro-batch --------------------------------------------------------------------
+
+    async def handle(self, records: list[RawRecord]) -> BatchResult:
+        """Process one micro-batch and hand every output to the producer; never raises for a batch's content."""
+        t0 = time.perf_counter()
+        try:
+            result = await self._process(records)
+            await self.publish(result)
+        except Exception as exc:  # noqa: BLE001 - the batch's records are kept as dead letters, never lost
+            result = await self._dead_letter_batch(records, exc)
+        self.metrics.observe(result, len(records), time.perf_counter() - t0)
+        self._observe_lag(records)
+        self.metrics.set_detector_gauges(self.detectors)
+        self.gate.add(records, result)  # counted in metrics once its offsets are committed
+        if self.sampler is not None:
+            for event in result.events:
+                self.sampler.offer(event)
+        return result
+
+    async def _process(self, records: list[RawRecord]) -> BatchResult:
+        self.metrics.in_flight.inc()
+        try:
+            loop = asyncio.get_running_loop()
+            return await loop.run_in_executor(self._executor, self.pipeline.process, records)
+        finally:
+            self.metrics.in_flight.dec()
+
+    async def _dead_letter_batch(self, records: list[RawRecord], exc: BaseException) -> BatchResult:
+        """Handling failed after decoding (publishing, say): every record goes to the dead-letter topic.
+
+        Findings already sent stay (they carry deterministic ids, so a replay of the dead letters
+        yields the same ones); the reason names the stage's exception type, never the content.
+        """
+        log.error("a batch of %d records could not be handled (%s); dead-lettering it", len(records), type(exc).__name__)
+        reason = f"the worker could not handle this record's batch: {type(exc).__name__}"
+        result = BatchResult(dead_letters=[DeadLetter(r, PROCESSING_FAILED, reason) for r in records])
+        await self.publish(result)
+        return result
+
+    def _observe_lag(self, records: list[RawRecord]) -> None:
+        last: dict[tuple[str, int], int] = {}
+        for r in records:
+            last[(r.topic, r.partition)] = max(r.offset, last.get((r.topic, r.partition), -1))
+        try:
+            consumer = self.app.consumer
+            for (topic, partition), offset in last.items():
+                highwater = consumer.highwater(TP(topic, partition))
+                if highwater is not None and highwater >= 0:
+                    self.metrics.lag.labels(topic, str(partition)).set(max(0, highwater - (offset + 1)))
+        except Exception:  # noqa: BLE001 - lag is best effort; processing never depends on it
+            pass
+
+    async def publish(self, result: BatchResult) -> None:
+        for finding in result.findings:
+            await self.findings_topic.send(
+                key=(finding.event_id or finding.finding_id).encode(),
+                value=finding.model_dump_json().encode(),
+            )
+        for dead in result.dead_letters:
+            value, headers = self.dead_letters.prepare(dead, self.worker_id)
+            await self.deadletter_topic.send(key=dead.record.key, value=value, headers=headers)
+            log.warning(
+                "dead letter: %s at %s[%d]@%d: %s",
+                dead.reason_code,
+                dead.record.topic,
+                dead.record.partition,
+                dead.record.offset,
+                dead.reason,
+            )
+
+    # -- drift across workers, sampled events, metrics ------------------------------------
+
+    def drift_interval(self) -> int:
+        return int(time.time() // self.settings.drift_interval_s)
+
+    async def publish_drift_samples(self) -> None:
+        """Send this interval's reservoirs, then test the merged windows this worker owns."""
+        assert self.drift_merger is not None
+        interval = self.drift_interval() - 1  # the interval that just ended
+        for detector in self._drift_publishers:
+            for model, version, fname, count, vectors in detector.export_samples():  # cheap, never queued behind a batch
+                sample = drift_wire.DriftSample(model, version, fname, self.worker_id, interval, count, vectors)
+                await self.drift_topic.send(key=sample.key, value=drift_wire.encode(sample))
+        loop = asyncio.get_running_loop()
+        findings = await loop.run_in_executor(self.background, self.drift_merger.evaluate, interval)
+        result = BatchResult(findings=findings)
+        await self.publish(result)
+        self.metrics.observe_findings(result)
+        self.windows.add_findings(findings)
+        for name, labels, value in self._merged_drift_gauges():
+            self.metrics.set_gauge(name, labels, value, "p-value of the drift test on the window merged across workers")
+
+    def add_drift_sample(self, value: bytes) -> None:
+        assert self.drift_merger is not None
+        try:
+            s = drift_wire.decode(value)
+        except (ValueError, KeyError, TypeError) as exc:
+            log.warning("drift sample ignored: %s", type(exc).__name__)
+            return
+        self.drift_merger.add(s.model, s.model_version, s.field, s.producer, s.interval, s.count, s.vectors)
+
+    def _merged_drift_gauges(self) -> list[tuple[str, dict[str, str], float]]:
+        if self.drift_merger is None:
+            return []
+        return [
+            ("drift_merged_p_value", {"model": model, "model_version": version, "field": fname}, r.p_value)
+            for (model, version, fname), r in self.drift_merger.last_results().items()
+        ]
+
+    async def check_sampled(self) -> None:
+        """Run self-consistency on the events whose samples came back, and publish the findings."""
+        ready = self.sampler.drain()
+        for name, n in self.sampler.counts.items():
+            self.metrics.sampler.labels(name).inc(n)
+        self.sampler.counts.clear()
+        if not ready or self._consistency is None:
+            return
+        loop = asyncio.get_running_loop()
+        result = BatchResult(events=ready)
+        try:
+            result.findings = await loop.run_in_executor(self._executor, self._consistency.score_batch, ready)
+        except Exception as exc:  # noqa: BLE001 - isolated like any detector failure
+            result.detector_errors[self._consistency.name] += 1
+            log.error("consistency on sampled events failed: %s", type(exc).__name__)
+        await self.publish(result)
+        self.metrics.observe_findings(result)
+        for name, n in result.detector_errors.items():
+            self.metrics.detector_errors.labels(name).inc(n)
+        self.windows.add_findings(result.findings)
+
+    def current_gauges(self) -> list[tuple[str, dict[str, str], float]]:
+        """Every detector's gauges, and the merged drift p-values this worker owns."""
+        return [(name, labels, value) for d in self.detectors for name, labels, value in d.gauges()] + self._merged_drift_gauges()
+
+    async def flush_metrics(self) -> None:
+        self.windows.add_gauges(self.current_gauges())
+        for record in self.windows.flush():
+            await self.metrics_topic.send(key=record.key.encode(), value=record.model_dump_json().encode())
+
+    def run(self) -> None:
+        """Run the faust worker in this process until it is stopped (SIGTERM/SIGINT)."""
+        from faust.worker import Worker as FaustWorker
+
+        worker = FaustWorker(self.app, loglevel=self.settings.log_level, quiet=True)
+        # At DEBUG the Kafka clients log every message they send, payload included: the
+        # monitor's logs must not carry user data, so they stay at INFO whatever the level.
+        client_level = max(logging.INFO, getattr(logging, self.settings.log_level.upper()))
+        for name in ("faust", "aiokafka", "kafka", "mode"):
+            logging.getLogger(name).setLevel(client_level)
+        worker.execute_from_commandline()
+
