@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import logging
+import math
+import sys
 import time
 import traceback
 from contextlib import ExitStack
@@ -31,6 +33,7 @@ INVALID_JSON = "invalid_json"
 NOT_AN_OBJECT = "not_an_object"
 UNSUPPORTED_VERSION = "unsupported_schema_version"
 SCHEMA_VIOLATION = "schema_violation"
+UNDECODABLE = "undecodable"  # an unforeseen failure while decoding: a bug, the record kept for a replay
 
 HEADER_PREFIX = "streamwarden.dlq."
 
@@ -88,8 +91,46 @@ def _describe_validation_error(exc: ValidationError) -> tuple[str, ...]:
     return tuple(out[:20])
 
 
+class _NotJSON(ValueError):
+    """Raised by the parser hooks below; its message is ours, never the record's."""
+
+
+def _reject_constant(name: str) -> None:
+    raise _NotJSON(f"{name} is not a JSON value")  # name is one of NaN, Infinity, -Infinity
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise _NotJSON("a number is out of range")
+    return value
+
+
+def _bounded_int(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:  # more digits than sys.get_int_max_str_digits()
+        raise _NotJSON(f"an integer has more than {sys.get_int_max_str_digits()} digits") from None
+
+
 def decode(record: RawRecord, max_event_bytes: int) -> InferenceEvent | DeadLetter:
-    """Parse and validate one record; any problem becomes a dead letter with its reason."""
+    """Parse and validate one record; any problem, even an unforeseen one, becomes a dead letter with its reason."""
+    try:
+        return _decode(record, max_event_bytes)
+    except Exception as exc:  # noqa: BLE001 - one record must not lose the batch
+        # The type and the frames, not the message: a message may quote the record.
+        log.error(
+            "decoding %s[%d]@%d failed: %s\n%s",
+            record.topic,
+            record.partition,
+            record.offset,
+            type(exc).__name__,
+            "".join(traceback.format_tb(exc.__traceback__)),
+        )
+        return DeadLetter(record, UNDECODABLE, f"decoding failed unexpectedly ({type(exc).__name__})")
+
+
+def _decode(record: RawRecord, max_event_bytes: int) -> InferenceEvent | DeadLetter:
     value = record.value
     if value is None or len(value) == 0:
         return DeadLetter(record, EMPTY, "the record has no value")
@@ -100,12 +141,14 @@ def decode(record: RawRecord, max_event_bytes: int) -> InferenceEvent | DeadLett
     except UnicodeDecodeError as exc:
         return DeadLetter(record, INVALID_UTF8, f"the record is not valid UTF-8 (byte {exc.start})")
     try:
-        data = json.loads(text)
-    except (json.JSONDecodeError, RecursionError) as exc:
-        # The C parser bounds nesting itself (RecursionError); shallower nesting fails validation.
-        msg = exc.msg if isinstance(exc, json.JSONDecodeError) else "nested too deeply"
-        pos = f" at line {exc.lineno} column {exc.colno}" if isinstance(exc, json.JSONDecodeError) else ""
-        return DeadLetter(record, INVALID_JSON, f"the record is not JSON: {msg}{pos}")
+        data = json.loads(text, parse_constant=_reject_constant, parse_float=_finite_float, parse_int=_bounded_int)
+    except json.JSONDecodeError as exc:
+        return DeadLetter(record, INVALID_JSON, f"the record is not JSON: {exc.msg} at line {exc.lineno} column {exc.colno}")
+    except RecursionError:
+        # The C parser bounds nesting itself; shallower nesting fails validation.
+        return DeadLetter(record, INVALID_JSON, "the record is not JSON: nested too deeply")
+    except _NotJSON as exc:
+        return DeadLetter(record, INVALID_JSON, f"the record is not JSON: {exc}")
     if not isinstance(data, dict):
         return DeadLetter(record, NOT_AN_OBJECT, f"the record is a JSON {type(data).__name__}, not an object")
     version = data.get("schema_version", SCHEMA_VERSION)
