@@ -71,6 +71,38 @@ class DeadLetter:
         return [(HEADER_PREFIX + k, v.encode("utf-8")) for k, v in pairs.items()]
 
 
+# Room left in a dead letter for Kafka's framing: the record batch, the record's varints and the produce request.
+DEAD_LETTER_FRAMING_BYTES = 1024
+_HEADER_FRAMING_BYTES = 10  # the two length varints of one header
+
+
+def fit_dead_letter(
+    value: bytes | None, headers: list[tuple[str, bytes]], max_bytes: int, key: bytes | None = None
+) -> tuple[bytes | None, list[tuple[str, bytes]]]:
+    """The value and headers to produce, cut so that the dead letter fits in ``max_bytes``.
+
+    ``max_bytes`` is the smallest of the producer's max request size and the dead-letter
+    topic's max message size. A value too long is truncated on a UTF-8 character boundary
+    and headers say so (``truncated``, ``original_bytes``); one that fits is returned as is.
+    """
+    if value is None:
+        return value, headers
+    extra = [(HEADER_PREFIX + "truncated", b"true"), (HEADER_PREFIX + "original_bytes", str(len(value)).encode())]
+
+    def size(pairs: list[tuple[str, bytes]]) -> int:
+        return sum(len(k.encode("utf-8")) + len(v) + _HEADER_FRAMING_BYTES for k, v in pairs)
+
+    room = max_bytes - DEAD_LETTER_FRAMING_BYTES - len(key or b"")
+    if len(value) + size(headers) <= room:
+        return value, headers
+    cut = max(0, room - size(headers) - size(extra))
+    # Back off to the start of the character the cut falls in (at most 3 continuation bytes).
+    for _ in range(3):
+        if 0 < cut < len(value) and value[cut] & 0xC0 == 0x80:
+            cut -= 1
+    return value[:cut], headers + extra
+
+
 @dataclass
 class BatchResult:
     events: list[InferenceEvent] = field(default_factory=list)

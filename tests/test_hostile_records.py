@@ -67,3 +67,62 @@ def test_an_unforeseen_decode_failure_dead_letters_that_record_only(monkeypatch,
     assert "RuntimeError" in dead.reason and SECRET not in dead.reason
     assert SECRET.encode() not in b"".join(v for _, v in dead.headers("w1"))
     assert "RuntimeError" in caplog.text and SECRET not in caplog.text
+
+
+# --- dead letters that fit the producer's message limit ---------------------------------
+
+MIXED = "aé€😀"  # 1-, 2-, 3- and 4-byte characters, so cuts land inside each kind
+
+
+def dlq_size(value, headers, key):
+    return len(value or b"") + len(key or b"") + sum(len(k.encode()) + len(v) for k, v in headers)
+
+
+def test_a_one_megabyte_dead_letter_is_cut_to_fit():
+    text = MIXED * 49_000  # 196,000 characters, 490,000 bytes
+    payload = json.loads(make_event(response=text, samples=[text, text]).model_dump_json())  # ~1.5 MB of valid shape...
+    payload["latency_ms"] = -1  # ...and one invalid field
+    record = RawRecord(json.dumps(payload, ensure_ascii=False).encode(), key=b"k" * 40, topic="in", partition=0, offset=7)
+    dead = decode(record, max_event_bytes=2_000_000)
+    assert dead.reason_code == pl.SCHEMA_VIOLATION and len(record.value) > 1_000_000
+    limit = 1_048_576
+    assert dlq_size(record.value, dead.headers("w1"), record.key) > limit - pl.DEAD_LETTER_FRAMING_BYTES
+
+    value, headers = pl.fit_dead_letter(record.value, dead.headers("w1"), limit, key=record.key)
+    assert dlq_size(value, headers, record.key) <= limit - pl.DEAD_LETTER_FRAMING_BYTES
+    assert record.value.startswith(value) and len(value) > limit // 2
+    value.decode("utf-8")  # cut on a character boundary
+    h = dict(headers)
+    assert h[HEADER_PREFIX + "truncated"] == b"true"
+    assert h[HEADER_PREFIX + "original_bytes"] == str(len(record.value)).encode()
+    assert h[HEADER_PREFIX + "reason_code"] == b"schema_violation"  # the original headers are kept
+
+
+@pytest.mark.parametrize("max_bytes", range(5000, 5012))
+def test_truncation_keeps_a_valid_utf8_prefix_whatever_the_cut(max_bytes):
+    value = (MIXED * 2000).encode()
+    headers = [(HEADER_PREFIX + "reason_code", b"schema_violation")]
+    out, out_headers = pl.fit_dead_letter(value, headers, max_bytes)
+    assert value.startswith(out) and out.decode("utf-8")
+    assert dlq_size(out, out_headers, None) <= max_bytes - pl.DEAD_LETTER_FRAMING_BYTES
+    assert dlq_size(out, out_headers, None) > max_bytes - pl.DEAD_LETTER_FRAMING_BYTES - 100  # cut close to the limit
+    assert headers == [(HEADER_PREFIX + "reason_code", b"schema_violation")]  # the caller's list is not changed
+
+
+@pytest.mark.parametrize("value", [b'{"small": true}', None, b""])
+def test_a_dead_letter_that_fits_is_left_as_it_is(value):
+    headers = [(HEADER_PREFIX + "reason_code", b"invalid_json")]
+    out, out_headers = pl.fit_dead_letter(value, headers, 1_048_576, key=b"k")
+    assert out == value and out_headers == headers
+    assert HEADER_PREFIX + "truncated" not in dict(out_headers)
+
+
+def test_the_cut_fits_a_real_kafka_record_batch():
+    aiokafka_records = pytest.importorskip("aiokafka.record.default_records")
+    limit = 1_048_576
+    value, headers = pl.fit_dead_letter((MIXED * 200_000).encode(), DeadLetter(RawRecord(b"x"), "r", "why").headers("w1"), limit, key=b"key")
+    builder = aiokafka_records.DefaultRecordBatchBuilder(
+        magic=2, compression_type=0, is_transactional=0, producer_id=-1, producer_epoch=-1, base_sequence=-1, batch_size=2 * limit
+    )
+    assert builder.append(0, timestamp=None, key=b"key", value=value, headers=headers) is not None
+    assert len(builder.build()) < limit - 512  # room left for the produce request around the batch
