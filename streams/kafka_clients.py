@@ -151,6 +151,10 @@ def faust_options(settings: Settings) -> dict[str, Any]:
     return options
 
 
+# A topic's max.message.bytes when its creator set none (Kafka's default, and what tansu takes).
+BROKER_DEFAULT_MAX_MESSAGE_BYTES = 1_048_588
+
+
 def max_message_bytes(settings: Settings) -> int:
     """The largest request the worker's producer sends: an event at the size limit, with room for headers."""
     return max(1_048_576, settings.max_event_bytes + 65_536)

@@ -1,4 +1,5 @@
 import json
+import unicodedata
 from datetime import datetime, timezone
 
 import jsonschema
@@ -6,6 +7,7 @@ import pytest
 from pydantic import ValidationError
 
 from streams.events.schema import JSONSCHEMA_FILE, InferenceEvent, json_schema, render_json_schema
+from streams.worker.pipeline import RawRecord, decode
 
 from .conftest import make_event
 
@@ -111,3 +113,32 @@ def test_json_schema_names_otel_genai_attributes():
     assert props["input_tokens"]["x-otel"] == "gen_ai.usage.input_tokens"
     assert props["output_tokens"]["x-otel"] == "gen_ai.usage.output_tokens"
     assert "x-otel" not in props["model_version"]
+
+
+# Blank names: whitespace the worker strips (Unicode White_Space), alone or mixed.
+BLANK_NAMES = [
+    " ", "\t", "\n", "\r\n", "\x0b", "\x0c", "\x85", "\u00a0", "\u1680", *map(chr, range(0x2000, 0x200B)),
+    "\u2028", "\u2029", "\u202f", "\u205f", "\u3000", " \u3000\t\u1680 ",
+]
+ORDINARY_NAMES = ["chat-large", "2026.11.1", "  padded  ", "a b", "名前", "\u3000x\u3000", "\ufeff", "\x1c", "\u200b", "\u180e"]
+# Every character someone might call whitespace: controls, format characters, separators.
+WHITESPACE_LIKE = [chr(i) for i in range(0x110000) if unicodedata.category(chr(i)) in {"Cc", "Cf", "Zs", "Zl", "Zp"}]
+
+
+def _verdicts(field: str, name: str) -> tuple[bool, bool]:
+    """(the JSON Schema accepts, the worker accepts) for a valid event with this name in ``field``."""
+    payload = valid_payload(**{field: name})
+    schema_ok = _VALIDATOR.is_valid(payload)
+    worker_ok = isinstance(decode(RawRecord(json.dumps(payload).encode()), 100_000), InferenceEvent)
+    return schema_ok, worker_ok
+
+
+_VALIDATOR = jsonschema.Draft202012Validator(json.loads(JSONSCHEMA_FILE.read_text()))
+
+
+@pytest.mark.parametrize("field", ["model", "route", "provider"])
+def test_json_schema_and_worker_agree_on_blank_names(field):
+    assert {name: _verdicts(field, name) for name in BLANK_NAMES} == {name: (False, False) for name in BLANK_NAMES}
+    assert {name: _verdicts(field, name) for name in ORDINARY_NAMES} == {name: (True, True) for name in ORDINARY_NAMES}
+    disagree = [hex(ord(c)) for c in WHITESPACE_LIKE for name in (c, f" {c} ") if len(set(_verdicts(field, name))) > 1]
+    assert disagree == []

@@ -29,7 +29,13 @@ MAX_MESSAGES = 256
 MAX_METADATA_KEYS = 64
 
 Text = Annotated[str, StringConstraints(max_length=MAX_TEXT_CHARS)]
-Name = Annotated[str, StringConstraints(min_length=1, max_length=256, strip_whitespace=True)]
+# The characters ``strip_whitespace`` strips: Unicode White_Space, as Rust's ``str::trim`` in
+# pydantic-core. Spelled as ``\u`` escapes, which ECMA-262, Python's ``re`` and Rust's regex read
+# alike; ``\s`` would not do: Python's also matches U+001C-U+001F, ECMA-262's also U+FEFF.
+WHITESPACE = r"\u0009-\u000d\u0020\u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
+# A name is not blank: in the JSON Schema, the pattern says what stripping and min_length enforce.
+NOT_BLANK = f"[^{WHITESPACE}]"
+Name = Annotated[str, StringConstraints(min_length=1, max_length=256, strip_whitespace=True, pattern=NOT_BLANK)]
 MetadataValue = str | int | float | bool | None
 
 

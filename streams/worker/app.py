@@ -76,7 +76,9 @@ class Worker:
         self.drift_topic = raw_topic("drift")
         self._drift_publishers = [d for d in self.detectors if isinstance(d, PublishesSamples) and d.publishes_samples]
         self.drift_merger = self._make_drift_merger()
-        self.dead_letters = DeadLetterWriter(settings, self.detectors, kafka_clients.max_message_bytes(settings))
+        # A dead letter must fit both our producer's request limit and the topic's (the broker's default).
+        dlq_limit = min(kafka_clients.max_message_bytes(settings), kafka_clients.BROKER_DEFAULT_MAX_MESSAGE_BYTES)
+        self.dead_letters = DeadLetterWriter(settings, self.detectors, dlq_limit)
         self.gate = CommitGate(self._count)
         self._register()
 

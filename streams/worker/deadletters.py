@@ -31,7 +31,7 @@ class DeadLetterWriter:
         if self.redacted:
             value = self._redact(value)
             headers.append(("streamwarden.dlq.payload", b"redacted"))
-        return fit_dead_letter(value, headers, self.max_message_bytes - len(dead.record.key or b""))
+        return fit_dead_letter(value, headers, self.max_message_bytes, key=dead.record.key)
 
     def _redact(self, value: bytes | None) -> bytes | None:
         if not value:

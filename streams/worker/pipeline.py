@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import logging
+import math
+import sys
 import time
 import traceback
 from contextlib import ExitStack
@@ -33,6 +35,7 @@ NOT_AN_OBJECT = "not_an_object"
 UNSUPPORTED_VERSION = "unsupported_schema_version"
 SCHEMA_VIOLATION = "schema_violation"
 PROCESSING_FAILED = "processing_failed"  # the batch could not be handled after decoding (see the worker)
+UNDECODABLE = "undecodable"  # an unforeseen failure while decoding: a bug, the record kept for a replay
 
 HEADER_PREFIX = "streamwarden.dlq."
 
@@ -70,6 +73,38 @@ class DeadLetter:
         return [(HEADER_PREFIX + k, v.encode("utf-8")) for k, v in pairs.items()]
 
 
+# Room left in a dead letter for Kafka's framing: the record batch, the record's varints and the produce request.
+DEAD_LETTER_FRAMING_BYTES = 1024
+_HEADER_FRAMING_BYTES = 10  # the two length varints of one header
+
+
+def fit_dead_letter(
+    value: bytes | None, headers: list[tuple[str, bytes]], max_bytes: int, key: bytes | None = None
+) -> tuple[bytes | None, list[tuple[str, bytes]]]:
+    """The value and headers to produce, cut so that the dead letter fits in ``max_bytes``.
+
+    ``max_bytes`` is the smallest of the producer's max request size and the dead-letter
+    topic's max message size. A value too long is truncated on a UTF-8 character boundary
+    and headers say so (``truncated``, ``original_bytes``); one that fits is returned as is.
+    """
+    if value is None:
+        return value, headers
+    extra = [(HEADER_PREFIX + "truncated", b"true"), (HEADER_PREFIX + "original_bytes", str(len(value)).encode())]
+
+    def size(pairs: list[tuple[str, bytes]]) -> int:
+        return sum(len(k.encode("utf-8")) + len(v) + _HEADER_FRAMING_BYTES for k, v in pairs)
+
+    room = max_bytes - DEAD_LETTER_FRAMING_BYTES - len(key or b"")
+    if len(value) + size(headers) <= room:
+        return value, headers
+    cut = max(0, room - size(headers) - size(extra))
+    # Back off to the start of the character the cut falls in (at most 3 continuation bytes).
+    for _ in range(3):
+        if 0 < cut < len(value) and value[cut] & 0xC0 == 0x80:
+            cut -= 1
+    return value[:cut], headers + extra
+
+
 @dataclass
 class BatchResult:
     events: list[InferenceEvent] = field(default_factory=list)
@@ -90,8 +125,46 @@ def _describe_validation_error(exc: ValidationError) -> tuple[str, ...]:
     return tuple(out[:20])
 
 
+class _NotJSON(ValueError):
+    """Raised by the parser hooks below; its message is ours, never the record's."""
+
+
+def _reject_constant(name: str) -> None:
+    raise _NotJSON(f"{name} is not a JSON value")  # name is one of NaN, Infinity, -Infinity
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise _NotJSON("a number is out of range")
+    return value
+
+
+def _bounded_int(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:  # more digits than sys.get_int_max_str_digits()
+        raise _NotJSON(f"an integer has more than {sys.get_int_max_str_digits()} digits") from None
+
+
 def decode(record: RawRecord, max_event_bytes: int) -> InferenceEvent | DeadLetter:
-    """Parse and validate one record; any problem becomes a dead letter with its reason."""
+    """Parse and validate one record; any problem, even an unforeseen one, becomes a dead letter with its reason."""
+    try:
+        return _decode(record, max_event_bytes)
+    except Exception as exc:  # noqa: BLE001 - one record must not lose the batch
+        # The type and the frames, not the message: a message may quote the record.
+        log.error(
+            "decoding %s[%d]@%d failed: %s\n%s",
+            record.topic,
+            record.partition,
+            record.offset,
+            type(exc).__name__,
+            "".join(traceback.format_tb(exc.__traceback__)),
+        )
+        return DeadLetter(record, UNDECODABLE, f"decoding failed unexpectedly ({type(exc).__name__})")
+
+
+def _decode(record: RawRecord, max_event_bytes: int) -> InferenceEvent | DeadLetter:
     value = record.value
     if value is None or len(value) == 0:
         return DeadLetter(record, EMPTY, "the record has no value")
@@ -102,12 +175,14 @@ def decode(record: RawRecord, max_event_bytes: int) -> InferenceEvent | DeadLett
     except UnicodeDecodeError as exc:
         return DeadLetter(record, INVALID_UTF8, f"the record is not valid UTF-8 (byte {exc.start})")
     try:
-        data = json.loads(text)
-    except (json.JSONDecodeError, RecursionError) as exc:
-        # The C parser bounds nesting itself (RecursionError); shallower nesting fails validation.
-        msg = exc.msg if isinstance(exc, json.JSONDecodeError) else "nested too deeply"
-        pos = f" at line {exc.lineno} column {exc.colno}" if isinstance(exc, json.JSONDecodeError) else ""
-        return DeadLetter(record, INVALID_JSON, f"the record is not JSON: {msg}{pos}")
+        data = json.loads(text, parse_constant=_reject_constant, parse_float=_finite_float, parse_int=_bounded_int)
+    except json.JSONDecodeError as exc:
+        return DeadLetter(record, INVALID_JSON, f"the record is not JSON: {exc.msg} at line {exc.lineno} column {exc.colno}")
+    except RecursionError:
+        # The C parser bounds nesting itself; shallower nesting fails validation.
+        return DeadLetter(record, INVALID_JSON, "the record is not JSON: nested too deeply")
+    except _NotJSON as exc:
+        return DeadLetter(record, INVALID_JSON, f"the record is not JSON: {exc}")
     if not isinstance(data, dict):
         return DeadLetter(record, NOT_AN_OBJECT, f"the record is a JSON {type(data).__name__}, not an object")
     version = data.get("schema_version", SCHEMA_VERSION)
