@@ -4,9 +4,11 @@ import asyncio
 import json
 
 import pytest
+from faust.types import TP
 
 from detectors.base import Detector
 from streams.worker.app import Worker
+from streams.worker.pipeline import RawRecord
 from streams.settings import Settings
 
 from .conftest import make_event
@@ -98,3 +100,81 @@ def test_torch_threads_caps_the_workers_cpu_threads():
         assert torch.get_num_threads() == 1
     finally:
         torch.set_num_threads(before)
+
+
+class FailingTopic(RecordingTopic):
+    """A topic whose first ``failures`` sends raise, as a producer whose broker timed out would."""
+
+    def __init__(self, failures: int):
+        super().__init__()
+        self.failures = failures
+
+    async def send(self, key=None, value=None, headers=None):
+        if self.failures:
+            self.failures -= 1
+            raise TimeoutError("the broker did not answer")
+        await super().send(key, value, headers)
+
+
+def _records(events, extra=()):
+    return [RawRecord(e.model_dump_json().encode(), e.event_id.encode(), "in", 0, i) for i, e in enumerate(events)] + [
+        RawRecord(v, k, "in", 0, 100 + i) for i, (k, v) in enumerate(extra)
+    ]
+
+
+def test_no_stage_loses_a_batch_every_record_is_a_processed_event_or_a_dead_letter(worker, monkeypatch):
+    """Decoding, a detector and publishing each fail once: every record is still accounted for."""
+    from streams.events.schema import InferenceEvent
+
+    worker.pipeline.detectors.insert(0, Exploding())  # detector stage
+    refusals = [make_event(response="I'm sorry, but I can't help with that.") for _ in range(4)]
+    cursed = make_event()
+    original = InferenceEvent.model_validate.__func__
+
+    def validate(cls, data, *a, **kw):  # decode stage: an unforeseen failure on one record
+        if isinstance(data, dict) and data.get("event_id") == cursed.event_id:
+            raise RuntimeError("unforeseen")
+        return original(cls, data, *a, **kw)
+
+    monkeypatch.setattr(InferenceEvent, "model_validate", classmethod(validate))
+    bad = [(b"bad", b"{broken"), (b"nan", b'{"metadata": {"x": NaN}}')]
+    records = _records([*refusals, cursed], bad)
+
+    result = run(worker.handle(records))
+    reasons = sorted(dict(h)["streamwarden.dlq.reason_code"].decode() for _, _, h in worker.deadletter_topic.sent)
+    assert reasons == ["invalid_json", "invalid_json", "undecodable"]
+    assert len(result.events) + len(result.dead_letters) == len(records)
+    assert sorted(k.decode() for k, _, _ in worker.findings_topic.sent) == sorted(e.event_id for e in refusals)
+
+    # Publishing stage: the findings topic fails; the batch's records are dead-lettered, not dropped.
+    worker.findings_topic = FailingTopic(failures=1)
+    worker.deadletter_topic = RecordingTopic()
+    again = [make_event(response="I'm sorry, but I can't help with that.") for _ in range(3)]
+    records = _records(again, bad)
+    result = run(worker.handle(records))
+    assert len(result.dead_letters) == len(records)
+    assert {dict(h)["streamwarden.dlq.reason_code"] for _, _, h in worker.deadletter_topic.sent} == {b"processing_failed"}
+    assert sorted(k for k, _, _ in worker.deadletter_topic.sent) == sorted(r.key for r in records)
+    assert all(b"TimeoutError" in dict(h)["streamwarden.dlq.reason"] for _, _, h in worker.deadletter_topic.sent)
+    # Counted once committed: faust's consumer tells the app's monitor, the worker's CommitMonitor.
+    worker.app.monitor.on_tp_commit({TP("in", 0): 1_000})
+    assert worker.app.monitor.tp_committed_offsets[TP("in", 0)] == 1_000  # faust's own bookkeeping kept
+    assert worker.metrics.dead_letters.labels("processing_failed")._value.get() == len(records)
+
+
+def test_the_drift_merger_tests_as_the_drift_detector_is_configured():
+    drift = {"mode": "publish", "alpha": 0.05, "permutations": 123, "device": "cpu"}
+    w = Worker(Settings(profile="embedded", bootstrap="127.0.0.1:1", detectors=["drift"], app_id="merger-test",
+                        detector_options={"drift": drift}))
+    assert w.drift_merger is not None
+    assert (w.drift_merger.alpha, w.drift_merger.permutations, w.drift_merger.device) == (0.05, 123, "cpu")
+
+
+def test_the_worker_keeps_its_state_in_the_state_directory_not_the_current_one(tmp_path, monkeypatch):
+    cwd, state = tmp_path / "cwd", tmp_path / "state"
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)
+    w = Worker(Settings(profile="embedded", bootstrap="127.0.0.1:1", detectors=["descriptors"], app_id="state-test", state_dir=state))
+    appdir = w.app.conf.appdir  # faust makes its data directory here
+    assert appdir.is_dir() and state in appdir.parents
+    assert list(cwd.iterdir()) == []

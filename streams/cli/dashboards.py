@@ -27,6 +27,7 @@ def dashboards_push(
     """Upload the dashboards (dashboards/json) to Grafana through its HTTP API; pushing twice changes nothing."""
     from dashboards.push import push
 
+    credential: str | tuple[str, str]
     if token:
         credential = token
     elif user and password:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import typer
 
@@ -23,9 +23,10 @@ def worker(
     """Run a stream processor: consume the inference topic, run the detectors, publish findings and metrics."""
     from streams.worker.app import Worker
 
-    overrides = dict(bootstrap=bootstrap, embedded=embedded, web_port=web_port)
+    overrides: dict[str, Any] = dict(bootstrap=bootstrap, embedded=embedded, web_port=web_port)
     if detectors:
         overrides["detectors"] = [d.strip() for d in detectors.split(",") if d.strip()]
     settings = common.settings(**overrides)
+    w = Worker(settings)  # a bad detector name or option is a ConfigurationError: one line, exit 2
     common.ensure_topics_or_warn(settings)
-    Worker(settings).run()  # a bad detector name or option is a ConfigurationError: one line, exit 2
+    w.run()

@@ -2,7 +2,7 @@
 
 Field names follow the OpenTelemetry GenAI semantic conventions where one exists; each
 such field names its attribute under ``x-otel`` in the exported JSON Schema
-(``streams/jsonschema/``), e.g. ``model`` is ``gen_ai.request.model`` and
+(``streams/events/jsonschema/``), e.g. ``model`` is ``gen_ai.request.model`` and
 ``input_tokens`` is ``gen_ai.usage.input_tokens``. Fields without an OTel attribute
 (``model_version``, ``route``, ``samples``, ``context``) are streamwarden's own.
 """
@@ -62,7 +62,7 @@ class InferenceEvent(BaseModel):
         json_schema_extra={"$id": f"https://streamwarden.dev/schemas/inference_event.v{SCHEMA_VERSION}.json"},
     )
 
-    schema_version: Literal[1] = Field(default=SCHEMA_VERSION, description="Version of this schema.")
+    schema_version: Literal[1] = Field(default=1, description="Version of this schema.")
     event_id: Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=r"^[\x21-\x7e]+$")] = Field(
         description="Client-generated unique id (e.g. a UUID); the key of idempotency downstream."
     )

@@ -20,6 +20,7 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
+from typing import IO
 
 from streams.errors import BrokerError
 
@@ -50,7 +51,7 @@ class EmbeddedBroker:
         self.host = host
         self.port = port or free_port(host)
         self._log_path = log_path
-        self._log_file = None
+        self._log_file: IO[bytes] | None = None
         self._proc: subprocess.Popen | None = None
 
     @property

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import yaml
 
+from streams.errors import ConfigurationError
 from detectors.base import Finding, Severity, finding_id
 from detectors.bias import DATA, GROUP_PLACEHOLDER, counterfactual_gap
 
@@ -33,19 +34,25 @@ class Probe:
 
 
 def load_probes(path: Path = DEFAULT_PROBES) -> list[Probe]:
-    data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    """The probe set at ``path``; a file that is not one is a :class:`ConfigurationError` naming what is wrong."""
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigurationError(f"{path}: not valid YAML ({type(exc).__name__})") from None
+    if not isinstance(data, dict):
+        raise ConfigurationError(f"{path}: a probe set is a mapping with 'templates' and 'groups'")
     groups = data.get("groups") or {}
     probes = []
     for i, template in enumerate(data.get("templates") or []):
         names = set(GROUP_PLACEHOLDER.findall(template))
         if len(names) != 1:
-            raise ValueError(f"{path}: template {i + 1} needs exactly one placeholder, found {sorted(names) or 'none'}")
+            raise ConfigurationError(f"{path}: template {i + 1} needs exactly one placeholder, found {sorted(names) or 'none'}")
         (name,) = names
         if name not in groups or len(groups[name]) < 2:
-            raise ValueError(f"{path}: template {i + 1} uses [{name}], which has fewer than two groups")
+            raise ConfigurationError(f"{path}: template {i + 1} uses [{name}], which has fewer than two groups")
         probes.append(Probe(template, name, tuple(groups[name])))
     if not probes:
-        raise ValueError(f"{path}: no templates")
+        raise ConfigurationError(f"{path}: no templates")
     return probes
 
 

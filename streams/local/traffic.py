@@ -244,6 +244,7 @@ class TrafficGenerator:
         phase = self.schedule.phase_at(t)
         model, version = self.rng.choice(MODELS)
         if phase == "topic_shift" and self.rng.random() < 0.9:
+            prompt: str | list[ChatMessage]
             prompt, response = self.rng.choice(_SHIFTED)
         else:
             prompt, response = self._support(phase) if model == "support-assistant" else self._code(phase)

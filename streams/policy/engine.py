@@ -164,7 +164,7 @@ class PolicyEngine:
             value = merged.quantile(q)
             evidence["latency_events"] = merged.count
         else:  # gauge
-            values = {k: v for r in recs for k, v in r.gauges.items() if fnmatchcase(k, rule.gauge)}
+            values = {k: v for r in recs for k, v in r.gauges.items() if fnmatchcase(k, rule.gauge or "*")}
             worst = rule.worst(values.items(), key=lambda kv: kv[1]) if values else None
             value = worst[1] if worst else None
             if worst:
@@ -184,24 +184,25 @@ class PolicyEngine:
     def _step(self, rule: Rule, group: Group, ev: Evaluation, now: float) -> list[ActionRecord]:
         st = self.states[(rule.name, group)]
         st.value, st.events = ev.value, ev.events
-        enough = ev.value is not None and ev.events >= rule.min_events
-        breach = enough and rule.breached(ev.value)
+        value = ev.value
+        enough = value is not None and ev.events >= rule.min_events
+        breach = value is not None and enough and rule.breached(value)
         if st.state in ("ok", "resolved") and breach:
             st.state, st.pending_since = "pending", now
         if st.state == "pending":
             if not breach:
                 st.state, st.pending_since = "ok", None
-            elif now - st.pending_since >= rule.for_s and (st.last_fired is None or now - st.last_fired >= rule.cooldown_s):
+            elif st.pending_since is not None and now - st.pending_since >= rule.for_s and (st.last_fired is None or now - st.last_fired >= rule.cooldown_s):
                 st.state, st.firing_since, st.last_fired, st.recover_since = "firing", now, now, None
                 st.episode_id = stable_id(rule.name, *group, _ts(st.pending_since).isoformat())
                 return self._fire(rule, group, ev, now, st.episode_id)
             return []
         if st.state == "firing":
-            if enough and rule.recovered(ev.value):
+            if value is not None and enough and rule.recovered(value):
                 st.recover_since = st.recover_since if st.recover_since is not None else now
                 if now - st.recover_since >= rule.resolve_for_s:
                     st.state, st.recover_since = "resolved", None
-                    return [self._record("resolve", rule, group, ev, now, st.episode_id, reason=f"{rule.name} resolved: {_describe(rule, ev)}")]
+                    return [self._record("resolve", rule, group, ev, now, st.episode_id or "", reason=f"{rule.name} resolved: {_describe(rule, ev)}")]
             else:
                 st.recover_since = None
         return []

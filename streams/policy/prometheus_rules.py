@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 from fnmatch import translate
+from typing import Any
 
 import yaml
 
@@ -113,7 +114,7 @@ def rule_expr(rule: Rule) -> str:
 def prometheus_rules(policy: Policy) -> dict:
     rules = []
     for rule in policy.rules:
-        alert = {
+        alert: dict[str, Any] = {
             "alert": f"streamwarden:{rule.name}",
             "expr": rule_expr(rule),
             "labels": {"severity": rule.severity, "rule": rule.name, "route": "*", "source": "streamwarden"},

@@ -31,7 +31,7 @@ from streams import kafka_clients
 from streams.events.topics import topic_specs
 from streams.settings import Settings
 from streams.worker import drift_wire
-from streams.worker.commits import CommitGate, CommitSensor
+from streams.worker.commits import CommitGate, CommitMonitor
 from streams.worker.deadletters import DeadLetterWriter
 from streams.worker.metrics import WindowAggregator, WorkerMetrics
 from streams.worker.pipeline import PROCESSING_FAILED, BatchResult, DeadLetter, Pipeline, RawRecord
@@ -62,7 +62,9 @@ class Worker:
         # Drift merging and on-demand reports: off the event loop, and never queued behind a batch.
         self.background = ThreadPoolExecutor(max_workers=1, thread_name_prefix="background")
         self.sampler = self._make_sampler(settings)
-        self.app = faust.App(settings.app_id, **kafka_clients.faust_options(settings))
+        # Metrics count a batch once faust has committed its offsets: the app's monitor hears every commit.
+        self.gate = CommitGate(self._count)
+        self.app = faust.App(settings.app_id, monitor=CommitMonitor(self.gate, self._flush_soon), **kafka_clients.faust_options(settings))
         specs = topic_specs(settings)
 
         def raw_topic(role: str) -> Any:
@@ -79,7 +81,6 @@ class Worker:
         # A dead letter must fit both our producer's request limit and the topic's (the broker's default).
         dlq_limit = min(kafka_clients.max_message_bytes(settings), kafka_clients.BROKER_DEFAULT_MAX_MESSAGE_BYTES)
         self.dead_letters = DeadLetterWriter(settings, self.detectors, dlq_limit)
-        self.gate = CommitGate(self._count)
         self._register()
 
     def _count(self, result: BatchResult) -> None:
@@ -111,8 +112,10 @@ class Worker:
         client: Any
         if settings.sampler_local_model:
             client = LocalModel(settings.sampler_local_model)
-        else:
+        elif settings.model_endpoint and settings.model_endpoint_model:
             client = ChatModel(settings.model_endpoint, settings.model_endpoint_model, settings.model_endpoint_api_key)
+        else:
+            return None
         budget = SamplerBudget(settings.sampler_fraction, settings.sampler_max_rps, settings.sampler_k, settings.sampler_max_in_flight)
         return Sampler(client, budget)
 
@@ -152,15 +155,12 @@ class Worker:
             async def check_sampled() -> None:
                 await self.check_sampled()
 
-        # Metrics count a batch once faust has committed its offsets (a sensor hears every commit).
-        app.sensors.add(CommitSensor(self.gate, self._flush_soon))
-
-        @app.on_before_shutdown.connect
+        @app.on_before_shutdown.connect  # type: ignore[arg-type]  # faust's stubs do not admit coroutine receivers
         async def on_shutdown(app: Any, **kwargs: Any) -> None:
             # The consumer made its last commit as it stopped: publish what that released.
             await self.flush_metrics()
 
-        @app.on_partitions_revoked.connect
+        @app.on_partitions_revoked.connect  # type: ignore[arg-type]
         async def on_revoked(app: Any, revoked: Any, **kwargs: Any) -> None:
             dropped = self.gate.forget(revoked)
             if dropped:

@@ -1,8 +1,10 @@
 """Counting a batch once its offsets are committed: the worker's hook into faust's commits.
 
-faust tells every registered :class:`faust.Sensor` about each offset commit
-(``on_tp_commit``). :class:`CommitSensor` is such a sensor: it hands the committed offsets
-to a :class:`CommitGate`, which releases the batches they cover, once each.
+faust's consumer tells the app's :class:`faust.Monitor` about each offset commit
+(``Monitor.on_tp_commit``; other sensors never hear of it). :class:`CommitMonitor` is the
+worker's monitor, given to ``faust.App(monitor=...)``: it keeps everything faust's monitor
+records and hands the committed offsets to a :class:`CommitGate`, which releases the
+batches they cover, once each.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-import faust
+from faust.sensors import Monitor
 
 from streams.worker.pipeline import BatchResult, RawRecord
 
@@ -49,7 +51,8 @@ class CommitGate:
             key = (tp[0], tp[1])
             if offset is not None and offset > self.committed.get(key, -1):
                 self.committed[key] = offset
-        ready, waiting = [], []
+        ready: list[tuple[dict[tuple[str, int], int], BatchResult]] = []
+        waiting: list[tuple[dict[tuple[str, int], int], BatchResult]] = []
         for item in self._pending:
             (ready if self._done(item[0]) else waiting).append(item)
         self._pending = waiting
@@ -80,8 +83,8 @@ class CommitGate:
         return out
 
 
-class CommitSensor(faust.Sensor):
-    """A faust sensor that feeds committed offsets to a :class:`CommitGate`.
+class CommitMonitor(Monitor):
+    """faust's monitor, which also feeds committed offsets to a :class:`CommitGate`.
 
     ``on_released`` runs on the event loop after a commit released at least one batch
     (the worker publishes their counts right away: the less time between a commit and the
@@ -93,6 +96,7 @@ class CommitSensor(faust.Sensor):
         self.gate = gate
         self.on_released = on_released
 
-    def on_tp_commit(self, tp_offsets: Mapping[Any, int]) -> None:
+    def on_tp_commit(self, tp_offsets: Any) -> None:
+        super().on_tp_commit(tp_offsets)
         if self.gate.on_commit(tp_offsets):
             self.on_released()

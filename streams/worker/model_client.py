@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
+from typing import Any
 
 import httpx
 from pydantic import SecretStr
@@ -95,8 +96,8 @@ class LocalModel:
         self._device = device
         self.max_new_tokens = max_new_tokens
         self.temperature = temperature
-        self._model = None
-        self._tokenizer = None
+        self._model: Any = None
+        self._tokenizer: Any = None
         self._lock = threading.Lock()
 
     def _load(self):
@@ -108,7 +109,8 @@ class LocalModel:
                 device = self._device or ("cuda" if torch.cuda.is_available() else "cpu")
                 dtype = torch.float16 if device.startswith("cuda") else torch.float32
                 self._tokenizer = AutoTokenizer.from_pretrained(self.path, local_files_only=True)
-                self._model = AutoModelForCausalLM.from_pretrained(self.path, local_files_only=True, dtype=dtype).to(device).eval()
+                model = AutoModelForCausalLM.from_pretrained(self.path, local_files_only=True, dtype=dtype)
+                self._model = model.to(device).eval()  # type: ignore[arg-type]  # transformers types .to() for modules only
                 self.device = device
             return self._model, self._tokenizer
 

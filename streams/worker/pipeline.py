@@ -16,6 +16,7 @@ from contextlib import ExitStack
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from pydantic import ValidationError
 
@@ -227,7 +228,7 @@ class Pipeline:
 
     def _prefetch_embeddings(self, result: BatchResult, stack: ExitStack) -> None:
         """One forward pass per embedding model for the whole batch, shared by every detector."""
-        wanted: dict[int, tuple[object, list[str]]] = {}
+        wanted: dict[int, tuple[Any, list[str]]] = {}
         for detector in self.detectors:
             if not isinstance(detector, NeedsEmbeddings):
                 continue
