@@ -7,10 +7,11 @@ fallback (``model:NAME``: the same request to another model) or a clear 503, fro
 it reads the switch (polled every 100 ms), without a restart.
 
 Endpoints: ``POST /v1/chat/completions`` (``stream: true`` passes server-sent events through
-as they arrive), ``GET /v1/models``, ``GET /healthz``, ``GET /metrics``, and the admin endpoints
-``GET /admin/killswitch`` and ``POST /admin/killswitch/{model}`` (``{"engaged": bool, "reason":
-str, "fallback": str|null}``), which need ``Authorization: Bearer <gateway_admin_token>`` and
-are off when no token is set.
+as they arrive; a model server that fails in the middle of a stream ends it with an ``error``
+event, tapped and counted as ``upstream_error``), ``GET /v1/models``, ``GET /healthz``,
+``GET /metrics``, and the admin endpoints ``GET /admin/killswitch`` and
+``POST /admin/killswitch/{model}`` (``{"engaged": bool, "reason": str, "fallback": str|null}``),
+which need ``Authorization: Bearer <gateway_admin_token>`` and are off when no token is set.
 """
 
 from __future__ import annotations
@@ -54,9 +55,12 @@ class GatewayMetrics:
         self.tap_failures = Counter("streamwarden_gateway_tap_failures_total", "Exchanges that could not be tapped.", registry=r)
 
 
+def _error_body(message: str, code: str) -> dict:
+    return {"error": {"message": message, "type": "streamwarden_gateway", "code": code}}
+
+
 def _error(status: int, message: str, code: str, headers: dict | None = None) -> web.Response:
-    body = {"error": {"message": message, "type": "streamwarden_gateway", "code": code}}
-    return web.json_response(body, status=status, headers=headers)
+    return web.json_response(_error_body(message, code), status=status, headers=headers)
 
 
 def _text_of(content: Any) -> str:
@@ -198,7 +202,7 @@ class Gateway:
 
     async def _stream(self, request, body, base, model, served_model, label, outcome, headers, t0) -> web.StreamResponse:
         parts: list[str] = []
-        finish = None
+        finish = error = None
         req = self._client.build_request("POST", self._url(base, "/chat/completions"), json=body, headers=self._auth())
         try:
             upstream = await self._client.send(req, stream=True)
@@ -215,17 +219,24 @@ class Gateway:
             resp = web.StreamResponse(status=200, headers={**headers, "Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
             await resp.prepare(request)
             buffer = b""
-            async for chunk in upstream.aiter_raw():
-                await resp.write(chunk)
-                buffer += chunk
-                while b"\n" in buffer:
-                    line, buffer = buffer.split(b"\n", 1)
-                    finish = _read_sse_line(line, parts) or finish
+            try:
+                async for chunk in upstream.aiter_raw():
+                    await resp.write(chunk)
+                    buffer += chunk
+                    while b"\n" in buffer:
+                        line, buffer = buffer.split(b"\n", 1)
+                        finish = _read_sse_line(line, parts) or finish
+            except httpx.HTTPError as exc:  # the status is sent: the client gets an error event instead of a silent cut
+                error = type(exc).__name__
+                log.warning("the model server failed in the middle of a stream (%s)", error)
+                message = f"the model server failed in the middle of the response ({error})"
+                await resp.write(b"data: " + json.dumps(_error_body(message, "upstream_interrupted")).encode() + b"\n\n")
             await resp.write_eof()
         finally:
             await upstream.aclose()
-        self._tap(body, served_model, "".join(parts), t0, finish=finish, asked=model, version=upstream.headers.get("x-model-version"))
-        self.metrics.requests.labels(label, outcome).inc()
+        self._tap(body, served_model, "".join(parts), t0, error=error, finish=finish, asked=model,
+                  version=upstream.headers.get("x-model-version"))
+        self.metrics.requests.labels(label, outcome if error is None else "upstream_error").inc()
         self.metrics.latency.labels(label).observe(time.perf_counter() - t0)
         return resp
 

@@ -137,3 +137,24 @@ def test_metrics_label_only_the_models_the_gateway_knows():
     assert all(values <= known | {"other"} for values in labels.values()), labels
     assert not any(name in text for name in random_names)
 
+
+def test_an_upstream_that_dies_mid_stream_is_tapped_and_counted():
+    async def scenario(client, gateway):
+        ok = await client.post("/v1/chat/completions", json=chat("chat-a", stream=True))
+        cut = await client.post("/v1/chat/completions", json=chat("dies-mid-stream", stream=True))
+        return ok, cut, gateway, (await client.get("/metrics")).text
+
+    ok, cut, gateway, text = with_gateway(scenario, gateway_models=["chat-a", "dies-mid-stream"])
+    assert ok.status_code == 200 and "[DONE]" in ok.text
+    # The client gets what came, then an error event (not a silently cut answer).
+    assert cut.status_code == 200 and '"Hello"' in cut.text and "upstream_interrupted" in cut.text
+    good, bad = gateway.tap.events
+    assert (good.model, good.response, good.error_type, good.finish_reason) == ("chat-a", "Hello world", None, "stop")
+    assert (bad.model, bad.response, bad.finish_reason) == ("dies-mid-stream", "Hello", None)
+    assert bad.error_type == "RemoteProtocolError"
+    counts = {
+        (s.labels["model"], s.labels["outcome"]): s.value
+        for family in text_string_to_metric_families(text) if family.name == "streamwarden_gateway_requests"
+        for s in family.samples if s.name.endswith("_total")
+    }
+    assert counts == {("chat-a", "upstream"): 1.0, ("dies-mid-stream", "upstream_error"): 1.0}
