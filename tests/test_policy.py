@@ -222,3 +222,19 @@ def test_the_agent_exports_one_rule_series_per_route():
     assert value("streamwarden_policy_rule_state", {**labels, "route": "batch"}) == 0
     # A rule that sums the routes has one series, with an empty route.
     assert value("streamwarden_policy_rule_value", {**labels, "rule": "all-errors", "route": ""}) == 0.4
+
+
+def test_a_rollout_stage_must_be_one_the_rollout_declares():
+    from streams.actions.killswitch import check_rollout_stage
+
+    declared = parse_policy(yaml.safe_dump({"version": 1, "rollouts": [
+        {"model": "m", "version": "v2", "stage": "canary", "stages": ["canary", "half", "all"]}]}))
+    check_rollout_stage(declared, "m", "v2", "half")
+    with pytest.raises(ValueError, match="canary, half, all"):
+        check_rollout_stage(declared, "m", "v2", "10%")  # a default stage, but not one of this rollout's
+    # A model version the policy declares no rollout for takes the default stages (as the agent does).
+    check_rollout_stage(declared, "m", "v3", "10%")
+    with pytest.raises(ValueError, match=r"internal, 1%, 10%, 100%"):
+        check_rollout_stage(declared, "m", "v3", "50%")
+    with pytest.raises(ValueError):
+        check_rollout_stage(load_policy(), "m", "v3", "")

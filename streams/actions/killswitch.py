@@ -14,6 +14,7 @@ import uuid
 from collections.abc import Callable
 from datetime import datetime, timezone
 
+from ..policy.rules import DEFAULT_STAGES, Policy
 from ..schema import ActionRecord, KillSwitchState
 from ..settings import Settings
 from ..topics import topic_name
@@ -86,6 +87,20 @@ def _apply(states: dict[str, KillSwitchState], key: bytes | None, value: bytes |
 
 def rollout_key(model: str, version: str) -> bytes:
     return ROLLOUT_KEY_PREFIX + f"{model}|{version}".encode()
+
+
+def check_rollout_stage(policy: Policy, model: str, version: str, stage: str) -> None:
+    """Refuse a stage the rollout does not have (call it before :func:`publish_rollout`).
+
+    The stages are those the policy's ``rollouts:`` entry for the model version declares, or the
+    default ones (internal, 1%, 10%, 100%) when it declares none: what the policy agent accepts.
+    Raises ``ValueError`` naming the allowed stages.
+    """
+    declared = policy.rollout_of(model, version)
+    stages = declared.stages if declared is not None else DEFAULT_STAGES
+    if stage not in stages:
+        source = "as the policy declares" if declared is not None else "the default: the policy declares no rollout for it"
+        raise ValueError(f"{stage!r} is not a stage of the rollout of {model} {version}; its stages ({source}): {', '.join(stages)}")
 
 
 def publish_rollout(settings: Settings, model: str, version: str, stage: str, previous_version: str | None,
