@@ -138,6 +138,11 @@ class Settings(BaseSettings):
     gateway_admin_token: SecretStr | None = Field(default=None, description="Bearer token of the admin endpoints (disabled when unset).")
     gateway_route: str = Field(default="gateway", description="The route tapped events carry.")
     gateway_model_versions: dict[str, str] = Field(default_factory=dict, description="model -> deployed version, for tapped events.")
+    gateway_models: list[str] = Field(
+        default_factory=list,
+        description="The models the gateway serves: its metrics label these by name (so do gateway_model_versions' models "
+        "and models with a kill switch state); any other name a client sends is labelled 'other'.",
+    )
     gateway_timeout_s: float = Field(default=120.0, gt=0)
 
     # Tap.

@@ -184,7 +184,7 @@ def test_pii_leak_burst_kills_rolls_back_alerts_and_survives_an_agent_restart(se
 
             # The agent and the gateway export what they did.
             agent_metrics = httpx.get(f"http://127.0.0.1:{agent_port}/metrics", timeout=5).text
-            assert 'streamwarden_policy_rule_state{model="support-bot",model_version="v7",rule="pii-leak"} 2.0' in agent_metrics
+            assert 'streamwarden_policy_rule_state{model="support-bot",model_version="v7",route="",rule="pii-leak"} 2.0' in agent_metrics
             gw_metrics = httpx.get(f"{gw}/metrics", timeout=5).text
             assert 'streamwarden_killswitch_engaged{model="support-bot"} 1.0' in gw_metrics
             assert worker.proc.poll() is None and gateway.proc.poll() is None

@@ -1,8 +1,12 @@
 """``streamwarden demo --seconds 20``: exits 0 and its summary adds up."""
 
+import gc
 import json
+import os
 import subprocess
 import sys
+import tempfile
+import warnings
 
 import pytest
 
@@ -63,3 +67,32 @@ def test_demo_runs_for_20_seconds_and_its_summary_is_consistent(tmp_path):
     assert all(s["action_outcomes"][a["action_id"]] for a in kills), s["action_outcomes"]
     assert all(s["action_outcomes"].values()), s["action_outcomes"]  # every action's outcome says what happened
     assert s["pii_leak_first_event_to_action_s"]["kill"] > 0
+
+
+def _open_files() -> dict[int, str]:
+    out = {}
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            out[int(fd)] = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:  # the descriptor listdir itself used
+            pass
+    return out
+
+
+def test_the_demo_closes_every_file_and_removes_every_temporary_file(tmp_path, monkeypatch):
+    from streams.local.demo import DemoOptions, run_demo
+    from streams.settings import Settings
+
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(temp))
+    before = _open_files()
+    settings = Settings(profile="embedded", detectors=["descriptors"], metrics_window_s=1.0)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ResourceWarning)
+        summary = run_demo(settings, DemoOptions(seconds=2, rate=20, live=False, drain_timeout_s=1))
+        gc.collect()  # a file left to the garbage collector is closed here, with a ResourceWarning
+    assert summary["events_sent"] > 0 and summary["worker_log"] is None  # no log was asked for: none is kept
+    assert sorted(p.name for p in temp.iterdir()) == []
+    assert {fd: f for fd, f in _open_files().items() if before.get(fd) != f} == {}
+    assert [str(w.message) for w in caught if issubclass(w.category, ResourceWarning)] == []

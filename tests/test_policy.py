@@ -203,3 +203,38 @@ def test_a_new_rollout_stage_gets_its_own_decisions():
     assert engine.policy.rollout_of("m", "v2").previous_version == "v1"  # kept from the file
     with pytest.raises(ValueError):
         engine.set_rollout("m", "v2", "50%")  # not one of its stages
+
+
+def test_the_agent_exports_one_rule_series_per_route():
+    from streams.actions.agent import PolicyAgent
+    from streams.settings import Settings
+
+    per_route = dict(name="errors", metric="error_rate", op=">", threshold=0.9, window_s=10, scope={"per_route": True}, actions=["alert"])
+    summed = dict(ERROR_RULE, threshold=0.9)
+    agent = PolicyAgent(Settings(), parse_policy(yaml.safe_dump({"version": 1, "rules": [per_route, dict(summed, name="all-errors")]})))
+    agent.engine.ingest(record(T0, 10, route="chat", errors=2))
+    agent.engine.ingest(record(T0, 10, route="batch", errors=6))
+    assert agent.step(prod=None, now=T0) == []
+    value = agent.metrics.registry.get_sample_value
+    labels = dict(rule="errors", model="m", model_version="v1")
+    assert value("streamwarden_policy_rule_value", {**labels, "route": "chat"}) == 0.2
+    assert value("streamwarden_policy_rule_value", {**labels, "route": "batch"}) == 0.6
+    assert value("streamwarden_policy_rule_state", {**labels, "route": "batch"}) == 0
+    # A rule that sums the routes has one series, with an empty route.
+    assert value("streamwarden_policy_rule_value", {**labels, "rule": "all-errors", "route": ""}) == 0.4
+
+
+def test_a_rollout_stage_must_be_one_the_rollout_declares():
+    from streams.policy.rules import check_rollout_stage
+
+    declared = parse_policy(yaml.safe_dump({"version": 1, "rollouts": [
+        {"model": "m", "version": "v2", "stage": "canary", "stages": ["canary", "half", "all"]}]}))
+    check_rollout_stage(declared, "m", "v2", "half")
+    with pytest.raises(ValueError, match="canary, half, all"):
+        check_rollout_stage(declared, "m", "v2", "10%")  # a default stage, but not one of this rollout's
+    # A model version the policy declares no rollout for takes the default stages (as the agent does).
+    check_rollout_stage(declared, "m", "v3", "10%")
+    with pytest.raises(ValueError, match=r"internal, 1%, 10%, 100%"):
+        check_rollout_stage(declared, "m", "v3", "50%")
+    with pytest.raises(ValueError):
+        check_rollout_stage(load_policy(), "m", "v3", "")

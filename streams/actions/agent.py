@@ -39,12 +39,14 @@ class AgentMetrics:
     def __init__(self):
         self.registry = r = CollectorRegistry()
         self.rule_state = Gauge(
-            "streamwarden_policy_rule_state", "State of a rule for a model version: 0 ok, 1 pending, 2 firing.",
-            ["rule", "model", "model_version"], registry=r,
+            "streamwarden_policy_rule_state",
+            "State of a rule for a model version (and route, for a per-route rule; else ''): 0 ok, 1 pending, 2 firing.",
+            ["rule", "model", "model_version", "route"], registry=r,
         )
         self.rule_value = Gauge(
-            "streamwarden_policy_rule_value", "The value the rule last computed for a model version.",
-            ["rule", "model", "model_version"], registry=r,
+            "streamwarden_policy_rule_value",
+            "The value the rule last computed for a model version (and route, for a per-route rule; else '').",
+            ["rule", "model", "model_version", "route"], registry=r,
         )
         self.actions = Counter(
             "streamwarden_actions_total", "Decisions written to the actions topic, by action and rule.",
@@ -182,10 +184,11 @@ class PolicyAgent:
         """Evaluate once; write each decision (acknowledged) and queue it for dispatch."""
         decisions = self.engine.evaluate(now)
         self.metrics.evaluations.inc()
-        for (rule, (model, version, _)), st in self.engine.states.items():
-            self.metrics.rule_state.labels(rule, model, version).set(st.code)
+        for (rule, (model, version, route)), st in self.engine.states.items():
+            labels = (rule, model, version, "" if route == "*" else route)  # '*': the rule sums the routes
+            self.metrics.rule_state.labels(*labels).set(st.code)
             if st.value is not None:
-                self.metrics.rule_value.labels(rule, model, version).set(st.value)
+                self.metrics.rule_value.labels(*labels).set(st.value)
         for rec in decisions:
             prod.send(topic_name(self.settings, "actions"), key=rec.action_id.encode(), value=action_json(rec), partition=0).get(timeout=30)
             self.metrics.actions.labels(rec.action, rec.rule or "", rec.model, rec.model_version).inc()

@@ -26,8 +26,11 @@ def rollout_set(
 ) -> None:
     """Record a model version's rollout stage on the control topic; the policy agent picks it up."""
     from streams.actions.killswitch import publish_rollout
+    from streams.policy.rules import check_rollout_stage
 
-    state = publish_rollout(common.settings(), model, version, stage, previous, by=f"human:{by}" if by else None)
+    settings = common.settings()
+    check_rollout_stage(common.policy(settings.policy_file), model, version, stage)  # a stage the rollout lacks: exit 2
+    state = publish_rollout(settings, model, version, stage, previous, by=f"human:{by}" if by else None)
     typer.echo(json.dumps(state, indent=2))
 
 

@@ -48,7 +48,7 @@ def demo(
         raise typer.Exit(130) from None
     typer.echo(json.dumps(summary, indent=2))
     if not summary["drained"]:
-        raise common.fail("the worker did not account for every event sent; see the worker log", 1)
+        raise common.fail("the worker did not account for every event sent; rerun with --worker-log FILE to see why", 1)
 
 
 

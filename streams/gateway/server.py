@@ -7,10 +7,11 @@ fallback (``model:NAME``: the same request to another model) or a clear 503, fro
 it reads the switch (polled every 100 ms), without a restart.
 
 Endpoints: ``POST /v1/chat/completions`` (``stream: true`` passes server-sent events through
-as they arrive), ``GET /v1/models``, ``GET /healthz``, ``GET /metrics``, and the admin endpoints
-``GET /admin/killswitch`` and ``POST /admin/killswitch/{model}`` (``{"engaged": bool, "reason":
-str, "fallback": str|null}``), which need ``Authorization: Bearer <gateway_admin_token>`` and
-are off when no token is set.
+as they arrive; a model server that fails in the middle of a stream ends it with an ``error``
+event, tapped and counted as ``upstream_error``), ``GET /v1/models``, ``GET /healthz``,
+``GET /metrics``, and the admin endpoints ``GET /admin/killswitch`` and
+``POST /admin/killswitch/{model}`` (``{"engaged": bool, "reason": str, "fallback": str|null}``),
+which need ``Authorization: Bearer <gateway_admin_token>`` and are off when no token is set.
 """
 
 from __future__ import annotations
@@ -42,7 +43,8 @@ class GatewayMetrics:
         self.registry = r = CollectorRegistry()
         self.requests = Counter(
             "streamwarden_gateway_requests_total",
-            "Chat completion requests, by model asked and outcome (upstream, fallback, killed, upstream_error, bad_request).",
+            "Chat completion requests, by model asked (a served model's name, or 'other') and outcome "
+            "(upstream, fallback, killed, upstream_error, bad_request).",
             ["model", "outcome"], registry=r,
         )
         self.latency = Histogram(
@@ -53,9 +55,12 @@ class GatewayMetrics:
         self.tap_failures = Counter("streamwarden_gateway_tap_failures_total", "Exchanges that could not be tapped.", registry=r)
 
 
+def _error_body(message: str, code: str) -> dict:
+    return {"error": {"message": message, "type": "streamwarden_gateway", "code": code}}
+
+
 def _error(status: int, message: str, code: str, headers: dict | None = None) -> web.Response:
-    body = {"error": {"message": message, "type": "streamwarden_gateway", "code": code}}
-    return web.json_response(body, status=status, headers=headers)
+    return web.json_response(_error_body(message, code), status=status, headers=headers)
 
 
 def _text_of(content: Any) -> str:
@@ -76,6 +81,16 @@ class Gateway:
         self.watcher = watcher or ControlWatcher(settings, on_change=self._on_switch)
         self.tap = tap
         self._client: httpx.AsyncClient | None = None
+        self._models = frozenset(settings.gateway_models) | frozenset(settings.gateway_model_versions)
+
+    def _label(self, model: str) -> str:
+        """The metrics label of the model a client asked for: a model the gateway knows (configured, or
+        named by a kill switch: its model or its fallback), else 'other': bounded series, no client text."""
+        if model in self._models or model in self.watcher.states:
+            return model
+        if any(st.fallback == f"model:{model}" for st in list(self.watcher.states.values())):
+            return model
+        return "other"
 
     def _on_switch(self, state: KillSwitchState | None, model: str) -> None:
         engaged = bool(state and state.engaged)
@@ -142,12 +157,13 @@ class Gateway:
             await asyncio.get_running_loop().run_in_executor(None, self.watcher.ready.wait, 10.0)
             if not self.watcher.ready.is_set():
                 return _error(503, "the gateway has not read the kill-switch state yet", "starting")
+        label = self._label(model)
         state = self.watcher.state(model)
         base, served_model, served_by = self.settings.gateway_upstream_url, model, "upstream"
         if state is not None:
             fallback = state.fallback if state.fallback and state.fallback != "none" else None
             if fallback is None:
-                self.metrics.requests.labels(model, "killed").inc()
+                self.metrics.requests.labels(label, "killed").inc()
                 return _error(
                     503,
                     f"The model '{model}' is switched off by the streamwarden kill switch ({state.reason}). No fallback is configured.",
@@ -161,12 +177,12 @@ class Gateway:
         outcome = "upstream" if served_by == "upstream" else "fallback"
         headers = {"X-Streamwarden-Served-By": served_by}
         if body.get("stream"):
-            return await self._stream(request, body, base, model, served_model, outcome, headers, t0)
+            return await self._stream(request, body, base, model, served_model, label, outcome, headers, t0)
         try:
             r = await self._client.post(self._url(base, "/chat/completions"), json=body, headers=self._auth())
         except httpx.HTTPError as exc:
             self._tap(body, served_model, "", t0, error=type(exc).__name__, asked=model)
-            self.metrics.requests.labels(model, "upstream_error").inc()
+            self.metrics.requests.labels(label, "upstream_error").inc()
             return _error(502, f"the model server did not answer ({type(exc).__name__})", "upstream_unreachable", headers)
         text, finish, usage = "", None, {}
         if r.status_code < 300:
@@ -180,41 +196,48 @@ class Gateway:
         error = None if r.status_code < 300 else str(r.status_code)
         self._tap(body, served_model, text, t0, error=error, finish=finish, usage=usage, asked=model,
                   version=r.headers.get("x-model-version"))
-        self.metrics.requests.labels(model, outcome if error is None else "upstream_error").inc()
-        self.metrics.latency.labels(model).observe(time.perf_counter() - t0)
+        self.metrics.requests.labels(label, outcome if error is None else "upstream_error").inc()
+        self.metrics.latency.labels(label).observe(time.perf_counter() - t0)
         return web.Response(body=r.content, status=r.status_code, content_type="application/json", headers=headers)
 
-    async def _stream(self, request, body, base, model, served_model, outcome, headers, t0) -> web.StreamResponse:
+    async def _stream(self, request, body, base, model, served_model, label, outcome, headers, t0) -> web.StreamResponse:
         parts: list[str] = []
-        finish = None
+        finish = error = None
         req = self._client.build_request("POST", self._url(base, "/chat/completions"), json=body, headers=self._auth())
         try:
             upstream = await self._client.send(req, stream=True)
         except httpx.HTTPError as exc:
             self._tap(body, served_model, "", t0, error=type(exc).__name__, asked=model)
-            self.metrics.requests.labels(model, "upstream_error").inc()
+            self.metrics.requests.labels(label, "upstream_error").inc()
             return _error(502, f"the model server did not answer ({type(exc).__name__})", "upstream_unreachable", headers)
         try:
             if upstream.status_code >= 300:
                 content = await upstream.aread()
                 self._tap(body, served_model, "", t0, error=str(upstream.status_code), asked=model)
-                self.metrics.requests.labels(model, "upstream_error").inc()
+                self.metrics.requests.labels(label, "upstream_error").inc()
                 return web.Response(body=content, status=upstream.status_code, content_type="application/json", headers=headers)
             resp = web.StreamResponse(status=200, headers={**headers, "Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
             await resp.prepare(request)
             buffer = b""
-            async for chunk in upstream.aiter_raw():
-                await resp.write(chunk)
-                buffer += chunk
-                while b"\n" in buffer:
-                    line, buffer = buffer.split(b"\n", 1)
-                    finish = _read_sse_line(line, parts) or finish
+            try:
+                async for chunk in upstream.aiter_raw():
+                    await resp.write(chunk)
+                    buffer += chunk
+                    while b"\n" in buffer:
+                        line, buffer = buffer.split(b"\n", 1)
+                        finish = _read_sse_line(line, parts) or finish
+            except httpx.HTTPError as exc:  # the status is sent: the client gets an error event instead of a silent cut
+                error = type(exc).__name__
+                log.warning("the model server failed in the middle of a stream (%s)", error)
+                message = f"the model server failed in the middle of the response ({error})"
+                await resp.write(b"data: " + json.dumps(_error_body(message, "upstream_interrupted")).encode() + b"\n\n")
             await resp.write_eof()
         finally:
             await upstream.aclose()
-        self._tap(body, served_model, "".join(parts), t0, finish=finish, asked=model, version=upstream.headers.get("x-model-version"))
-        self.metrics.requests.labels(model, outcome).inc()
-        self.metrics.latency.labels(model).observe(time.perf_counter() - t0)
+        self._tap(body, served_model, "".join(parts), t0, error=error, finish=finish, asked=model,
+                  version=upstream.headers.get("x-model-version"))
+        self.metrics.requests.labels(label, outcome if error is None else "upstream_error").inc()
+        self.metrics.latency.labels(label).observe(time.perf_counter() - t0)
         return resp
 
     # -- admin ---------------------------------------------------------------------------

@@ -7,6 +7,7 @@ output topics read back for the view and the final JSON summary.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -105,8 +106,9 @@ class StandInController:
         self.server.server_close()
 
 
-def demo_policy_file() -> Path:
-    """The default policy, plus the demo models' staged rollouts (so rollbacks name a version to return to)."""
+def demo_policy_file(directory: Path) -> Path:
+    """The default policy, plus the demo models' staged rollouts (so rollbacks name a version to return to),
+    written to ``directory``."""
     import yaml
 
     from streams.policy.rules import DEFAULT_POLICY
@@ -118,10 +120,10 @@ def demo_policy_file() -> Path:
         {"model": "code-helper", "version": "1.8.0", "stage": "1%", "previous_version": "1.7.2",
          "advance_min_events": 200, "advance_after_s": 15},
     ]
-    fd, name = tempfile.mkstemp(prefix="streamwarden-demo-policy-", suffix=".yaml")
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+    path = directory / "policy.yaml"
+    with path.open("w", encoding="utf-8") as fh:
         yaml.safe_dump(data, fh, sort_keys=False)
-    return Path(name)
+    return path
 
 
 def _worker_ready(web_port: int) -> bool:
@@ -213,23 +215,33 @@ def _time_to_action(sent: _Sent, log: list[dict]) -> dict[str, float]:
     return out
 
 
+def _exited(what: str, code: int, log_path: Path, kept: bool) -> RuntimeError:
+    """A process of the demo died: point at its log, or quote it when the log is a temporary file."""
+    if kept:
+        return RuntimeError(f"{what} exited with {code}; see {log_path}")
+    return RuntimeError(f"{what} exited with {code}; the end of its log:\n{log_path.read_text(errors='replace')[-3000:]}")
+
+
 def run_demo(settings: Settings, opts: DemoOptions, console: Console | None = None) -> dict[str, Any]:
-    """Run the demo and return its summary; the caller prints it."""
+    """Run the demo and return its summary; the caller prints it.
+
+    Everything it starts is stopped and everything it opens is closed when it ends, however it
+    ends; its files (policy, logs) live in a temporary directory that goes with it. Only a worker
+    log the caller asked for (``opts.worker_log``) stays."""
     console = console or Console(stderr=True)
     live_view = console.is_terminal if opts.live is None else opts.live
-    broker = None
-    if settings.profile == "embedded":
-        broker = EmbeddedBroker().start()
-        settings = settings.model_copy(update={"bootstrap": broker.bootstrap})
-    worker = None
-    agent = None
-    controller = None
-    reader = None
-    tap = None
-    try:
+    with contextlib.ExitStack() as cleanup:  # undone in reverse order
+        workdir = Path(cleanup.enter_context(tempfile.TemporaryDirectory(prefix="streamwarden-demo-")))
+        broker = None
+        if settings.profile == "embedded":
+            broker = EmbeddedBroker(log_path=workdir / "tansu.log")
+            cleanup.callback(broker.stop)
+            broker.start()
+            settings = settings.model_copy(update={"bootstrap": broker.bootstrap})
         ensure_topics(settings)
         controller = StandInController()
-        policy_file = demo_policy_file()
+        cleanup.callback(controller.stop)
+        policy_file = demo_policy_file(workdir)
         agent_env = {
             **_worker_env(settings, 0),
             "STREAMWARDEN_POLICY_FILE": str(policy_file),
@@ -237,8 +249,8 @@ def run_demo(settings: Settings, opts: DemoOptions, console: Console | None = No
             "STREAMWARDEN_POLICY_WEB_PORT": str(free_port()),
         }
         web_port = free_port()
-        log_path = opts.worker_log or Path(tempfile.mkstemp(prefix="streamwarden-worker-", suffix=".log")[1])
-        worker_log = open(log_path, "ab")
+        log_path = opts.worker_log or workdir / "worker.log"
+        worker_log = cleanup.enter_context(open(log_path, "ab"))
         worker = subprocess.Popen(
             [sys.executable, "-m", "streams.cli", "worker"],
             env=_worker_env(settings, web_port),
@@ -246,10 +258,12 @@ def run_demo(settings: Settings, opts: DemoOptions, console: Console | None = No
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
         )
+        cleanup.callback(_terminate, worker, 20)
         agent = subprocess.Popen(
             [sys.executable, "-m", "streams.cli", "policy", "run"],
             env=agent_env, stdout=worker_log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
         )
+        cleanup.callback(_terminate, agent, 10)
         sent = _Sent()
         tally = OutputTally()
         lock = threading.Lock()
@@ -259,7 +273,9 @@ def run_demo(settings: Settings, opts: DemoOptions, console: Console | None = No
                 tally.add(rec, phase_of=sent.phase_of_event.get)
 
         reader = OutputReader(settings, ("findings", "deadletter", "metrics", "actions", "control"), on_record).start()
+        cleanup.callback(reader.stop)
         tap = Tap(settings=settings)
+        cleanup.callback(tap.close, timeout_s=1)
         schedule = Schedule.for_run(opts.seconds)
         gen = TrafficGenerator(schedule, seed=opts.seed)
         start = time.monotonic()
@@ -276,9 +292,9 @@ def run_demo(settings: Settings, opts: DemoOptions, console: Console | None = No
                 if opts.seconds is not None and elapsed >= opts.seconds:
                     break
                 if worker.poll() is not None:
-                    raise RuntimeError(f"the worker exited with {worker.returncode}; see {log_path}")
+                    raise _exited("the worker", worker.returncode, log_path, kept=opts.worker_log is not None)
                 if agent.poll() is not None:
-                    raise RuntimeError(f"the policy agent exited with {agent.returncode}; see {log_path}")
+                    raise _exited("the policy agent", agent.returncode, log_path, kept=opts.worker_log is not None)
                 # Send what the rate allows up to now, then sleep a little.
                 due = int(elapsed * opts.rate) - (sent.valid + sent.malformed)
                 for _ in range(max(0, min(due, 1000))):
@@ -362,17 +378,6 @@ def run_demo(settings: Settings, opts: DemoOptions, console: Console | None = No
                 ],
                 "pii_leak_first_event_to_action_s": _time_to_action(sent, tally.action_log),
                 "metrics_records": tally.metrics_records,
-                "worker_log": str(log_path),
+                "worker_log": str(opts.worker_log) if opts.worker_log else None,
             }
         return summary
-    finally:
-        if tap is not None:
-            tap.close(timeout_s=1)
-        if reader is not None:
-            reader.stop()
-        if controller is not None:
-            controller.stop()
-        _terminate(agent, 10)
-        _terminate(worker, 20)
-        if broker is not None:
-            broker.stop()

@@ -234,3 +234,17 @@ def _line_of(node, loc: tuple) -> int | None:
         node = nxt
         line = node.start_mark.line + 1
     return line
+
+
+def check_rollout_stage(policy: Policy, model: str, version: str, stage: str) -> None:
+    """Refuse a stage the rollout does not have (call it before :func:`publish_rollout`).
+
+    The stages are those the policy's ``rollouts:`` entry for the model version declares, or the
+    default ones (internal, 1%, 10%, 100%) when it declares none: what the policy agent accepts.
+    Raises :class:`ConfigurationError` (a ValueError) naming the allowed stages.
+    """
+    declared = policy.rollout_of(model, version)
+    stages = declared.stages if declared is not None else DEFAULT_STAGES
+    if stage not in stages:
+        source = "as the policy declares" if declared is not None else "the default: the policy declares no rollout for it"
+        raise ConfigurationError(f"{stage!r} is not a stage of the rollout of {model} {version}; its stages ({source}): {', '.join(stages)}")
