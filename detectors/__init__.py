@@ -4,5 +4,15 @@ It never imports Kafka or faust; ``streams`` runs it inside the stream processor
 """
 
 from .base import Detector, EventLike, Finding, Severity, finding_id
+from .errors import ConfigurationError, DetectorError, StreamwardenError
 
-__all__ = ["Detector", "EventLike", "Finding", "Severity", "finding_id"]
+__all__ = [
+    "ConfigurationError",
+    "Detector",
+    "DetectorError",
+    "EventLike",
+    "Finding",
+    "Severity",
+    "StreamwardenError",
+    "finding_id",
+]

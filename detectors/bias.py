@@ -35,6 +35,7 @@ import numpy as np
 import yaml
 
 from .base import Detector, EventLike, Finding, Severity, finding_id
+from .errors import ConfigurationError
 from .descriptors import is_refusal, sentiment
 
 DATA = Path(__file__).with_name("data")
@@ -247,7 +248,7 @@ class BiasDetector(Detector):
         embedding_model: str | None = None,
     ):
         if window < 2 * min_events:
-            raise ValueError("window must hold at least two groups of min_events events")
+            raise ConfigurationError("window must hold at least two groups of min_events events")
         self.window = window
         self.min_events = min_events
         self.min_gap = min_gap

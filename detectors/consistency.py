@@ -33,6 +33,7 @@ import numpy as np
 
 from .embeddings import UsesEmbeddings
 from .base import Detector, EventLike, Finding, Severity
+from .errors import ConfigurationError
 
 METHODS = ("embedding", "unigram", "combined", "nli")
 # Event-level thresholds. unigram: on the 60 WikiBio passages, a mean score >= 0.95 flagged
@@ -76,9 +77,9 @@ class SelfConsistencyDetector(UsesEmbeddings, Detector):
         embeddings=None,
     ):
         if method not in METHODS:
-            raise ValueError(f"unknown method {method!r}; one of {', '.join(METHODS)}")
+            raise ConfigurationError(f"unknown method {method!r}; one of {', '.join(METHODS)}")
         if method == "nli" and not nli_model:
-            raise ValueError("the nli method needs nli_model: a local cross-encoder path")
+            raise ConfigurationError("the nli method needs nli_model: a local cross-encoder path")
         self.method = method
         self.threshold = DEFAULT_THRESHOLDS[method] if threshold is None else threshold
         self.min_samples = min_samples

@@ -34,6 +34,7 @@ import numpy as np
 
 from .embeddings import UsesEmbeddings
 from .base import Detector, EventLike, Finding, Severity, finding_id
+from .errors import ConfigurationError
 
 FIELDS = ("prompt", "response")
 
@@ -114,20 +115,20 @@ class EmbeddingDriftDetector(UsesEmbeddings, Detector):
         reservoir_size: int = 200,
     ):
         if mode not in ("local", "publish"):
-            raise ValueError("mode must be 'local' (test in this worker) or 'publish' (reservoirs for a DriftMerger)")
+            raise ConfigurationError("mode must be 'local' (test in this worker) or 'publish' (reservoirs for a DriftMerger)")
         self.mode = mode
         self.reservoir_size = reservoir_size
         self._reservoirs: dict[tuple[str, str, str], IntervalReservoir] = {}
         self._reservoir_lock = threading.Lock()  # export_samples may run on another thread
         if reference not in ("pinned", "previous", "file"):
-            raise ValueError("reference must be 'pinned', 'previous' or 'file'")
+            raise ConfigurationError("reference must be 'pinned', 'previous' or 'file'")
         if reference == "file" and not reference_file:
-            raise ValueError("reference='file' needs reference_file: a text file, one text per line")
+            raise ConfigurationError("reference='file' needs reference_file: a text file, one text per line")
         unknown = set(fields) - set(FIELDS)
         if unknown:
-            raise ValueError(f"unknown fields {sorted(unknown)}; use {FIELDS}")
+            raise ConfigurationError(f"unknown fields {sorted(unknown)}; use {FIELDS}")
         if not 0 < sample_rate <= 1:
-            raise ValueError("sample_rate must be in (0, 1]")
+            raise ConfigurationError("sample_rate must be in (0, 1]")
         self.sample_rate = sample_rate
         self.reference_size = reference_size
         self.window_size = window_size
