@@ -18,6 +18,8 @@ from typing import Any, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from .contracts import Gauge
+
 FINDING_SCHEMA_VERSION = 1
 
 
@@ -126,7 +128,8 @@ class Detector(abc.ABC):
     findings, their metrics' label); without one, it is the class name in snake_case
     (``MyToxicityDetector`` -> ``my_toxicity_detector``). A detector sees a whole micro-batch
     at once so that model-backed detectors can run one forward pass per batch. It may raise:
-    the worker isolates a failing detector from the others and from the stream.
+    the worker isolates a failing detector from the others and from the stream. What else it
+    can do, it declares by subclassing the protocols of :mod:`detectors.contracts`.
     """
 
     name: str = "detector"
@@ -143,9 +146,9 @@ class Detector(abc.ABC):
     def warm_up(self) -> None:
         """Load models and build what the first batch would otherwise pay for (default: nothing)."""
 
-    def gauges(self) -> list[tuple[str, dict[str, str], float]]:
-        """Current values the worker exports as Prometheus gauges ``streamwarden_<name>``:
-        (name, low-cardinality labels, value). Default: none."""
+    def gauges(self) -> list[Gauge]:
+        """Current values the worker exports as Prometheus gauges ``streamwarden_<name>``
+        (see :class:`~detectors.contracts.ExposesGauges`). Default: none."""
         return []
 
     def describe(self) -> Mapping[str, Any]:
