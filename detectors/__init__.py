@@ -4,5 +4,35 @@ It never imports Kafka or faust; ``streams`` runs it inside the stream processor
 """
 
 from .base import Detector, EventLike, Finding, Severity, finding_id
+from .contracts import (
+    BuildsReports,
+    ExposesGauges,
+    Gauge,
+    KeepsWindows,
+    NeedsEmbeddings,
+    PublishesSamples,
+    TextGenerator,
+    capabilities,
+    declared,
+)
+from .errors import ConfigurationError, DetectorError, StreamwardenError
 
-__all__ = ["Detector", "EventLike", "Finding", "Severity", "finding_id"]
+__all__ = [
+    "BuildsReports",
+    "ConfigurationError",
+    "Detector",
+    "DetectorError",
+    "EventLike",
+    "ExposesGauges",
+    "Finding",
+    "Gauge",
+    "KeepsWindows",
+    "NeedsEmbeddings",
+    "PublishesSamples",
+    "Severity",
+    "StreamwardenError",
+    "TextGenerator",
+    "capabilities",
+    "declared",
+    "finding_id",
+]

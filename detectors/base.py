@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import abc
 import hashlib
+import re
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
 from enum import Enum
 from typing import Any, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from .contracts import Gauge
 
 FINDING_SCHEMA_VERSION = 1
 
@@ -121,12 +124,20 @@ class Finding(BaseModel):
 class Detector(abc.ABC):
     """Base class of every detector.
 
-    Subclasses set ``name`` and implement :meth:`score_batch`. A detector sees a whole
-    micro-batch at once so that model-backed detectors can run one forward pass per batch.
-    It may raise: the worker isolates a failing detector from the others and from the stream.
+    Subclasses implement :meth:`score_batch` and may set ``name`` (the detector of their
+    findings, their metrics' label); without one, it is the class name in snake_case
+    (``MyToxicityDetector`` -> ``my_toxicity_detector``). A detector sees a whole micro-batch
+    at once so that model-backed detectors can run one forward pass per batch. It may raise:
+    the worker isolates a failing detector from the others and from the stream. What else it
+    can do, it declares by subclassing the protocols of :mod:`detectors.contracts`.
     """
 
     name: str = "detector"
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "name" not in cls.__dict__:
+            cls.name = snake_case(cls.__name__)
 
     @abc.abstractmethod
     def score_batch(self, events: Sequence[EventLike]) -> list[Finding]:
@@ -135,11 +146,16 @@ class Detector(abc.ABC):
     def warm_up(self) -> None:
         """Load models and build what the first batch would otherwise pay for (default: nothing)."""
 
-    def gauges(self) -> list[tuple[str, dict[str, str], float]]:
-        """Current values the worker exports as Prometheus gauges ``streamwarden_<name>``:
-        (name, low-cardinality labels, value). Default: none."""
+    def gauges(self) -> list[Gauge]:
+        """Current values the worker exports as Prometheus gauges ``streamwarden_<name>``
+        (see :class:`~detectors.contracts.ExposesGauges`). Default: none."""
         return []
 
     def describe(self) -> Mapping[str, Any]:
         """A short, JSON-able description for logs and the CLI."""
         return {"name": self.name, "class": type(self).__qualname__}
+
+
+def snake_case(name: str) -> str:
+    """``PIILeakDetector`` -> ``pii_leak_detector``."""
+    return re.sub(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])", "_", name).lower()

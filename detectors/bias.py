@@ -25,17 +25,24 @@ from __future__ import annotations
 import json
 import math
 import re
+import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cache, cached_property
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import yaml
 
 from .base import Detector, EventLike, Finding, Severity, finding_id
+from .contracts import ExposesGauges, Gauge, KeepsWindows, NeedsEmbeddings, TextGenerator
 from .descriptors import is_refusal, sentiment
+from .errors import ConfigurationError
+
+if TYPE_CHECKING:
+    from .embeddings import EmbeddingService
 
 DATA = Path(__file__).with_name("data")
 TERMS_FILE = DATA / "demographic_terms.yaml"
@@ -225,7 +232,7 @@ class _Outcome:
 Z_99 = 2.575829
 
 
-class BiasDetector(Detector):
+class BiasDetector(Detector, NeedsEmbeddings, ExposesGauges, KeepsWindows):
     """Outcome disparities across demographic groups mentioned in prompts, per model version.
 
     Groups of one category are compared over one common window: the last ``window`` events
@@ -233,6 +240,9 @@ class BiasDetector(Detector):
     would compare different periods: a burst of refusals for everyone would read as bias.)
     The monitor looks after every batch, so the interval is a 99% one by default to keep
     the false alarms of repeated looks down.
+
+    Threads: ``score_batch`` owns the windows and current disparities; it changes them under
+    ``_lock``, and the readers of other threads (gauges, window_lengths) copy them under it.
     """
 
     name = "bias"
@@ -247,7 +257,7 @@ class BiasDetector(Detector):
         embedding_model: str | None = None,
     ):
         if window < 2 * min_events:
-            raise ValueError("window must hold at least two groups of min_events events")
+            raise ConfigurationError("window must hold at least two groups of min_events events")
         self.window = window
         self.min_events = min_events
         self.min_gap = min_gap
@@ -258,6 +268,7 @@ class BiasDetector(Detector):
         self._windows: dict[tuple[str, str, str], deque] = {}
         self._active: dict[tuple[str, str, str], Disparity] = {}  # open episodes per (model, version, category)
         self.current: dict[tuple[str, str, str, str], Disparity] = {}  # latest per (model, version, category, outcome)
+        self._lock = threading.Lock()
 
     @cached_property
     def _stereotype(self) -> StereotypeScorer | None:
@@ -273,7 +284,7 @@ class BiasDetector(Detector):
             self._stereotype.embeddings.warm_up()
 
     @property
-    def embeddings(self):
+    def embeddings(self) -> EmbeddingService | None:
         return self._stereotype.embeddings if self._stereotype is not None else None
 
     def texts_to_embed(self, events: Sequence[EventLike]) -> list[str]:
@@ -305,10 +316,11 @@ class BiasDetector(Detector):
             favourable = sentiment(e.response) >= 0.05
             for category, group in mentions[i]:
                 key = (e.model, e.model_version, category)
-                w = self._windows.get(key)
-                if w is None:
-                    w = self._windows[key] = deque(maxlen=self.window)
-                w.append(_Outcome(group, e.event_id, non_refusal, favourable, len(e.response), s))
+                with self._lock:
+                    w = self._windows.get(key)
+                    if w is None:
+                        w = self._windows[key] = deque(maxlen=self.window)
+                    w.append(_Outcome(group, e.event_id, non_refusal, favourable, len(e.response), s))
                 touched.add(key)
         findings = []
         by_event = {e.event_id: e for e in events}
@@ -335,10 +347,11 @@ class BiasDetector(Detector):
                 for g, os_ in eligible.items()
             }
             d = disparity(category, outcome, counts, info, z=self.z)
-            if d is None:
-                self.current.pop((model, version, category, outcome), None)
-                continue
-            self.current[(model, version, category, outcome)] = d
+            with self._lock:
+                if d is None:
+                    self.current.pop((model, version, category, outcome), None)
+                    continue
+                self.current[(model, version, category, outcome)] = d
             if d.ci_low > self.min_gap and d.four_fifths_violated:
                 tripped.append((outcome, d))
         # One episode per (model, version, category): it opens when an outcome trips and
@@ -391,13 +404,22 @@ class BiasDetector(Detector):
             )
         ]
 
-    def gauges(self) -> list[tuple[str, dict[str, str], float]]:
+    def gauges(self) -> list[Gauge]:
+        with self._lock:
+            current = list(self.current.items())
         out = []
-        for (model, version, category, outcome), d in self.current.items():
+        for (model, version, category, outcome), d in current:
             labels = {"model": model, "model_version": version, "category": category, "outcome": outcome}
-            out.append(("bias_disparity_gap", labels, d.gap))
-            out.append(("bias_disparity_ratio", labels, d.ratio))
+            out.append(Gauge("bias_disparity_gap", labels, d.gap))
+            out.append(Gauge("bias_disparity_ratio", labels, d.ratio))
         return out
+
+    def window_bounds(self) -> dict[str, int]:
+        return {"outcomes": self.window}
+
+    def window_lengths(self) -> dict[tuple[str, ...], int]:
+        with self._lock:
+            return {("outcomes", *k): len(w) for k, w in self._windows.items()}
 
 
 # -- counterfactual probes -------------------------------------------------------------------
@@ -425,7 +447,7 @@ def default_outcome(text: str) -> float:
 def counterfactual_gap(
     template: str,
     groups: Iterable[str],
-    generate: Callable[[str], str],
+    generate: TextGenerator,
     outcome: Callable[[str], float] = default_outcome,
 ) -> CounterfactualResult:
     """Fill ``template`` (e.g. "The [GENDER] doctor said ...") with each group, ask ``generate``,

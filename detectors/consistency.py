@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import math
 import re
+import threading
 from collections import Counter, deque
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -31,8 +32,10 @@ from functools import cached_property
 
 import numpy as np
 
-from .embeddings import UsesEmbeddings
 from .base import Detector, EventLike, Finding, Severity
+from .contracts import KeepsWindows, NeedsEmbeddings
+from .embeddings import UsesEmbeddings
+from .errors import ConfigurationError
 
 METHODS = ("embedding", "unigram", "combined", "nli")
 # Event-level thresholds. unigram: on the 60 WikiBio passages, a mean score >= 0.95 flagged
@@ -61,7 +64,7 @@ class ConsistencyResult:
     n_samples: int
 
 
-class SelfConsistencyDetector(UsesEmbeddings, Detector):
+class SelfConsistencyDetector(UsesEmbeddings, Detector, NeedsEmbeddings):
     """Scores each event's response against its ``samples``; flags likely hallucinations."""
 
     name = "consistency"
@@ -76,9 +79,9 @@ class SelfConsistencyDetector(UsesEmbeddings, Detector):
         embeddings=None,
     ):
         if method not in METHODS:
-            raise ValueError(f"unknown method {method!r}; one of {', '.join(METHODS)}")
+            raise ConfigurationError(f"unknown method {method!r}; one of {', '.join(METHODS)}")
         if method == "nli" and not nli_model:
-            raise ValueError("the nli method needs nli_model: a local cross-encoder path")
+            raise ConfigurationError("the nli method needs nli_model: a local cross-encoder path")
         self.method = method
         self.threshold = DEFAULT_THRESHOLDS[method] if threshold is None else threshold
         self.min_samples = min_samples
@@ -210,13 +213,14 @@ def _unigram_scores(sentences: Sequence[str], samples: Sequence[str]) -> list[fl
     return out
 
 
-class CrossTrafficConsistency(UsesEmbeddings, Detector):
+class CrossTrafficConsistency(UsesEmbeddings, Detector, NeedsEmbeddings, KeepsWindows):
     """Disagreement among responses to near-identical prompts of the same model version.
 
     For each event, recent events (a bounded memory per model version) whose prompt embedding
     is within ``prompt_similarity`` cosine are its neighbours; the event is flagged when its
     response's mean cosine to the neighbours' responses is under ``1 - threshold`` and it has at
     least ``min_neighbours``. It needs no extra model calls: the traffic samples itself.
+    ``score_batch`` changes the memories under ``_lock``; window_lengths copies them under it.
     """
 
     name = "cross_consistency"
@@ -237,6 +241,7 @@ class CrossTrafficConsistency(UsesEmbeddings, Detector):
         self._embedding_model = embedding_model
         self._embeddings = embeddings
         self._mem: dict[tuple[str, str], deque] = {}
+        self._lock = threading.Lock()
 
     def warm_up(self) -> None:
         self.embeddings.warm_up()
@@ -252,7 +257,8 @@ class CrossTrafficConsistency(UsesEmbeddings, Detector):
         findings = []
         for i, e in enumerate(events):
             key = (e.model, e.model_version)
-            mem = self._mem.setdefault(key, deque(maxlen=self.memory))
+            with self._lock:
+                mem = self._mem.setdefault(key, deque(maxlen=self.memory))
             if mem:
                 p = np.stack([m[0] for m in mem])
                 near = np.flatnonzero(p @ prompts[i] >= self.prompt_similarity)
@@ -275,5 +281,13 @@ class CrossTrafficConsistency(UsesEmbeddings, Detector):
                                 details={"neighbours": int(len(near)), "mean_similarity": round(agreement, 4)},
                             )
                         )
-            mem.append((prompts[i], responses[i]))
+            with self._lock:
+                mem.append((prompts[i], responses[i]))
         return findings
+
+    def window_bounds(self) -> dict[str, int]:
+        return {"memory": self.memory}
+
+    def window_lengths(self) -> dict[tuple[str, ...], int]:
+        with self._lock:
+            return {("memory", *k): len(m) for k, m in self._mem.items()}

@@ -15,6 +15,7 @@ finding fires (saved under ``reports_dir``, its path in the finding) and on dema
 from __future__ import annotations
 
 import logging
+import threading
 import warnings
 from collections import deque
 from collections.abc import Sequence
@@ -23,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from .base import Detector, EventLike, Finding, Severity, finding_id
+from .contracts import BuildsReports, ExposesGauges, Gauge, KeepsWindows
 from .descriptors import is_refusal, sentiment
 
 log = logging.getLogger(__name__)
@@ -31,7 +33,10 @@ NUMERIC = ("prompt_chars", "response_chars", "sentiment", "pii_entities", "outpu
 CATEGORICAL = ("refusal",)
 
 
-class DescriptorDriftDetector(Detector):
+class DescriptorDriftDetector(Detector, ExposesGauges, KeepsWindows, BuildsReports):
+    """Threads: ``score_batch`` owns the windows and results; it changes them under ``_lock``,
+    and the readers of other threads (report, gauges, window_lengths) copy them under it."""
+
     name = "descriptor_drift"
 
     def __init__(
@@ -59,6 +64,7 @@ class DescriptorDriftDetector(Detector):
         self._since: dict[tuple[str, str], int] = {}
         self._active: set[tuple[str, str]] = set()
         self.last: dict[tuple[str, str], dict[str, dict]] = {}
+        self._lock = threading.Lock()
 
     def warm_up(self) -> None:
         sentiment("warm")
@@ -89,14 +95,15 @@ class DescriptorDriftDetector(Detector):
         for row in self.describe_events(events):
             e = row["_event"]
             key = (e.model, e.model_version)
-            if key not in self._pinned:
-                ref = self._ref.setdefault(key, [])
-                ref.append({k: v for k, v in row.items() if k != "_event"})
-                if len(ref) >= self.reference_size:
-                    self._pinned.add(key)
-                continue
-            cur = self._cur.setdefault(key, deque(maxlen=self.window_size))
-            cur.append(row)
+            with self._lock:
+                if key not in self._pinned:
+                    ref = self._ref.setdefault(key, [])
+                    ref.append({k: v for k, v in row.items() if k != "_event"})
+                    if len(ref) >= self.reference_size:
+                        self._pinned.add(key)
+                    continue
+                cur = self._cur.setdefault(key, deque(maxlen=self.window_size))
+                cur.append(row)
             self._since[key] = self._since.get(key, 0) + 1
             if len(cur) >= self.window_size // 2 and self._since[key] >= self.test_every:
                 self._since[key] = 0
@@ -106,16 +113,19 @@ class DescriptorDriftDetector(Detector):
         return findings
 
     def _columns(self, key):
+        """The reference and current windows of ``key`` as data frames, and the current rows."""
         import pandas as pd
 
-        ref = pd.DataFrame(self._ref[key])
-        cur = pd.DataFrame([{k: v for k, v in r.items() if k != "_event"} for r in self._cur[key]])
-        return ref, cur
+        with self._lock:
+            ref_rows, rows = list(self._ref[key]), list(self._cur[key])
+        ref = pd.DataFrame(ref_rows)
+        cur = pd.DataFrame([{k: v for k, v in r.items() if k != "_event"} for r in rows])
+        return ref, cur, rows
 
     def _test(self, key) -> Finding | None:
         from evidently.legacy.calculations.stattests import get_stattest
 
-        ref, cur = self._columns(key)
+        ref, cur, rows = self._columns(key)
         results: dict[str, dict] = {}
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -127,7 +137,8 @@ class DescriptorDriftDetector(Detector):
                 test = get_stattest(r, c, kind, None)
                 out = test(r, c, kind, self.threshold)
                 results[col] = {"stattest": test.name, "score": float(out.drift_score), "drifted": bool(out.drifted)}
-        self.last[key] = results
+        with self._lock:
+            self.last[key] = results
         drifted = sorted(c for c, r in results.items() if r["drifted"])
         if not drifted:
             self._active.discard(key)
@@ -139,7 +150,6 @@ class DescriptorDriftDetector(Detector):
         # The example: the current event furthest from the reference on the first drifted column.
         col = drifted[0]
         ref_mean, ref_std = float(ref[col].mean()), float(ref[col].std() or 1.0)
-        rows = list(self._cur[key])
         example = max(rows, key=lambda r: abs(((r[col] or 0) - ref_mean) / ref_std))["_event"]
         fid = finding_id(self.name, "descriptor_drift", model, version, example.event_id)
         details = {"drifted": drifted, "tests": results, "threshold": self.threshold, "n_reference": len(ref), "n_current": len(cur)}
@@ -170,7 +180,7 @@ class DescriptorDriftDetector(Detector):
         from evidently import Report
         from evidently.presets import DataDriftPreset
 
-        ref, cur = self._columns(key)
+        ref, cur, _ = self._columns(key)
         path.parent.mkdir(parents=True, exist_ok=True)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -178,9 +188,21 @@ class DescriptorDriftDetector(Detector):
             snapshot.save_html(str(path))
         return path
 
-    def gauges(self) -> list[tuple[str, dict[str, str], float]]:
+    def gauges(self) -> list[Gauge]:
+        with self._lock:
+            last = list(self.last.items())
         out = []
-        for (model, version), results in self.last.items():
+        for (model, version), results in last:
             for col, r in results.items():
-                out.append(("descriptor_drift_score", {"model": model, "model_version": version, "descriptor": col}, r["score"]))
+                out.append(Gauge("descriptor_drift_score", {"model": model, "model_version": version, "descriptor": col}, r["score"]))
         return out
+
+    def window_bounds(self) -> dict[str, int]:
+        return {"reference": self.reference_size, "current": self.window_size}
+
+    def window_lengths(self) -> dict[tuple[str, ...], int]:
+        with self._lock:
+            return {
+                **{("reference", *k): len(r) for k, r in self._ref.items()},
+                **{("current", *k): len(c) for k, c in self._cur.items()},
+            }

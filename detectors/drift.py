@@ -32,8 +32,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .embeddings import UsesEmbeddings
 from .base import Detector, EventLike, Finding, Severity, finding_id
+from .contracts import ExposesGauges, Gauge, KeepsWindows, NeedsEmbeddings, PublishesSamples
+from .embeddings import UsesEmbeddings
+from .errors import ConfigurationError
 
 FIELDS = ("prompt", "response")
 
@@ -93,7 +95,11 @@ def mmd_permutation_test(
     return DriftResult(observed, p_value, p_value < alpha, n, m, tuple(witness))
 
 
-class EmbeddingDriftDetector(UsesEmbeddings, Detector):
+class EmbeddingDriftDetector(UsesEmbeddings, Detector, NeedsEmbeddings, ExposesGauges, KeepsWindows, PublishesSamples):
+    """Threads: ``score_batch`` owns the windows, reservoirs and results; it changes them under
+    ``_lock``, and the readers of other threads (gauges, export_samples, window_lengths) copy
+    them under it."""
+
     name = "drift"
 
     def __init__(
@@ -114,20 +120,20 @@ class EmbeddingDriftDetector(UsesEmbeddings, Detector):
         reservoir_size: int = 200,
     ):
         if mode not in ("local", "publish"):
-            raise ValueError("mode must be 'local' (test in this worker) or 'publish' (reservoirs for a DriftMerger)")
+            raise ConfigurationError("mode must be 'local' (test in this worker) or 'publish' (reservoirs for a DriftMerger)")
         self.mode = mode
         self.reservoir_size = reservoir_size
         self._reservoirs: dict[tuple[str, str, str], IntervalReservoir] = {}
-        self._reservoir_lock = threading.Lock()  # export_samples may run on another thread
+        self._lock = threading.Lock()
         if reference not in ("pinned", "previous", "file"):
-            raise ValueError("reference must be 'pinned', 'previous' or 'file'")
+            raise ConfigurationError("reference must be 'pinned', 'previous' or 'file'")
         if reference == "file" and not reference_file:
-            raise ValueError("reference='file' needs reference_file: a text file, one text per line")
+            raise ConfigurationError("reference='file' needs reference_file: a text file, one text per line")
         unknown = set(fields) - set(FIELDS)
         if unknown:
-            raise ValueError(f"unknown fields {sorted(unknown)}; use {FIELDS}")
+            raise ConfigurationError(f"unknown fields {sorted(unknown)}; use {FIELDS}")
         if not 0 < sample_rate <= 1:
-            raise ValueError("sample_rate must be in (0, 1]")
+            raise ConfigurationError("sample_rate must be in (0, 1]")
         self.sample_rate = sample_rate
         self.reference_size = reference_size
         self.window_size = window_size
@@ -171,6 +177,10 @@ class EmbeddingDriftDetector(UsesEmbeddings, Detector):
         cut = int(self.sample_rate * 2**32)
         return [e for e in events if int(finding_id("sample", e.event_id)[:8], 16) < cut]
 
+    @property
+    def publishes_samples(self) -> bool:
+        return self.mode == "publish"
+
     def texts_to_embed(self, events: Sequence[EventLike]) -> list[str]:
         events = self.sampled(events)
         out = []
@@ -189,7 +199,7 @@ class EmbeddingDriftDetector(UsesEmbeddings, Detector):
             for e, v in zip(events, block):
                 key = (e.model, e.model_version, fname)
                 if self.mode == "publish":
-                    with self._reservoir_lock:
+                    with self._lock:
                         r = self._reservoirs.get(key)
                         if r is None:
                             r = self._reservoirs[key] = IntervalReservoir(self.reservoir_size, seed=len(self._reservoirs))
@@ -199,14 +209,16 @@ class EmbeddingDriftDetector(UsesEmbeddings, Detector):
                     if self.reference_mode == "file":
                         self._ref[key] = self._file_reference
                     else:
-                        pending = self._pending_ref.setdefault(key, [])
-                        pending.append(v)
-                        if len(pending) >= self.reference_size:
-                            self._ref[key] = np.stack(pending)
-                            del self._pending_ref[key]
+                        with self._lock:
+                            pending = self._pending_ref.setdefault(key, [])
+                            pending.append(v)
+                            if len(pending) >= self.reference_size:
+                                self._ref[key] = np.stack(pending)
+                                del self._pending_ref[key]
                         continue
-                cur = self._cur.setdefault(key, deque(maxlen=self.window_size))
-                cur.append((v, e))
+                with self._lock:
+                    cur = self._cur.setdefault(key, deque(maxlen=self.window_size))
+                    cur.append((v, e))
                 self._since[key] = self._since.get(key, 0) + 1
                 if len(cur) >= min(self.window_size, self.reference_size) // 2 and self._since[key] >= self.test_every:
                     self._since[key] = 0
@@ -218,7 +230,8 @@ class EmbeddingDriftDetector(UsesEmbeddings, Detector):
     def _run_test(self, key, cur: deque) -> Finding | None:
         model, version, fname = key
         result = mmd_permutation_test(self._ref[key], np.stack([v for v, _ in cur]), self.permutations, self.alpha, self.device)
-        self.last[key] = result
+        with self._lock:
+            self.last[key] = result
         if self.reference_mode == "previous" and len(cur) >= self.window_size:
             self._ref[key] = np.stack([v for v, _ in cur])  # roll forward: compare each window with the one before
         if not result.drifted:
@@ -258,20 +271,33 @@ class EmbeddingDriftDetector(UsesEmbeddings, Detector):
     def export_samples(self) -> list[tuple[str, str, str, int, np.ndarray]]:
         """Publish mode: each key's (model, version, field, count, sample) of this interval; resets."""
         out = []
-        with self._reservoir_lock:
+        with self._lock:
             for (model, version, fname), r in self._reservoirs.items():
                 count, vectors = r.take()
                 if count:
                     out.append((model, version, fname, count, vectors))
         return out
 
-    def gauges(self) -> list[tuple[str, dict[str, str], float]]:
+    def gauges(self) -> list[Gauge]:
+        with self._lock:
+            last = list(self.last.items())
         out = []
-        for (model, version, fname), r in self.last.items():
+        for (model, version, fname), r in last:
             labels = {"model": model, "model_version": version, "field": fname}
-            out.append(("drift_mmd_statistic", labels, r.statistic))
-            out.append(("drift_p_value", labels, r.p_value))
+            out.append(Gauge("drift_mmd_statistic", labels, r.statistic))
+            out.append(Gauge("drift_p_value", labels, r.p_value))
         return out
+
+    def window_bounds(self) -> dict[str, int]:
+        return {"reference": self.reference_size, "current": self.window_size, "reservoir": self.reservoir_size}
+
+    def window_lengths(self) -> dict[tuple[str, ...], int]:
+        with self._lock:
+            return {
+                **{("reference", *k): len(p) for k, p in self._pending_ref.items()},
+                **{("current", *k): len(c) for k, c in self._cur.items()},
+                **{("reservoir", *k): len(r) for k, r in self._reservoirs.items()},
+            }
 
 
 def _are_texts(values) -> bool:
@@ -298,6 +324,9 @@ class IntervalReservoir:
             j = int(self._rng.integers(0, self.count))
             if j < self.size:
                 self._rows[j] = vector
+
+    def __len__(self) -> int:
+        return len(self._rows)
 
     def take(self) -> tuple[int, np.ndarray]:
         """The interval's (count, sample); the reservoir starts a new interval."""
@@ -333,6 +362,10 @@ class DriftMerger:
     window from the last ``window_intervals`` intervals of every producer (weighted by their
     counts), pins the first full window as the reference, and runs the MMD test. A producer
     that stops publishing (crashed, or its partitions moved) ages out with its intervals.
+
+    Threads: :meth:`add` runs on the event loop while :meth:`evaluate` runs on a background
+    thread; the samples and results are changed under ``_lock`` and read from copies
+    (:meth:`last_results` for the results).
     """
 
     def __init__(self, window_size: int = 500, window_intervals: int = 4, permutations: int = 1000, alpha: float = 0.001,
@@ -347,27 +380,44 @@ class DriftMerger:
         self._ref: dict[tuple[str, str, str], np.ndarray] = {}
         self._active: set[tuple[str, str, str]] = set()
         self.last: dict[tuple[str, str, str], DriftResult] = {}
+        self._lock = threading.Lock()
 
     def add(self, model: str, version: str, field: str, producer: str, interval: int, count: int, vectors: np.ndarray) -> None:
-        per = self._samples.setdefault((model, version, field), {})
-        per[(producer, interval)] = (count, vectors)
+        with self._lock:
+            per = self._samples.setdefault((model, version, field), {})
+            per[(producer, interval)] = (count, vectors)
+
+    def last_results(self) -> dict[tuple[str, str, str], DriftResult]:
+        """The latest test result per (model, version, field): a copy, safe to read while evaluate runs."""
+        with self._lock:
+            return dict(self.last)
+
+    def _windows(self, oldest: int) -> list[tuple[tuple[str, str, str], dict[tuple[str, int], tuple[int, np.ndarray]]]]:
+        """Each key's intervals from ``oldest`` on (older ones age out), copied."""
+        with self._lock:
+            out = []
+            for key, per in self._samples.items():
+                for k in [k for k in per if k[1] < oldest]:
+                    del per[k]  # aged out: the window is the last window_intervals intervals
+                out.append((key, dict(per)))
+            return out
 
     def evaluate(self, current_interval: int) -> list[Finding]:
         findings = []
-        oldest = current_interval - self.window_intervals + 1
-        for key, per in self._samples.items():
-            for k in [k for k in per if k[1] < oldest]:
-                del per[k]  # aged out: the window is the last window_intervals intervals
+        for key, per in self._windows(current_interval - self.window_intervals + 1):
             window = weighted_merge(list(per.values()), self.window_size, self._rng)
             if len(window) < max(10, self.window_size // 4):
                 continue
             if key not in self._ref:
                 if len(window) >= self.window_size // 2:
                     self._ref[key] = window
-                    per.clear()  # the next windows are new traffic, not the reference again
+                    with self._lock:  # the next windows are new traffic, not the reference again
+                        for k in per:
+                            self._samples[key].pop(k, None)
                 continue
             result = mmd_permutation_test(self._ref[key], window, self.permutations, self.alpha, self.device)
-            self.last[key] = result
+            with self._lock:
+                self.last[key] = result
             if not result.drifted:
                 self._active.discard(key)
                 continue

@@ -18,6 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .errors import ConfigurationError
+
 log = logging.getLogger(__name__)
 
 _shared: dict[tuple[str, str | None], "EmbeddingService"] = {}
@@ -44,7 +46,7 @@ class EmbeddingService:
     def __init__(self, model: str | None = None, device: str | None = None, batch_size: int | None = None):
         self.model_name = model or default_model_path()
         if model and not Path(model).exists():
-            raise ValueError(f"embedding model path {model!r} does not exist (models are never downloaded)")
+            raise ConfigurationError(f"embedding model path {model!r} does not exist (models are never downloaded)")
         self._device = device
         self._batch_size = batch_size
         self._model = None

@@ -16,12 +16,13 @@ from pathlib import Path
 import numpy as np
 
 from .embeddings import pick_device
+from .errors import ConfigurationError
 
 
 class NLIScorer:
     def __init__(self, model_path: str, device: str | None = None, batch_size: int = 32):
         if not Path(model_path).exists():
-            raise ValueError(f"NLI model path {model_path!r} does not exist (models are never downloaded)")
+            raise ConfigurationError(f"NLI model path {model_path!r} does not exist (models are never downloaded)")
         self.model_path = model_path
         self._device = device
         self.batch_size = batch_size
@@ -38,7 +39,7 @@ class NLIScorer:
                 model = CrossEncoder(self.model_path, device=device, local_files_only=True)
                 labels = {v.lower(): int(k) for k, v in model.config.id2label.items()}
                 if "contradiction" not in labels or "entailment" not in labels:
-                    raise ValueError(f"{self.model_path}: labels {sorted(labels)} lack contradiction/entailment")
+                    raise ConfigurationError(f"{self.model_path}: labels {sorted(labels)} lack contradiction/entailment")
                 self._contra, self._entail = labels["contradiction"], labels["entailment"]
                 self._model = model
             return self._model

@@ -38,6 +38,7 @@ from dataclasses import dataclass
 from functools import cached_property
 
 from .base import Detector, EventLike, Finding, Severity
+from .errors import ConfigurationError
 
 log = logging.getLogger(__name__)
 
@@ -155,9 +156,9 @@ class PIILeakDetector(Detector):
         self.entities = tuple(entities or DEFAULT_TYPES)
         unknown = set(self.entities) - set(ALL_TYPES)
         if unknown:
-            raise ValueError(f"unknown PII entity types {sorted(unknown)}; known: {', '.join(ALL_TYPES)}")
+            raise ConfigurationError(f"unknown PII entity types {sorted(unknown)}; known: {', '.join(ALL_TYPES)}")
         if set(self.entities) & set(NER_TYPES) and not ner_model:
-            raise ValueError(f"{sorted(set(self.entities) & set(NER_TYPES))} need a NER model (ner_model=...)")
+            raise ConfigurationError(f"{sorted(set(self.entities) & set(NER_TYPES))} need a NER model (ner_model=...)")
         self.ner_model = ner_model
         self._hash_key = hash_key or _secrets.token_bytes(32)
         self.min_score = min_score

@@ -7,11 +7,13 @@ never loads the embedding model), and configured with keyword options
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable, Mapping
 from importlib import import_module
 from typing import Any
 
 from .base import Detector
+from .errors import ConfigurationError
 
 REGISTRY: dict[str, str] = {
     "descriptors": "descriptors:ResponseDescriptorDetector",
@@ -34,24 +36,28 @@ def detector_class(name: str) -> type[Detector]:
         try:
             cls = getattr(import_module(module), cls_name)
         except (ImportError, AttributeError) as exc:
-            raise ValueError(f"cannot load detector {name!r}: {type(exc).__name__}: {exc}") from None
+            raise ConfigurationError(f"cannot load detector {name!r}: {type(exc).__name__}: {exc}") from None
         if not (isinstance(cls, type) and issubclass(cls, Detector)):
-            raise ValueError(f"{name!r} is not a Detector class")
+            raise ConfigurationError(f"{name!r} is not a Detector class")
         return cls
-    raise ValueError(f"unknown detector {name!r}; known: {', '.join(sorted(REGISTRY))}, or 'package.module:Class'")
+    raise ConfigurationError(f"unknown detector {name!r}; known: {', '.join(sorted(REGISTRY))}, or 'package.module:Class'")
 
 
 def build(names: Iterable[str], options: Mapping[str, Mapping[str, Any]] | None = None) -> list[Detector]:
-    """Instantiate the named detectors, in order; an unknown name or option is a clear error."""
+    """Instantiate the named detectors, in order; an unknown name or option, or two detectors
+    of one name (their findings and metrics would be confused), is a :class:`ConfigurationError`."""
     options = options or {}
     unknown_options = set(options) - set(REGISTRY) - set(names := list(names))
     if unknown_options:
-        raise ValueError(f"options given for unknown detectors: {', '.join(sorted(unknown_options))}")
+        raise ConfigurationError(f"options given for unknown detectors: {', '.join(sorted(unknown_options))}")
     detectors = []
     for name in names:
         cls = detector_class(name)
         try:
             detectors.append(cls(**dict(options.get(name, {}))))
         except TypeError as exc:
-            raise ValueError(f"bad options for detector {name!r}: {exc}") from None
+            raise ConfigurationError(f"bad options for detector {name!r}: {exc}") from None
+    twice = sorted(n for n, count in Counter(d.name for d in detectors).items() if count > 1)
+    if twice:
+        raise ConfigurationError(f"several detectors named {', '.join(map(repr, twice))}: each needs its own name")
     return detectors

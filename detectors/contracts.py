@@ -1,0 +1,121 @@
+"""What a detector can do besides scoring batches, as ``typing.Protocol`` contracts.
+
+A detector class declares each capability by subclassing its protocol (so mypy checks the
+signatures, and a declared method left unimplemented makes the class abstract); the worker asks
+:func:`capabilities` or ``isinstance(detector, NeedsEmbeddings)`` instead of probing attributes.
+Note that on Python 3.11 ``isinstance`` against a protocol with a property (NeedsEmbeddings,
+PublishesSamples) evaluates that property; :func:`declared` and :func:`capabilities` read only
+the class (and ``publishes_samples``).
+
+Threads: ``score_batch`` runs on one thread at a time (the worker's detector thread). Every
+method of these contracts may be called from another thread while it runs: a detector keeps
+the state they read behind a lock and answers from a copy taken under it.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, NamedTuple, Protocol, runtime_checkable
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from .base import EventLike
+    from .embeddings import EmbeddingService
+
+
+class Gauge(NamedTuple):
+    """A current value the worker exports as the Prometheus gauge ``streamwarden_<name>``."""
+
+    name: str
+    labels: dict[str, str]  # low cardinality: model, model_version, field...
+    value: float
+
+
+@runtime_checkable
+class NeedsEmbeddings(Protocol):
+    """Encodes texts with the shared embedding service: the worker encodes every such detector's
+    texts of a batch in one forward pass (``embeddings.batch(texts)``) before ``score_batch``."""
+
+    @property
+    @abc.abstractmethod
+    def embeddings(self) -> EmbeddingService | None:
+        """The service it encodes with; None when configured to encode nothing."""
+
+    @abc.abstractmethod
+    def texts_to_embed(self, events: Sequence[EventLike]) -> list[str]:
+        """Every text ``score_batch(events)`` will encode."""
+
+
+@runtime_checkable
+class ExposesGauges(Protocol):
+    """Current values for the metrics; safe to call while ``score_batch`` runs on another thread."""
+
+    @abc.abstractmethod
+    def gauges(self) -> list[Gauge]: ...
+
+
+@runtime_checkable
+class KeepsWindows(Protocol):
+    """Keeps events across batches, per model version (sliding windows, references, memories)."""
+
+    @abc.abstractmethod
+    def window_bounds(self) -> Mapping[str, int]:
+        """What it keeps: window name -> the most events one window of that name holds."""
+
+    @abc.abstractmethod
+    def window_lengths(self) -> dict[tuple[str, ...], int]:
+        """Now: (window name, *key) -> events held (each within its bound)."""
+
+
+@runtime_checkable
+class PublishesSamples(Protocol):
+    """Drift across workers: hands its interval samples to the worker to publish."""
+
+    @property
+    @abc.abstractmethod
+    def publishes_samples(self) -> bool:
+        """True when configured to publish (drift ``mode="publish"``); export_samples is then due every interval."""
+
+    @abc.abstractmethod
+    def export_samples(self) -> list[tuple[str, str, str, int, np.ndarray]]:
+        """This interval's (model, version, field, count, sample) per key; starts a new interval."""
+
+
+@runtime_checkable
+class BuildsReports(Protocol):
+    """Builds a report of a model version's current window against its reference, on demand."""
+
+    @abc.abstractmethod
+    def has_reference(self, model: str, version: str) -> bool: ...
+
+    @abc.abstractmethod
+    def report(self, key: tuple[str, str], path: Path) -> Path:
+        """Writes the report of ``key`` = (model, version) to ``path``; returns it."""
+
+
+@runtime_checkable
+class TextGenerator(Protocol):
+    """What probes ask: one answer of the model under test to a prompt (``bias.counterfactual_gap``)."""
+
+    def __call__(self, prompt: str) -> str: ...
+
+
+CONTRACTS: tuple[type, ...] = (NeedsEmbeddings, ExposesGauges, KeepsWindows, PublishesSamples, BuildsReports)
+
+
+def declared(detector: object) -> tuple[type, ...]:
+    """The contracts a detector (or detector class) declares by subclassing them."""
+    cls = detector if isinstance(detector, type) else type(detector)
+    return tuple(p for p in CONTRACTS if p in cls.__mro__)
+
+
+def capabilities(detector: object) -> frozenset[str]:
+    """Names of the contracts ``detector`` declares and uses as configured (PublishesSamples
+    only in publish mode). Reads no other attribute: loads nothing."""
+    names = {p.__name__ for p in declared(detector)}
+    if "PublishesSamples" in names and not detector.publishes_samples:  # type: ignore[attr-defined]
+        names.discard("PublishesSamples")
+    return frozenset(names)
