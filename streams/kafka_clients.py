@@ -131,7 +131,7 @@ def faust_options(settings: Settings) -> dict[str, Any]:
         broker=faust_broker_urls(settings),
         broker_credentials=faust_credentials(settings),
         store="memory://",  # the worker keeps no faust tables: correctness never rests on table recovery
-        datadir=str(settings.state_dir / "worker" / "{appid}"),
+        datadir=str(settings.state_dir / "worker" / "{conf.name}"),  # faust fills in the app id
         web_bind=settings.web_host,
         web_host=settings.web_host,
         web_port=settings.web_port,

@@ -37,10 +37,11 @@ def shared_data(*parts: str) -> Path:
 
 # Test tiers (markers): unit (no broker, no child process), integration, slow. A test is unit unless
 # it uses the broker or is listed here; `pytest -m unit` is the quick loop, `make test` runs every tier.
-_INTEGRATION_MODULES = {"test_actions", "test_dashboards", "test_prometheus_rules", "test_probes", "test_replay", "test_demo"}
+_INTEGRATION_MODULES = {"test_actions", "test_cli_errors", "test_dashboards", "test_prometheus_rules", "test_probes", "test_replay", "test_demo"}
 _SLOW_MODULES = {"test_demo", "test_crash", "test_backpressure", "test_actions", "test_dashboards", "test_drift_workers", "test_fuzz_worker"}
 
 
+@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config, items):
     for item in items:
         module = item.module.__name__.rsplit(".", 1)[-1]
@@ -48,7 +49,7 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.slow)
         if "broker" in item.fixturenames or module in _INTEGRATION_MODULES:
             item.add_marker(pytest.mark.integration)
-        if not any(item.iter_markers(name) for name in ("integration", "slow")):
+        if not any(item.get_closest_marker(name) for name in ("integration", "slow")):
             item.add_marker(pytest.mark.unit)
 
 

@@ -175,6 +175,7 @@ def test_the_worker_keeps_its_state_in_the_state_directory_not_the_current_one(t
     cwd.mkdir()
     monkeypatch.chdir(cwd)
     w = Worker(Settings(profile="embedded", bootstrap="127.0.0.1:1", detectors=["descriptors"], app_id="state-test", state_dir=state))
-    appdir = w.app.conf.appdir  # faust makes its data directory here
+    w.app._create_directories()  # what faust does as the worker starts
+    appdir = w.app.conf.appdir
     assert appdir.is_dir() and state in appdir.parents
     assert list(cwd.iterdir()) == []

@@ -5,7 +5,7 @@ import pytest
 
 from detectors.base import Detector, Finding, Severity
 from detectors.descriptors import ResponseDescriptorDetector
-from streams import pipeline as pl
+from streams.worker import pipeline as pl
 from streams.worker.pipeline import HEADER_PREFIX, DeadLetter, Pipeline, RawRecord, decode
 
 from .conftest import make_event

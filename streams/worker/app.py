@@ -64,6 +64,8 @@ class Worker:
         self.sampler = self._make_sampler(settings)
         # Metrics count a batch once faust has committed its offsets: the app's monitor hears every commit.
         self.gate = CommitGate(self._count)
+        # faust makes its data directory (one level) on start: its parents live in the state directory.
+        (settings.state_dir / "worker").mkdir(parents=True, exist_ok=True)
         self.app = faust.App(settings.app_id, monitor=CommitMonitor(self.gate, self._flush_soon), **kafka_clients.faust_options(settings))
         specs = topic_specs(settings)
 
