@@ -10,13 +10,18 @@ import inspect
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
 
 from detectors import Finding, capabilities, declared, registry
-from detectors.contracts import CONTRACTS, BuildsReports, ExposesGauges, KeepsWindows, PublishesSamples
+from detectors.contracts import (
+    CONTRACTS,
+    BuildsReports,
+    ExposesGauges,
+    KeepsWindows,
+    PublishesSamples,
+)
 from detectors.embeddings import EmbeddingService
 
 from .conftest import ROOT, make_event
@@ -199,7 +204,7 @@ def test_samples_are_published_only_in_publish_mode(config):
 
 
 def test_reports_build_for_a_model_version_with_a_reference(traffic_findings, tmp_path):
-    det, events, _ = traffic_findings
+    det, _, _ = traffic_findings
     if not isinstance(det, BuildsReports):
         pytest.skip("builds no reports")
     assert not det.has_reference("no-such-model", "v0")
