@@ -37,7 +37,13 @@ import numpy as np
 import yaml
 
 from .base import Detector, EventLike, Finding, Severity, finding_id
-from .contracts import ExposesGauges, Gauge, KeepsWindows, NeedsEmbeddings, TextGenerator
+from .contracts import (
+    ExposesGauges,
+    Gauge,
+    KeepsWindows,
+    NeedsEmbeddings,
+    TextGenerator,
+)
 from .descriptors import is_refusal, sentiment
 from .errors import ConfigurationError
 

@@ -33,7 +33,13 @@ from pathlib import Path
 import numpy as np
 
 from .base import Detector, EventLike, Finding, Severity, finding_id
-from .contracts import ExposesGauges, Gauge, KeepsWindows, NeedsEmbeddings, PublishesSamples
+from .contracts import (
+    ExposesGauges,
+    Gauge,
+    KeepsWindows,
+    NeedsEmbeddings,
+    PublishesSamples,
+)
 from .embeddings import UsesEmbeddings
 from .errors import ConfigurationError
 
