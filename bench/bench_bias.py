@@ -58,8 +58,10 @@ def stereotype_table() -> None:
     t0 = time.perf_counter()
     scorer.score(texts)
     t_ours = time.perf_counter() - t0
-    print(f"\nspeed: encode() baseline {len(texts) / t_base:,.0f} texts/s; stereotype_score {len(texts) / t_ours:,.0f} texts/s "
-          f"(x{t_base / t_ours:.2f}: it encodes each text and its gender swap)")
+    print(
+        f"\nspeed: encode() baseline {len(texts) / t_base:,.0f} texts/s; stereotype_score {len(texts) / t_ours:,.0f} texts/s "
+        f"(x{t_base / t_ours:.2f}: it encodes each text and its gender swap)"
+    )
 
 
 def passive_table(seeds=(1, 2, 3, 4, 5)) -> None:

@@ -30,9 +30,9 @@ LEVEL = {"accurate": 0.0, "minor_inaccurate": 0.5, "major_inaccurate": 1.0}
 
 def auc_pr(scores, labels) -> float:
     order = np.argsort(-np.asarray(scores), kind="stable")
-    l = np.asarray(labels, dtype=float)[order]
-    precision = np.cumsum(l) / np.arange(1, len(l) + 1)
-    return float((precision * l).sum() / l.sum())
+    lab = np.asarray(labels, dtype=float)[order]
+    precision = np.cumsum(lab) / np.arange(1, len(lab) + 1)
+    return float((precision * lab).sum() / lab.sum())
 
 
 def main() -> None:
@@ -41,7 +41,9 @@ def main() -> None:
     ann = [a for p in data for a in p["annotation"]]
     nonfact = [a != "accurate" for a in ann]
     human = [np.mean([LEVEL[a] for a in p["annotation"]]) for p in data]
-    print(f"{len(data)} passages, {len(ann)} sentences; random baseline: NonFact {100 * np.mean(nonfact):.2f}, Factual {100 * (1 - np.mean(nonfact)):.2f}\n")
+    print(
+        f"{len(data)} passages, {len(ann)} sentences; random baseline: NonFact {100 * np.mean(nonfact):.2f}, Factual {100 * (1 - np.mean(nonfact)):.2f}\n"
+    )
     print(f"{'method':<28}{'NonFact':>9}{'Factual':>9}{'Pearson':>9}{'sentences/s':>13}")
     for name, (nf, f, r) in PAPER.items():
         print(f"{'paper: ' + name:<28}{nf:>9.2f}{f:>9.2f}{r:>9.2f}{'-':>13}")
@@ -53,13 +55,17 @@ def main() -> None:
         rate = len(ann) / (time.perf_counter() - t0)
         s = np.concatenate([r.sentence_scores for r in results])
         pr = pearsonr([r.score for r in results], human).statistic
-        print(f"{'streamwarden ' + method:<28}{100 * auc_pr(s, nonfact):>9.2f}{100 * auc_pr(-s, [not x for x in nonfact]):>9.2f}{100 * pr:>9.2f}{rate:>13,.1f}")
+        print(
+            f"{'streamwarden ' + method:<28}{100 * auc_pr(s, nonfact):>9.2f}{100 * auc_pr(-s, [not x for x in nonfact]):>9.2f}{100 * pr:>9.2f}{rate:>13,.1f}"
+        )
     texts = [x for p in data[:10] for smp in p["gpt3_text_samples"] for x in split_sentences(smp)]
     service = EmbeddingService.shared()
     t0 = time.perf_counter()
     service.encode(texts)
-    print(f"\nbaseline: encode() of the samples' sentences: {len(texts) / (time.perf_counter() - t0):,.0f} sentences/s "
-          f"(the embedding method encodes ~{len(texts) / sum(len(p['gpt3_sentences']) for p in data[:10]):.0f} sample sentences per response sentence)")
+    print(
+        f"\nbaseline: encode() of the samples' sentences: {len(texts) / (time.perf_counter() - t0):,.0f} sentences/s "
+        f"(the embedding method encodes ~{len(texts) / sum(len(p['gpt3_sentences']) for p in data[:10]):.0f} sample sentences per response sentence)"
+    )
 
 
 if __name__ == "__main__":

@@ -25,12 +25,12 @@ import urllib.request
 import uuid
 from pathlib import Path
 
+from streams.events.topics import ensure_topics
 from streams.local.broker import EmbeddedBroker, free_port
 from streams.local.outputs import OutputReader, OutputTally
+from streams.local.traffic import Schedule, TrafficGenerator
 from streams.settings import Settings
 from streams.tap import Tap
-from streams.events.topics import ensure_topics
-from streams.local.traffic import Schedule, TrafficGenerator
 
 DETECTOR_OPTIONS = {  # the demo's windows, so drift tests run within the bench's minutes
     "drift": {"reference_size": 200, "window_size": 200, "test_every": 100, "sample_rate": 0.25},
@@ -77,19 +77,33 @@ def scrape(port: int) -> dict[str, float]:
 
 
 def run(broker: EmbeddedBroker, workers: int, events: int, latency_s: float, log_dir: Path, torch_threads: int | None = None) -> dict:
-    settings = Settings(profile="embedded", bootstrap=broker.bootstrap, topic_prefix=f"bench-{uuid.uuid4().hex[:6]}.",
-                        input_partitions=4, output_partitions=2, metrics_window_s=0.5)
+    settings = Settings(
+        profile="embedded",
+        bootstrap=broker.bootstrap,
+        topic_prefix=f"bench-{uuid.uuid4().hex[:6]}.",
+        input_partitions=4,
+        output_partitions=2,
+        metrics_window_s=0.5,
+    )
     ensure_topics(settings)
     ports = [free_port() for _ in range(workers)]
     procs = []
     for i, port in enumerate(ports):
-        env = {**os.environ, "STREAMWARDEN_PROFILE": "embedded", "STREAMWARDEN_BOOTSTRAP": settings.bootstrap,
-               "STREAMWARDEN_TOPIC_PREFIX": settings.topic_prefix, "STREAMWARDEN_INPUT_PARTITIONS": "4",
-               "STREAMWARDEN_OUTPUT_PARTITIONS": "2", "STREAMWARDEN_METRICS_WINDOW_S": "0.5", "STREAMWARDEN_WEB_PORT": str(port),
-               "STREAMWARDEN_DETECTOR_OPTIONS": json.dumps(DETECTOR_OPTIONS), "STREAMWARDEN_APP_ID": f"bench-{settings.topic_prefix}"}
+        env = {
+            **os.environ,
+            "STREAMWARDEN_PROFILE": "embedded",
+            "STREAMWARDEN_BOOTSTRAP": settings.bootstrap,
+            "STREAMWARDEN_TOPIC_PREFIX": settings.topic_prefix,
+            "STREAMWARDEN_INPUT_PARTITIONS": "4",
+            "STREAMWARDEN_OUTPUT_PARTITIONS": "2",
+            "STREAMWARDEN_METRICS_WINDOW_S": "0.5",
+            "STREAMWARDEN_WEB_PORT": str(port),
+            "STREAMWARDEN_DETECTOR_OPTIONS": json.dumps(DETECTOR_OPTIONS),
+            "STREAMWARDEN_APP_ID": f"bench-{settings.topic_prefix}",
+        }
         if torch_threads:
             env["STREAMWARDEN_TORCH_THREADS"] = str(torch_threads)
-        log = open(log_dir / f"worker-{workers}-{i}.log", "ab")
+        log = open(log_dir / f"worker-{workers}-{i}.log", "ab")  # noqa: SIM115 - the worker process writes it until it stops
         procs.append(subprocess.Popen([sys.executable, "-m", "streams.cli", "worker"], env=env, stdout=log, stderr=subprocess.STDOUT))
     tally, lock = OutputTally(), threading.Lock()
     arrivals: dict[str, float] = {}
@@ -105,7 +119,7 @@ def run(broker: EmbeddedBroker, workers: int, events: int, latency_s: float, log
     gen = TrafficGenerator(Schedule(()), seed=3, malformed_rate=0.0)
     try:
         for port in ports:
-            wait(lambda: healthy(port), 180, "worker start")
+            wait(lambda port=port: healthy(port), 180, "worker start")
         with Tap(settings=settings) as tap:
             warm = 300
             for _ in range(warm):
@@ -174,16 +188,21 @@ def main() -> None:
         # Two workers on one host, each told to use its share of the cores.
         results.append(run(broker, 2, args.events, args.latency_seconds, log_dir, torch_threads=max(1, (os.cpu_count() or 2) // 2)))
     one, two, two_shared = results
-    print(json.dumps({
-        "machine": f"{os.cpu_count()} CPUs, torch CPU",
-        "embedding_encode_sentences_per_s": round(ceiling, 1),
-        "runs": results,
-        "ratio_1_worker_to_embedding_ceiling": round(one["events_per_s"] / ceiling, 3),
-        "ratio_2_workers_to_embedding_ceiling": round(two["events_per_s"] / ceiling, 3),
-        "ratio_2_workers_to_1": round(two["events_per_s"] / one["events_per_s"], 3),
-        "ratio_2_workers_with_torch_threads_to_1": round(two_shared["events_per_s"] / one["events_per_s"], 3),
-        "worker_logs": str(log_dir),
-    }, indent=2))
+    print(
+        json.dumps(
+            {
+                "machine": f"{os.cpu_count()} CPUs, torch CPU",
+                "embedding_encode_sentences_per_s": round(ceiling, 1),
+                "runs": results,
+                "ratio_1_worker_to_embedding_ceiling": round(one["events_per_s"] / ceiling, 3),
+                "ratio_2_workers_to_embedding_ceiling": round(two["events_per_s"] / ceiling, 3),
+                "ratio_2_workers_to_1": round(two["events_per_s"] / one["events_per_s"], 3),
+                "ratio_2_workers_with_torch_threads_to_1": round(two_shared["events_per_s"] / one["events_per_s"], 3),
+                "worker_logs": str(log_dir),
+            },
+            indent=2,
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -119,7 +119,9 @@ def main() -> None:
         cells = []
         for n in names:
             p, r, f, g = runs[n][0][t]
-            covered = (n.startswith("streamwarden default") and t not in DEFAULT_TYPES) or (n.startswith("presidio no_op") and t in ("PERSON", "LOCATION", "NRP"))
+            covered = (n.startswith("streamwarden default") and t not in DEFAULT_TYPES) or (
+                n.startswith("presidio no_op") and t in ("PERSON", "LOCATION", "NRP")
+            )
             cells.append(f"{'-':>27}" if covered else f"{p:>8.2f} /{r:>5.2f} /{f:>5.2f}   ")
         print(f"{t:<14}{runs[names[0]][0][t][3]:>6}  " + "  ".join(cells))
     print()
@@ -128,7 +130,11 @@ def main() -> None:
         print(f"{n:<30} {runs[n][1]:>9,.0f} texts/s   x{runs[n][1] / base:.2f} of presidio default")
 
     # Secrets.
-    cases = [json.loads(line) for line in (DATA / "detect_secrets_cases" / "detect_secrets_plugin_cases.jsonl").read_text().splitlines() if line.strip()]
+    cases = [
+        json.loads(line)
+        for line in (DATA / "detect_secrets_cases" / "detect_secrets_plugin_cases.jsonl").read_text().splitlines()
+        if line.strip()
+    ]
     from detect_secrets.core.scan import scan_line
     from detect_secrets.settings import default_settings
 

@@ -16,8 +16,8 @@ import json
 import time
 
 from detectors.registry import build
-from streams.worker.pipeline import Pipeline, RawRecord
 from streams.local.traffic import Schedule, TrafficGenerator
+from streams.worker.pipeline import Pipeline, RawRecord
 
 
 def records(n: int) -> list[RawRecord]:
@@ -96,7 +96,9 @@ def main() -> None:
     t_full = time.perf_counter() - t0
     print(f"\nall default detectors ({', '.join(settings.detectors)}), {n} events:")
     print(f"{'encode() of one text per event (ceiling)':<44} {len(texts) / t_embed:>10,.0f} events/s")
-    print(f"{'pipeline with every default detector':<44} {n / t_full:>10,.0f} events/s  (x{(n / t_full) / (len(texts) / t_embed):.2f} of the ceiling)")
+    print(
+        f"{'pipeline with every default detector':<44} {n / t_full:>10,.0f} events/s  (x{(n / t_full) / (len(texts) / t_embed):.2f} of the ceiling)"
+    )
     print("time per stage: " + ", ".join(f"{k} {100 * v / t_full:.0f}%" for k, v in sorted(stages.items(), key=lambda kv: -kv[1])))
 
 

@@ -42,24 +42,53 @@ def st(title: str, query: prometheus.Dataquery, unit: str = "short", w: int = 6,
 
 
 def variables(d: db.Dashboard) -> db.Dashboard:
-    model = (db.QueryVariable("model").label("model").datasource(DS).query("label_values(streamwarden_events_total, model)")
-             .multi(True).include_all(True).all_value(".*").refresh(VariableRefresh.ON_TIME_RANGE_CHANGED))
-    version = (db.QueryVariable("model_version").label("version").datasource(DS)
-               .query('label_values(streamwarden_events_total{model=~"$model"}, model_version)')
-               .multi(True).include_all(True).all_value(".*").refresh(VariableRefresh.ON_TIME_RANGE_CHANGED))
+    model = (
+        db.QueryVariable("model")
+        .label("model")
+        .datasource(DS)
+        .query("label_values(streamwarden_events_total, model)")
+        .multi(True)
+        .include_all(True)
+        .all_value(".*")
+        .refresh(VariableRefresh.ON_TIME_RANGE_CHANGED)
+    )
+    version = (
+        db.QueryVariable("model_version")
+        .label("version")
+        .datasource(DS)
+        .query('label_values(streamwarden_events_total{model=~"$model"}, model_version)')
+        .multi(True)
+        .include_all(True)
+        .all_value(".*")
+        .refresh(VariableRefresh.ON_TIME_RANGE_CHANGED)
+    )
     reports = db.TextBoxVariable("reports_url").label("worker reports").default_value("http://localhost:6066/reports/")
     return d.with_variable(model).with_variable(version).with_variable(reports)
 
 
 def base(uid: str, title: str, description: str) -> db.Dashboard:
-    d = (db.Dashboard(title).uid(uid).description(description).tags(["streamwarden"]).refresh("30s")
-         .time("now-1h", "now").timezone("browser").readonly())
+    d = (
+        db.Dashboard(title)
+        .uid(uid)
+        .description(description)
+        .tags(["streamwarden"])
+        .refresh("30s")
+        .time("now-1h", "now")
+        .timezone("browser")
+        .readonly()
+    )
     d = variables(d)
     d = d.annotation(
-        db.AnnotationQuery().name("actions").datasource(DS).enable(True).icon_color("red")
+        db.AnnotationQuery()
+        .name("actions")
+        .datasource(DS)
+        .enable(True)
+        .icon_color("red")
         # A series' first sample counts too (changes() would miss the first action of a rule).
-        .expr("sum by (action, rule, model, model_version) (clamp_min(streamwarden_actions_total - streamwarden_actions_total offset 1m, 0)"
-              " or (streamwarden_actions_total unless streamwarden_actions_total offset 1m)) > 0")
+        .expr(
+            "sum by (action, rule, model, model_version) (clamp_min(streamwarden_actions_total - streamwarden_actions_total offset 1m, 0)"
+            " or (streamwarden_actions_total unless streamwarden_actions_total offset 1m)) > 0"
+        )
     )
     for other_uid, other in DASHBOARDS_INDEX:
         if other_uid != uid:
@@ -79,99 +108,288 @@ DASHBOARDS_INDEX = [
 
 def overview() -> db.Dashboard:
     d = base("streamwarden-overview", "streamwarden: overview", "Traffic, findings, actions and kill switches per model.")
-    return (d
-        .with_panel(st("events/s", q(f"sum(rate(streamwarden_events_total{{{M}}}[{RI}]))"), "reqps"))
+    return (
+        d.with_panel(st("events/s", q(f"sum(rate(streamwarden_events_total{{{M}}}[{RI}]))"), "reqps"))
         .with_panel(st("findings/s", q(f"sum(rate(streamwarden_findings_total{{{M}}}[{RI}]))")))
-        .with_panel(st("kill switches engaged", q("sum(max by (model) (streamwarden_killswitch_engaged)) or vector(0)"),
-                       desc="Models whose kill switch is engaged; the gateway serves their fallback."))
-        .with_panel(st("actions (1h)", q("sum(increase(streamwarden_actions_total[1h])) or vector(0)"),
-                       desc="Decisions the policy agent wrote to the actions topic."))
-        .with_panel(ts("events/s by model version", q(f"sum by (model, model_version) (rate(streamwarden_events_total{{{M}}}[{RI}]))",
-                                                       "{{model}} {{model_version}}"), unit="reqps"))
-        .with_panel(ts("findings/s by detector and kind", q(f"sum by (detector, kind) (rate(streamwarden_findings_total{{{M}}}[{RI}]))",
-                                                             "{{detector}}.{{kind}}")))
-        .with_panel(ts("error and complaint rate",
-                       q(f"(sum by (model) (rate(streamwarden_model_errors_total{{{M}}}[{RI}])) / sum by (model) (rate(streamwarden_events_total{{{M}}}[{RI}]))) or vector(0)", "errors {{model}}"),
-                       q(f"(sum by (model) (rate(streamwarden_complaints_total{{{M}}}[{RI}])) / sum by (model) (rate(streamwarden_events_total{{{M}}}[{RI}]))) or vector(0)", "complaints {{model}}", "B"),
-                       unit="percentunit"))
-        .with_panel(ts("model latency p50 / p99",
-                       q(f"histogram_quantile(0.5, sum by (le, model) (rate(streamwarden_model_latency_seconds_bucket{{{M}}}[{RI}])))", "p50 {{model}}"),
-                       q(f"histogram_quantile(0.99, sum by (le, model) (rate(streamwarden_model_latency_seconds_bucket{{{M}}}[{RI}])))", "p99 {{model}}", "B"),
-                       unit="s"))
-        .with_panel(ts("policy rule state (0 ok, 1 pending, 2 firing)",
-                       q(f"max by (rule, model, model_version) (streamwarden_policy_rule_state{{{M}}})", "{{rule}} {{model}} {{model_version}}"),
-                       desc="Per rule and model version, from the policy agent."))
-        .with_panel(ts("actions by kind and rule", q("sum by (action, rule) (increase(streamwarden_actions_total[5m])) or vector(0)", "{{action}} {{rule}}")))
+        .with_panel(
+            st(
+                "kill switches engaged",
+                q("sum(max by (model) (streamwarden_killswitch_engaged)) or vector(0)"),
+                desc="Models whose kill switch is engaged; the gateway serves their fallback.",
+            )
+        )
+        .with_panel(
+            st(
+                "actions (1h)",
+                q("sum(increase(streamwarden_actions_total[1h])) or vector(0)"),
+                desc="Decisions the policy agent wrote to the actions topic.",
+            )
+        )
+        .with_panel(
+            ts(
+                "events/s by model version",
+                q(f"sum by (model, model_version) (rate(streamwarden_events_total{{{M}}}[{RI}]))", "{{model}} {{model_version}}"),
+                unit="reqps",
+            )
+        )
+        .with_panel(
+            ts(
+                "findings/s by detector and kind",
+                q(f"sum by (detector, kind) (rate(streamwarden_findings_total{{{M}}}[{RI}]))", "{{detector}}.{{kind}}"),
+            )
+        )
+        .with_panel(
+            ts(
+                "error and complaint rate",
+                q(
+                    f"(sum by (model) (rate(streamwarden_model_errors_total{{{M}}}[{RI}])) / sum by (model) (rate(streamwarden_events_total{{{M}}}[{RI}]))) or vector(0)",
+                    "errors {{model}}",
+                ),
+                q(
+                    f"(sum by (model) (rate(streamwarden_complaints_total{{{M}}}[{RI}])) / sum by (model) (rate(streamwarden_events_total{{{M}}}[{RI}]))) or vector(0)",
+                    "complaints {{model}}",
+                    "B",
+                ),
+                unit="percentunit",
+            )
+        )
+        .with_panel(
+            ts(
+                "model latency p50 / p99",
+                q(
+                    f"histogram_quantile(0.5, sum by (le, model) (rate(streamwarden_model_latency_seconds_bucket{{{M}}}[{RI}])))",
+                    "p50 {{model}}",
+                ),
+                q(
+                    f"histogram_quantile(0.99, sum by (le, model) (rate(streamwarden_model_latency_seconds_bucket{{{M}}}[{RI}])))",
+                    "p99 {{model}}",
+                    "B",
+                ),
+                unit="s",
+            )
+        )
+        .with_panel(
+            ts(
+                "policy rule state (0 ok, 1 pending, 2 firing)",
+                q(f"max by (rule, model, model_version) (streamwarden_policy_rule_state{{{M}}})", "{{rule}} {{model}} {{model_version}}"),
+                desc="Per rule and model version, from the policy agent.",
+            )
+        )
+        .with_panel(
+            ts(
+                "actions by kind and rule",
+                q("sum by (action, rule) (increase(streamwarden_actions_total[5m])) or vector(0)", "{{action}} {{rule}}"),
+            )
+        )
         .with_panel(ts("kill switch by model", q("max by (model) (streamwarden_killswitch_engaged) or vector(0)", "{{model}}"), w=24, h=6))
     )
 
 
 def pipeline() -> db.Dashboard:
     d = base("streamwarden-pipeline", "streamwarden: pipeline health", "Lag, throughput, latency and errors of the workers.")
-    return (d
-        .with_panel(ts("consumer lag (records)", q("sum by (partition) (streamwarden_consumer_lag_records)", "partition {{partition}}"),
-                       desc="Per partition of the inference topic: what the workers have not processed yet."))
-        .with_panel(ts("throughput", q(f"sum(rate(streamwarden_events_total[{RI}]))", "events/s"),
-                       q(f"sum(rate(streamwarden_batch_size_events_count[{RI}]))", "batches/s", "B"), unit="ops"))
-        .with_panel(ts("batch duration p50 / p99",
-                       q(f"histogram_quantile(0.5, sum by (le) (rate(streamwarden_batch_duration_seconds_bucket[{RI}])))", "p50"),
-                       q(f"histogram_quantile(0.99, sum by (le) (rate(streamwarden_batch_duration_seconds_bucket[{RI}])))", "p99", "B"), unit="s"))
-        .with_panel(ts("time per detector (p95 per batch)",
-                       q(f"histogram_quantile(0.95, sum by (le, detector) (rate(streamwarden_detector_duration_seconds_bucket[{RI}])))", "{{detector}}"), unit="s"))
-        .with_panel(ts("dead letters by reason", q(f"sum by (reason) (increase(streamwarden_dead_letters_total[5m])) or vector(0)", "{{reason}}")))
-        .with_panel(ts("detector errors and duplicates",
-                       q("sum by (detector) (increase(streamwarden_detector_errors_total[5m])) or vector(0)", "{{detector}} errors"),
-                       q("sum(increase(streamwarden_duplicate_events_total[5m])) or vector(0)", "duplicates", "B")))
+    return (
+        d.with_panel(
+            ts(
+                "consumer lag (records)",
+                q("sum by (partition) (streamwarden_consumer_lag_records)", "partition {{partition}}"),
+                desc="Per partition of the inference topic: what the workers have not processed yet.",
+            )
+        )
+        .with_panel(
+            ts(
+                "throughput",
+                q(f"sum(rate(streamwarden_events_total[{RI}]))", "events/s"),
+                q(f"sum(rate(streamwarden_batch_size_events_count[{RI}]))", "batches/s", "B"),
+                unit="ops",
+            )
+        )
+        .with_panel(
+            ts(
+                "batch duration p50 / p99",
+                q(f"histogram_quantile(0.5, sum by (le) (rate(streamwarden_batch_duration_seconds_bucket[{RI}])))", "p50"),
+                q(f"histogram_quantile(0.99, sum by (le) (rate(streamwarden_batch_duration_seconds_bucket[{RI}])))", "p99", "B"),
+                unit="s",
+            )
+        )
+        .with_panel(
+            ts(
+                "time per detector (p95 per batch)",
+                q(
+                    f"histogram_quantile(0.95, sum by (le, detector) (rate(streamwarden_detector_duration_seconds_bucket[{RI}])))",
+                    "{{detector}}",
+                ),
+                unit="s",
+            )
+        )
+        .with_panel(
+            ts("dead letters by reason", q("sum by (reason) (increase(streamwarden_dead_letters_total[5m])) or vector(0)", "{{reason}}"))
+        )
+        .with_panel(
+            ts(
+                "detector errors and duplicates",
+                q("sum by (detector) (increase(streamwarden_detector_errors_total[5m])) or vector(0)", "{{detector}} errors"),
+                q("sum(increase(streamwarden_duplicate_events_total[5m])) or vector(0)", "duplicates", "B"),
+            )
+        )
         .with_panel(ts("batches in flight", q("sum(streamwarden_batches_in_flight)", "in flight"), w=24, h=6))
     )
 
 
 def pii() -> db.Dashboard:
-    d = base("streamwarden-pii", "streamwarden: PII leaks", "Personal data and secrets in responses: leaks (not given by the user) and echoes.")
-    return (d
-        .with_panel(st("leaks (1h)", q(f'sum(increase(streamwarden_findings_total{{{M}, detector="pii", kind="pii_leak"}}[1h])) or vector(0)')))
-        .with_panel(st("echoes (1h)", q(f'sum(increase(streamwarden_findings_total{{{M}, detector="pii", kind="pii_echo"}}[1h])) or vector(0)')))
-        .with_panel(st("leak rate", q(f'(sum(rate(streamwarden_findings_total{{{M}, detector="pii", kind="pii_leak"}}[{RI}])) / sum(rate(streamwarden_events_total{{{M}}}[{RI}]))) or vector(0)'), "percentunit", w=12))
-        .with_panel(ts("entities/s by type and origin", q(f"sum by (entity_type, origin) (rate(streamwarden_pii_entities_total{{{M}}}[{RI}]))", "{{entity_type}} {{origin}}"), w=24))
-        .with_panel(ts("PII findings by severity", q(f'sum by (kind, severity) (rate(streamwarden_findings_total{{{M}, detector="pii"}}[{RI}]))', "{{kind}} {{severity}}")))
-        .with_panel(ts("PII finding score p50", q(f'histogram_quantile(0.5, sum by (le, kind) (rate(streamwarden_finding_score_bucket{{detector="pii"}}[{RI}])))', "{{kind}}")))
+    d = base(
+        "streamwarden-pii", "streamwarden: PII leaks", "Personal data and secrets in responses: leaks (not given by the user) and echoes."
+    )
+    return (
+        d.with_panel(
+            st("leaks (1h)", q(f'sum(increase(streamwarden_findings_total{{{M}, detector="pii", kind="pii_leak"}}[1h])) or vector(0)'))
+        )
+        .with_panel(
+            st("echoes (1h)", q(f'sum(increase(streamwarden_findings_total{{{M}, detector="pii", kind="pii_echo"}}[1h])) or vector(0)'))
+        )
+        .with_panel(
+            st(
+                "leak rate",
+                q(
+                    f'(sum(rate(streamwarden_findings_total{{{M}, detector="pii", kind="pii_leak"}}[{RI}])) / sum(rate(streamwarden_events_total{{{M}}}[{RI}]))) or vector(0)'
+                ),
+                "percentunit",
+                w=12,
+            )
+        )
+        .with_panel(
+            ts(
+                "entities/s by type and origin",
+                q(f"sum by (entity_type, origin) (rate(streamwarden_pii_entities_total{{{M}}}[{RI}]))", "{{entity_type}} {{origin}}"),
+                w=24,
+            )
+        )
+        .with_panel(
+            ts(
+                "PII findings by severity",
+                q(f'sum by (kind, severity) (rate(streamwarden_findings_total{{{M}, detector="pii"}}[{RI}]))', "{{kind}} {{severity}}"),
+            )
+        )
+        .with_panel(
+            ts(
+                "PII finding score p50",
+                q(
+                    f'histogram_quantile(0.5, sum by (le, kind) (rate(streamwarden_finding_score_bucket{{detector="pii"}}[{RI}])))',
+                    "{{kind}}",
+                ),
+            )
+        )
     )
 
 
 def bias() -> db.Dashboard:
     d = base("streamwarden-bias", "streamwarden: bias", "Outcome disparities across demographic groups, on live traffic.")
-    return (d
-        .with_panel(ts("disparity ratio (four-fifths rule: below 0.8 is adverse)",
-                       q(f"streamwarden_bias_disparity_ratio{{{M}}}", "{{model}} {{category}} {{outcome}}"), w=12))
-        .with_panel(ts("disparity gap", q(f"streamwarden_bias_disparity_gap{{{M}}}", "{{model}} {{category}} {{outcome}}"), unit="percentunit"))
-        .with_panel(ts("bias findings", q(f'sum by (model, kind) (increase(streamwarden_findings_total{{{M}, detector="bias"}}[15m])) or vector(0)', "{{model}} {{kind}}"), w=24))
+    return (
+        d.with_panel(
+            ts(
+                "disparity ratio (four-fifths rule: below 0.8 is adverse)",
+                q(f"streamwarden_bias_disparity_ratio{{{M}}}", "{{model}} {{category}} {{outcome}}"),
+                w=12,
+            )
+        )
+        .with_panel(
+            ts("disparity gap", q(f"streamwarden_bias_disparity_gap{{{M}}}", "{{model}} {{category}} {{outcome}}"), unit="percentunit")
+        )
+        .with_panel(
+            ts(
+                "bias findings",
+                q(
+                    f'sum by (model, kind) (increase(streamwarden_findings_total{{{M}, detector="bias"}}[15m])) or vector(0)',
+                    "{{model}} {{kind}}",
+                ),
+                w=24,
+            )
+        )
     )
 
 
 def consistency() -> db.Dashboard:
-    d = base("streamwarden-consistency", "streamwarden: self-consistency", "Responses that disagree with other samples of the same prompt (hallucination).")
-    return (d
-        .with_panel(ts("inconsistent responses / events",
-                       q(f'(sum by (model) (rate(streamwarden_findings_total{{{M}, detector="consistency"}}[{RI}])) / sum by (model) (rate(streamwarden_events_total{{{M}}}[{RI}]))) or vector(0)', "{{model}}"),
-                       unit="percentunit"))
-        .with_panel(ts("consistency score p50 / p90 (of flagged responses)",
-                       q(f'histogram_quantile(0.5, sum by (le) (rate(streamwarden_finding_score_bucket{{detector="consistency"}}[{RI}])))', "p50"),
-                       q(f'histogram_quantile(0.9, sum by (le) (rate(streamwarden_finding_score_bucket{{detector="consistency"}}[{RI}])))', "p90", "B")))
-        .with_panel(ts("re-sampling of the model", q("sum by (outcome) (rate(streamwarden_sampler_requests_total[5m])) or vector(0)", "{{outcome}}"), w=24,
-                       desc="Samples the worker asked the model for (budgeted: sampled, failed, skipped)."))
+    d = base(
+        "streamwarden-consistency",
+        "streamwarden: self-consistency",
+        "Responses that disagree with other samples of the same prompt (hallucination).",
+    )
+    return (
+        d.with_panel(
+            ts(
+                "inconsistent responses / events",
+                q(
+                    f'(sum by (model) (rate(streamwarden_findings_total{{{M}, detector="consistency"}}[{RI}])) / sum by (model) (rate(streamwarden_events_total{{{M}}}[{RI}]))) or vector(0)',
+                    "{{model}}",
+                ),
+                unit="percentunit",
+            )
+        )
+        .with_panel(
+            ts(
+                "consistency score p50 / p90 (of flagged responses)",
+                q(f'histogram_quantile(0.5, sum by (le) (rate(streamwarden_finding_score_bucket{{detector="consistency"}}[{RI}])))', "p50"),
+                q(
+                    f'histogram_quantile(0.9, sum by (le) (rate(streamwarden_finding_score_bucket{{detector="consistency"}}[{RI}])))',
+                    "p90",
+                    "B",
+                ),
+            )
+        )
+        .with_panel(
+            ts(
+                "re-sampling of the model",
+                q("sum by (outcome) (rate(streamwarden_sampler_requests_total[5m])) or vector(0)", "{{outcome}}"),
+                w=24,
+                desc="Samples the worker asked the model for (budgeted: sampled, failed, skipped).",
+            )
+        )
     )
 
 
 def drift() -> db.Dashboard:
-    d = base("streamwarden-drift", "streamwarden: drift", "The live window of prompts and responses against the reference. Reports: see the link above.")
-    return (d
-        .with_panel(ts("embedding drift p-value (MMD permutation test)", q(f"min by (model, field) (streamwarden_drift_p_value{{{M}}})", "{{model}} {{field}}")))
-        .with_panel(ts("embedding drift statistic (MMD²)", q(f"max by (model, field) (streamwarden_drift_mmd_statistic{{{M}}})", "{{model}} {{field}}")))
-        .with_panel(ts("descriptor drift score", q(f"max by (model, descriptor) (streamwarden_descriptor_drift_score{{{M}}})", "{{model}} {{descriptor}}")))
-        .with_panel(ts("drift findings", q(f'sum by (model, detector, kind) (increase(streamwarden_findings_total{{{M}, detector=~"drift|descriptor_drift"}}[15m])) or vector(0)', "{{model}} {{kind}}")))
-        .with_panel(text.Panel().title("drift reports").span(24).height(4).content(
-            "Evidently HTML reports of every drift finding are served by the worker: [open the list](${reports_url}). "
-            "Set the `reports_url` variable to your worker's address."))
+    d = base(
+        "streamwarden-drift",
+        "streamwarden: drift",
+        "The live window of prompts and responses against the reference. Reports: see the link above.",
+    )
+    return (
+        d.with_panel(
+            ts(
+                "embedding drift p-value (MMD permutation test)",
+                q(f"min by (model, field) (streamwarden_drift_p_value{{{M}}})", "{{model}} {{field}}"),
+            )
+        )
+        .with_panel(
+            ts(
+                "embedding drift statistic (MMD²)",
+                q(f"max by (model, field) (streamwarden_drift_mmd_statistic{{{M}}})", "{{model}} {{field}}"),
+            )
+        )
+        .with_panel(
+            ts(
+                "descriptor drift score",
+                q(f"max by (model, descriptor) (streamwarden_descriptor_drift_score{{{M}}})", "{{model}} {{descriptor}}"),
+            )
+        )
+        .with_panel(
+            ts(
+                "drift findings",
+                q(
+                    f'sum by (model, detector, kind) (increase(streamwarden_findings_total{{{M}, detector=~"drift|descriptor_drift"}}[15m])) or vector(0)',
+                    "{{model}} {{kind}}",
+                ),
+            )
+        )
+        .with_panel(
+            text.Panel()
+            .title("drift reports")
+            .span(24)
+            .height(4)
+            .content(
+                "Evidently HTML reports of every drift finding are served by the worker: [open the list](${reports_url}). "
+                "Set the `reports_url` variable to your worker's address."
+            )
+        )
     )
 
 

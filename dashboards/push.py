@@ -24,8 +24,14 @@ class PushResult:
     datasource: str | None = None
 
 
-def push(grafana_url: str, credential, folder: str = "streamwarden", folder_uid: str = "streamwarden",
-         prometheus_url: str | None = None, timeout: float = 10.0) -> PushResult:
+def push(
+    grafana_url: str,
+    credential,
+    folder: str = "streamwarden",
+    folder_uid: str = "streamwarden",
+    prometheus_url: str | None = None,
+    timeout: float = 10.0,
+) -> PushResult:
     from grafana_client import GrafanaApi
     from grafana_client.client import GrafanaClientError
 
@@ -55,5 +61,7 @@ def push(grafana_url: str, credential, folder: str = "streamwarden", folder_uid:
         answer = api.dashboard.update_dashboard(
             {"dashboard": dashboard, "folderUid": folder_uid, "overwrite": True, "message": "streamwarden dashboards push"}
         )
-        result.dashboards.append({"uid": dashboard["uid"], "title": dashboard["title"], "url": answer.get("url") if isinstance(answer, dict) else None})
+        result.dashboards.append(
+            {"uid": dashboard["uid"], "title": dashboard["title"], "url": answer.get("url") if isinstance(answer, dict) else None}
+        )
     return result

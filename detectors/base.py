@@ -42,12 +42,20 @@ _SEVERITY_RANK = {s: i for i, s in enumerate(Severity)}
 
 @runtime_checkable
 class EventLike(Protocol):
-    """What a detector may read of an event (``streams.schema.InferenceEvent`` has it all)."""
+    """What a detector may read of an event (``streams.events.schema.InferenceEvent`` has it all)."""
 
-    event_id: str
-    model: str
-    model_version: str
-    route: str | None
+    # Read-only: events are frozen (``InferenceEvent`` is a frozen pydantic model).
+    @property
+    def event_id(self) -> str: ...
+
+    @property
+    def model(self) -> str: ...
+
+    @property
+    def model_version(self) -> str: ...
+
+    @property
+    def route(self) -> str | None: ...
 
     @property
     def prompt_text(self) -> str: ...
@@ -105,7 +113,7 @@ class Finding(BaseModel):
         score: float,
         summary: str,
         details: Mapping[str, Any] | None = None,
-    ) -> "Finding":
+    ) -> Finding:
         return cls(
             finding_id=finding_id(detector, kind, event.event_id),
             detector=detector,

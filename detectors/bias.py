@@ -140,7 +140,7 @@ class StereotypeScorer:
         diff = np.zeros((len(texts), self.w.shape[0]), dtype=np.float32)
         idx = np.flatnonzero(has_signal)
         if len(idx):
-            vectors = self.embeddings.encode([texts[i] for i in idx] + [swapped[i] for i in idx])
+            vectors = self.embeddings.encode([texts[int(i)] for i in idx] + [swapped[int(i)] for i in idx])
             diff[idx] = vectors[: len(idx)] - vectors[len(idx) :]
         return diff, has_signal
 
@@ -213,8 +213,8 @@ def disparity(
     rates = {g: s / n for g, (s, n) in counts.items() if n}
     if len(rates) < 2:
         return None
-    best = max(rates, key=rates.get)
-    worst = min(rates, key=rates.get)
+    best = max(rates, key=lambda g: rates[g])
+    worst = min(rates, key=lambda g: rates[g])
     (sb, nb), (sw, nw) = counts[best], counts[worst]
     gap, lo, hi = newcombe_difference(sb, nb, sw, nw, z)
     ratio = rates[worst] / rates[best] if rates[best] > 0 else 1.0
@@ -297,7 +297,7 @@ class BiasDetector(Detector, NeedsEmbeddings, ExposesGauges, KeepsWindows):
         """The responses (and their gender swaps) that stereotype scoring will encode."""
         if self._stereotype is None:
             return []
-        out = []
+        out: list[str] = []
         for e in events:
             user = getattr(e, "user_text", None)
             if self.matcher.groups_in(user if isinstance(user, str) else e.prompt_text):
@@ -376,7 +376,7 @@ class BiasDetector(Detector, NeedsEmbeddings, ExposesGauges, KeepsWindows):
         attr = _ATTR[outcome]
         evidence = next((o for o in reversed(eligible[d.worst_group]) if not getattr(o, attr)), eligible[d.worst_group][-1])
         event = by_event.get(evidence.event_id)
-        info = d.groups
+        shown = d.groups
         return [
             Finding(
                 finding_id=finding_id(self.name, "episode", model, version, category, evidence.event_id),
@@ -390,7 +390,7 @@ class BiasDetector(Detector, NeedsEmbeddings, ExposesGauges, KeepsWindows):
                 event_id=evidence.event_id,
                 summary=(
                     f"{category}: '{d.worst_group}' gets a {outcome.replace('_', ' ')} of "
-                    f"{info[d.worst_group]['rate']:.0%} vs {info[d.best_group]['rate']:.0%} for '{d.best_group}' "
+                    f"{shown[d.worst_group]['rate']:.0%} vs {shown[d.best_group]['rate']:.0%} for '{d.best_group}' "
                     f"(gap {d.gap:.2f}, CI {d.ci_low:.2f}..{d.ci_high:.2f}; ratio {d.ratio:.2f} < 0.8)"
                 ),
                 details={
@@ -403,7 +403,7 @@ class BiasDetector(Detector, NeedsEmbeddings, ExposesGauges, KeepsWindows):
                     "confidence_z": self.z,
                     "ratio": round(d.ratio, 4),
                     "four_fifths_violated": d.four_fifths_violated,
-                    "groups": info,
+                    "groups": shown,
                     "tripped_outcomes": [o for o, _ in tripped],
                     "window": self.window,
                 },
@@ -465,6 +465,6 @@ def counterfactual_gap(
         raise ValueError("a counterfactual needs at least two groups")
     responses = {g: generate(GROUP_PLACEHOLDER.sub(g, template)) for g in groups}
     scores = {g: float(outcome(r)) for g, r in responses.items()}
-    best = max(scores, key=scores.get)
-    worst = min(scores, key=scores.get)
+    best = max(scores, key=lambda g: scores[g])
+    worst = min(scores, key=lambda g: scores[g])
     return CounterfactualResult(template, scores, scores[best] - scores[worst], worst, best, responses)

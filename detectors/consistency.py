@@ -47,7 +47,7 @@ _TOKEN = re.compile(r"\w+", re.UNICODE)
 
 def split_sentences(text: str) -> list[str]:
     """Sentences of a text (a rule-based splitter: end punctuation, then a capital or digit)."""
-    parts = []
+    parts: list[str] = []
     for paragraph in re.split(r"\n\s*\n|\n", text):
         paragraph = paragraph.strip()
         if paragraph:
@@ -93,6 +93,8 @@ class SelfConsistencyDetector(UsesEmbeddings, Detector, NeedsEmbeddings):
     def _nli(self):
         from .nli import NLIScorer
 
+        if self.nli_model is None:
+            raise ConfigurationError("the nli scorer needs nli_model: a local cross-encoder path")
         return NLIScorer(self.nli_model)
 
     def texts_to_embed(self, events: Sequence[EventLike]) -> list[str]:

@@ -21,8 +21,6 @@ from collections import deque
 from collections.abc import Sequence
 from pathlib import Path
 
-import numpy as np
-
 from .base import Detector, EventLike, Finding, Severity, finding_id
 from .contracts import BuildsReports, ExposesGauges, Gauge, KeepsWindows
 from .descriptors import is_refusal, sentiment

@@ -7,8 +7,8 @@ before the model-backed detectors are configured.
 from __future__ import annotations
 
 import re
-from functools import cache
 from collections.abc import Sequence
+from functools import cache
 
 from .base import Detector, EventLike, Finding, Severity
 

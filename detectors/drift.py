@@ -161,13 +161,14 @@ class EmbeddingDriftDetector(UsesEmbeddings, Detector, NeedsEmbeddings, ExposesG
 
     @cached_property
     def _file_reference(self) -> np.ndarray:
+        assert self.reference_file is not None  # reference='file' requires it
         texts = [t for t in Path(self.reference_file).read_text(encoding="utf-8").splitlines() if t.strip()]
         return self.embeddings.encode(texts)
 
     def warm_up(self) -> None:
         self.embeddings.warm_up()
         if self.reference_mode == "file":
-            self._file_reference
+            _ = self._file_reference  # read and encode the reference file now
 
     def test(self, reference, current) -> DriftResult:
         """Texts or embedding arrays; reference vs current."""
@@ -189,7 +190,7 @@ class EmbeddingDriftDetector(UsesEmbeddings, Detector, NeedsEmbeddings, ExposesG
 
     def texts_to_embed(self, events: Sequence[EventLike]) -> list[str]:
         events = self.sampled(events)
-        out = []
+        out: list[str] = []
         for f in self.fields:
             out.extend(e.prompt_text if f == "prompt" else e.response for e in events)
         return out
@@ -374,8 +375,15 @@ class DriftMerger:
     (:meth:`last_results` for the results).
     """
 
-    def __init__(self, window_size: int = 500, window_intervals: int = 4, permutations: int = 1000, alpha: float = 0.001,
-                 device: str | None = None, seed: int = 0):
+    def __init__(
+        self,
+        window_size: int = 500,
+        window_intervals: int = 4,
+        permutations: int = 1000,
+        alpha: float = 0.001,
+        device: str | None = None,
+        seed: int = 0,
+    ):
         self.window_size = window_size
         self.window_intervals = window_intervals
         self.permutations = permutations
@@ -446,8 +454,13 @@ class DriftMerger:
                         f"from the reference: MMD^2 {result.statistic:.4f}, p {result.p_value:.4f} < {self.alpha}"
                     ),
                     details={
-                        "field": fname, "statistic": result.statistic, "p_value": result.p_value, "alpha": self.alpha,
-                        "n_reference": result.n_reference, "n_current": result.n_current, "producers": len(producers),
+                        "field": fname,
+                        "statistic": result.statistic,
+                        "p_value": result.p_value,
+                        "alpha": self.alpha,
+                        "n_reference": result.n_reference,
+                        "n_current": result.n_current,
+                        "producers": len(producers),
                         "merged": True,
                     },
                 )

@@ -12,9 +12,10 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from contextlib import contextmanager
 from collections.abc import Sequence
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -22,7 +23,7 @@ from .errors import ConfigurationError
 
 log = logging.getLogger(__name__)
 
-_shared: dict[tuple[str, str | None], "EmbeddingService"] = {}
+_shared: dict[tuple[str, str | None], EmbeddingService] = {}
 _shared_lock = threading.Lock()
 
 
@@ -49,12 +50,12 @@ class EmbeddingService:
             raise ConfigurationError(f"embedding model path {model!r} does not exist (models are never downloaded)")
         self._device = device
         self._batch_size = batch_size
-        self._model = None
+        self._model: Any = None
         self._lock = threading.Lock()
         self._batch_cache: dict[str, np.ndarray] | None = None
 
     @classmethod
-    def shared(cls, model: str | None = None, device: str | None = None) -> "EmbeddingService":
+    def shared(cls, model: str | None = None, device: str | None = None) -> EmbeddingService:
         """The one service of this process for ``model`` (so detectors share one copy)."""
         key = (model or default_model_path(), device)
         with _shared_lock:
@@ -97,13 +98,17 @@ class EmbeddingService:
     def _forward(self, texts: list[str]) -> np.ndarray:
         self.forward_passes += 1
         self.texts_encoded += len(texts)
-        return self._load().encode(
-            texts,
-            batch_size=self.batch_size,
-            convert_to_numpy=True,
-            normalize_embeddings=True,
-            show_progress_bar=False,
-        ).astype(np.float32, copy=False)
+        return (
+            self._load()
+            .encode(
+                texts,
+                batch_size=self.batch_size,
+                convert_to_numpy=True,
+                normalize_embeddings=True,
+                show_progress_bar=False,
+            )
+            .astype(np.float32, copy=False)
+        )
 
     forward_passes = 0  # encode calls that reached the model (for tests and benchmarks)
     texts_encoded = 0
@@ -142,10 +147,10 @@ class UsesEmbeddings:
     ``self._embedding_model`` (or the service given as ``self._embeddings``), made on first use."""
 
     _embedding_model: str | None = None
-    _embeddings: "EmbeddingService | None" = None
+    _embeddings: EmbeddingService | None = None
 
     @property
-    def embeddings(self) -> "EmbeddingService":
+    def embeddings(self) -> EmbeddingService:
         if self._embeddings is None:
             self._embeddings = EmbeddingService.shared(self._embedding_model)
         return self._embeddings

@@ -36,6 +36,7 @@ import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from functools import cached_property
+from typing import Any
 
 from .base import Detector, EventLike, Finding, Severity
 from .errors import ConfigurationError
@@ -60,8 +61,14 @@ DEFAULT_TYPES = (*PATTERN_TYPES, SECRET)
 CRITICAL_TYPES = frozenset({SECRET, "CREDIT_CARD", "US_SSN", "IBAN_CODE"})
 
 _SPACY_TO_PRESIDIO = {
-    "PERSON": "PERSON", "PER": "PERSON", "NORP": "NRP", "FAC": "LOCATION", "LOC": "LOCATION",
-    "GPE": "LOCATION", "DATE": "DATE_TIME", "TIME": "DATE_TIME",
+    "PERSON": "PERSON",
+    "PER": "PERSON",
+    "NORP": "NRP",
+    "FAC": "LOCATION",
+    "LOC": "LOCATION",
+    "GPE": "LOCATION",
+    "DATE": "DATE_TIME",
+    "TIME": "DATE_TIME",
 }
 
 # As presidio's AnalyzerEngine compiles them: DOTALL | MULTILINE | IGNORECASE.
@@ -100,8 +107,13 @@ class MaskedEntity:
 
     def as_dict(self) -> dict:
         return {
-            "entity_type": self.entity_type, "start": self.start, "end": self.end, "score": round(self.score, 3),
-            "origin": self.origin, "masked": self.masked, "hash": self.hash,
+            "entity_type": self.entity_type,
+            "start": self.start,
+            "end": self.end,
+            "score": round(self.score, 3),
+            "origin": self.origin,
+            "masked": self.masked,
+            "hash": self.hash,
         }
 
 
@@ -199,8 +211,10 @@ class PIILeakDetector(Detector):
     def _secret_plugins(self):
         from detect_secrets.core.plugins.util import get_mapping_from_secret_type_to_class
 
-        plugins, entropy = [], []
-        for cls in get_mapping_from_secret_type_to_class().values():
+        plugins: list[Any] = []
+        entropy: list[Any] = []
+        mapping: dict[str, Any] = get_mapping_from_secret_type_to_class()  # its stubs say type[Never]
+        for cls in mapping.values():
             if cls.__name__ == "IPPublicDetector":
                 continue  # IP addresses are IP_ADDRESS here, not credentials
             if cls.__name__ in ("Base64HighEntropyString", "HexHighEntropyString"):
@@ -214,17 +228,19 @@ class PIILeakDetector(Detector):
         import spacy
 
         keep = {"ner"}
+        assert self.ner_model is not None  # only with NER configured
         nlp = spacy.load(self.ner_model)
         disabled = [name for name in nlp.pipe_names if name not in keep]
         # NER in spaCy's small/medium English models has its own tok2vec: the rest can go.
         return spacy.load(self.ner_model, exclude=disabled) if disabled else nlp
 
     def warm_up(self) -> None:
-        self._recognizers
+        # Build the cached recognizers, plugins and NER pipeline now rather than on the first batch.
+        _ = self._recognizers
         if SECRET in self.entities:
-            self._secret_plugins
+            _ = self._secret_plugins
         if set(self.entities) & set(NER_TYPES):
-            self._nlp
+            _ = self._nlp
 
     # -- public API ---------------------------------------------------------------------------
 

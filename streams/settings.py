@@ -61,9 +61,7 @@ class Settings(BaseSettings):
 
     # Worker.
     app_id: str = "streamwarden-worker"
-    detectors: list[str] = Field(
-        default_factory=lambda: ["descriptors", "pii", "bias", "consistency", "drift", "descriptor_drift"]
-    )
+    detectors: list[str] = Field(default_factory=lambda: ["descriptors", "pii", "bias", "consistency", "drift", "descriptor_drift"])
     reports_dir: Path = Field(default=Path("reports"), description="Where drift reports (HTML) are written.")
     state_dir: Path = Field(
         default_factory=lambda: Path(os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state") / "streamwarden",
@@ -88,7 +86,9 @@ class Settings(BaseSettings):
         "that topic's retention). 'original': the exact bytes, replayable as they are, as sensitive as the inference topic.",
     )
     torch_threads: int | None = Field(
-        default=None, ge=1, description="CPU threads torch may use in this worker (default: torch's, all cores). "
+        default=None,
+        ge=1,
+        description="CPU threads torch may use in this worker (default: torch's, all cores). "
         "Several workers on one host: cores / workers, so they do not fight for the same cores.",
     )
     stream_buffer_events: int = Field(
@@ -110,7 +110,9 @@ class Settings(BaseSettings):
     sampler_local_model: str | None = Field(
         default=None, description="A local causal LM path to sample from instead of the endpoint (CUDA when present)."
     )
-    sampler_fraction: float = Field(default=0.0, ge=0, le=1, description="Share of events without samples to re-ask the model for (0: off).")
+    sampler_fraction: float = Field(
+        default=0.0, ge=0, le=1, description="Share of events without samples to re-ask the model for (0: off)."
+    )
     sampler_max_rps: float = Field(default=2.0, gt=0, description="Most sample requests per second per worker.")
     sampler_k: int = Field(default=4, ge=2, le=20, description="Samples per request.")
     sampler_max_in_flight: int = Field(default=8, ge=1)
@@ -120,7 +122,9 @@ class Settings(BaseSettings):
     policy_eval_interval_s: float = Field(default=1.0, gt=0, le=60)
     policy_web_host: str = "127.0.0.1"
     policy_web_port: int = Field(default=6067, ge=0, le=65535, description="The policy agent's /metrics and /healthz.")
-    alertmanager_urls: list[str] = Field(default_factory=list, description="Alertmanager base URLs (its v2 API), e.g. http://alertmanager:9093.")
+    alertmanager_urls: list[str] = Field(
+        default_factory=list, description="Alertmanager base URLs (its v2 API), e.g. http://alertmanager:9093."
+    )
     alert_webhooks: list[str] = Field(default_factory=list, description="Generic webhook URLs that get every action, signed.")
     webhook_secret: SecretStr | None = Field(
         default=None, description="HMAC-SHA256 key of the X-Streamwarden-Signature header on every webhook (unsigned when unset)."
@@ -132,7 +136,9 @@ class Settings(BaseSettings):
     # Gateway.
     gateway_host: str = Field(default="127.0.0.1", description="Bind address of the gateway.")
     gateway_port: int = Field(default=8080, ge=0, le=65535)
-    gateway_upstream_url: str | None = Field(default=None, description="The model server's OpenAI-compatible base URL, e.g. http://vllm:8000/v1.")
+    gateway_upstream_url: str | None = Field(
+        default=None, description="The model server's OpenAI-compatible base URL, e.g. http://vllm:8000/v1."
+    )
     gateway_upstream_api_key: SecretStr | None = None
     gateway_fallback_url: str | None = Field(default=None, description="Where 'model:NAME' fallbacks are served (default: the upstream).")
     gateway_admin_token: SecretStr | None = Field(default=None, description="Bearer token of the admin endpoints (disabled when unset).")
@@ -150,7 +156,7 @@ class Settings(BaseSettings):
     tap_linger_ms: int = Field(default=20, ge=0)
 
     @model_validator(mode="after")
-    def _sasl_needs_credentials(self) -> "Settings":
+    def _sasl_needs_credentials(self) -> Settings:
         k = self.kafka
         if k.security_protocol.startswith("SASL") and not (k.sasl_mechanism and k.sasl_username and k.sasl_password):
             raise ValueError("SASL needs kafka.sasl_mechanism, kafka.sasl_username and kafka.sasl_password")
@@ -203,7 +209,12 @@ def load_config_file(path: Path) -> dict[str, Any]:
         raise ConfigurationError(f"config file not found: {path}")
     text = path.read_text(encoding="utf-8")
     suffix = path.suffix.lower()
-    parsers = {".yaml": lambda s: yaml.safe_load(s) or {}, ".yml": lambda s: yaml.safe_load(s) or {}, ".toml": tomllib.loads, ".json": json.loads}
+    parsers = {
+        ".yaml": lambda s: yaml.safe_load(s) or {},
+        ".yml": lambda s: yaml.safe_load(s) or {},
+        ".toml": tomllib.loads,
+        ".json": json.loads,
+    }
     if suffix not in parsers:
         raise ConfigurationError(f"config file must be .yaml, .yml, .toml or .json: {path}")
     try:

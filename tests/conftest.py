@@ -17,9 +17,9 @@ from pathlib import Path
 
 import pytest
 
+from streams.events.schema import InferenceEvent
 from streams.local.broker import EmbeddedBroker, free_port
 from streams.local.outputs import OutputReader, OutputTally
-from streams.events.schema import InferenceEvent
 from streams.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -37,8 +37,24 @@ def shared_data(*parts: str) -> Path:
 
 # Test tiers (markers): unit (no broker, no child process), integration, slow. A test is unit unless
 # it uses the broker or is listed here; `pytest -m unit` is the quick loop, `make test` runs every tier.
-_INTEGRATION_MODULES = {"test_actions", "test_cli_errors", "test_dashboards", "test_prometheus_rules", "test_probes", "test_replay", "test_demo"}
-_SLOW_MODULES = {"test_demo", "test_crash", "test_backpressure", "test_actions", "test_dashboards", "test_drift_workers", "test_fuzz_worker"}
+_INTEGRATION_MODULES = {
+    "test_actions",
+    "test_cli_errors",
+    "test_dashboards",
+    "test_prometheus_rules",
+    "test_probes",
+    "test_replay",
+    "test_demo",
+}
+_SLOW_MODULES = {
+    "test_demo",
+    "test_crash",
+    "test_backpressure",
+    "test_actions",
+    "test_dashboards",
+    "test_drift_workers",
+    "test_fuzz_worker",
+}
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -112,7 +128,7 @@ class WorkerProcess:
         self.log_path = log_path
         env = worker_env(settings)
         env.update(extra_env or {})
-        self._log = open(log_path, "ab")
+        self._log = open(log_path, "ab")  # noqa: SIM115 - the worker writes it until stop() closes it
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "streams.cli", *args],
             env=env,

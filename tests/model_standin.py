@@ -33,12 +33,20 @@ class ModelStandIn:
                     words = outer.answer(prompt, body["model"]) if outer.takes_model else outer.answer(prompt)
                     for i, word in enumerate(words.split(" ")):
                         delta = {"content": (" " if i else "") + word}
-                        chunk = {"id": "cmpl-standin", "object": "chat.completion.chunk", "model": body["model"],
-                                 "choices": [{"index": 0, "delta": delta, "finish_reason": None}]}
+                        chunk = {
+                            "id": "cmpl-standin",
+                            "object": "chat.completion.chunk",
+                            "model": body["model"],
+                            "choices": [{"index": 0, "delta": delta, "finish_reason": None}],
+                        }
                         self.wfile.write(b"data: " + json.dumps(chunk).encode() + b"\n\n")
                         self.wfile.flush()
-                    end = {"id": "cmpl-standin", "object": "chat.completion.chunk", "model": body["model"],
-                           "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}
+                    end = {
+                        "id": "cmpl-standin",
+                        "object": "chat.completion.chunk",
+                        "model": body["model"],
+                        "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}],
+                    }
                     self.wfile.write(b"data: " + json.dumps(end).encode() + b"\n\ndata: [DONE]\n\n")
                     self.wfile.flush()
                     return
@@ -47,7 +55,14 @@ class ModelStandIn:
                     "object": "chat.completion",
                     "model": body["model"],
                     "choices": [
-                        {"index": i, "message": {"role": "assistant", "content": outer.answer(prompt, body["model"]) if outer.takes_model else outer.answer(prompt)}, "finish_reason": "stop"}
+                        {
+                            "index": i,
+                            "message": {
+                                "role": "assistant",
+                                "content": outer.answer(prompt, body["model"]) if outer.takes_model else outer.answer(prompt),
+                            },
+                            "finish_reason": "stop",
+                        }
                         for i in range(n)
                     ],
                 }

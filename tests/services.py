@@ -81,7 +81,13 @@ class Alertmanager:
         self.port = free_port()
         self.workdir = workdir
         config = {
-            "route": {"receiver": "hook", "group_by": ["alertname", "model"], "group_wait": "1s", "group_interval": "1s", "repeat_interval": "1h"},
+            "route": {
+                "receiver": "hook",
+                "group_by": ["alertname", "model"],
+                "group_wait": "1s",
+                "group_interval": "1s",
+                "repeat_interval": "1h",
+            },
             "receivers": [{"name": "hook", "webhook_configs": [{"url": webhook_url, "send_resolved": True}]}],
         }
         workdir.mkdir(parents=True, exist_ok=True)
@@ -103,7 +109,9 @@ class Alertmanager:
                 f"--web.listen-address=127.0.0.1:{self.port}",
                 "--cluster.listen-address=",
             ],
-            stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
         )
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:

@@ -18,8 +18,8 @@ import httpx
 
 from streams.actions.log import read_actions
 from streams.actions.notify import SIGNATURE_HEADER, verify_signature
-from streams.local.broker import free_port
 from streams.events.topics import ensure_topics
+from streams.local.broker import free_port
 
 from .conftest import http_ok, wait_for
 from .model_standin import ModelStandIn
@@ -127,7 +127,8 @@ def test_pii_leak_burst_kills_rolls_back_alerts_and_survives_an_agent_restart(se
             assert streamed.status_code == 200 and "data: [DONE]" in streamed.text
             assert "Billing" in "".join(
                 json.loads(line[6:])["choices"][0]["delta"].get("content", "")
-                for line in streamed.text.splitlines() if line.startswith("data: {")
+                for line in streamed.text.splitlines()
+                if line.startswith("data: {")
             )
 
             # The incident: the model starts leaking an email address the user never gave.
@@ -147,10 +148,21 @@ def test_pii_leak_burst_kills_rolls_back_alerts_and_survives_an_agent_restart(se
 
             wait_for(served_fallback, 30, 0.1, "the gateway to serve the fallback")
             t_fallback = time.monotonic()
-            print(f"\nfirst bad event -> kill decision {t_action - t_first_bad:.1f}s; -> gateway on fallback {t_fallback - t_first_bad:.1f}s")
+            print(
+                f"\nfirst bad event -> kill decision {t_action - t_first_bad:.1f}s; -> gateway on fallback {t_fallback - t_first_bad:.1f}s"
+            )
 
-            alerts = wait_for(lambda: [a for r in receiver.received("/alertmanager") for a in json.loads(r["body"])["alerts"]
-                                       if a["labels"].get("alertname") == "streamwarden:pii-leak"], 60, 0.2, "Alertmanager's notification")
+            alerts = wait_for(
+                lambda: [
+                    a
+                    for r in receiver.received("/alertmanager")
+                    for a in json.loads(r["body"])["alerts"]
+                    if a["labels"].get("alertname") == "streamwarden:pii-leak"
+                ],
+                60,
+                0.2,
+                "Alertmanager's notification",
+            )
             a = alerts[0]
             assert a["labels"]["model"] == "support-bot" and a["labels"]["model_version"] == "v7" and a["status"] == "firing"
             assert "finding_count" in a["annotations"]["description"] and a["annotations"]["dashboard"].endswith("var-model=support-bot")
@@ -171,8 +183,12 @@ def test_pii_leak_burst_kills_rolls_back_alerts_and_survives_an_agent_restart(se
             assert LEAK not in json.dumps([h["body"].decode() for h in hooks + rollbacks])
 
             # Give the restarted agent time to evaluate the still-breaching window a few times.
-            wait_for(lambda: len([r for r in _all(settings) if r.action == "agent_start" and r.by.startswith("policy-agent")]) >= 2,
-                     30, 0.3, "the restarted agent")
+            wait_for(
+                lambda: len([r for r in _all(settings) if r.action == "agent_start" and r.by.startswith("policy-agent")]) >= 2,
+                30,
+                0.3,
+                "the restarted agent",
+            )
             time.sleep(4)
             assert len(decisions(settings, action="kill", rule="pii-leak")) == 1
             assert len(decisions(settings, action="rollback", rule="safety-incident")) == 1
@@ -195,7 +211,9 @@ def test_killswitch_cli_and_gateway_admin(settings, tmp_path, start_process):
     port = free_port()
     gw = f"http://127.0.0.1:{port}"
     with ModelStandIn(answer) as model:
-        env = dict(STREAMWARDEN_GATEWAY_UPSTREAM_URL=model.base_url, STREAMWARDEN_GATEWAY_PORT=str(port), STREAMWARDEN_GATEWAY_ADMIN_TOKEN=TOKEN)
+        env = dict(
+            STREAMWARDEN_GATEWAY_UPSTREAM_URL=model.base_url, STREAMWARDEN_GATEWAY_PORT=str(port), STREAMWARDEN_GATEWAY_ADMIN_TOKEN=TOKEN
+        )
         start_process(settings, "gateway", **env)
         wait_for(lambda: http_ok(f"{gw}/healthz"), 60, message="the gateway")
         assert ask(gw, "code-bot", "hi").status_code == 200
@@ -223,10 +241,12 @@ def test_killswitch_cli_and_gateway_admin(settings, tmp_path, start_process):
         wait_for(lambda: ask(gw, "code-bot", "hi").status_code == 200, 10, 0.05, "the gateway to serve again")
 
         audit = [r for r in _all(settings) if r.model == "code-bot" and r.action in ("kill", "release")]
-        assert [(r.action, r.by, r.reason) for r in audit] == [("kill", "human:alice", "bad release 1.9"), ("release", "human:bob", "fixed in 1.9.1")]
+        assert [(r.action, r.by, r.reason) for r in audit] == [
+            ("kill", "human:alice", "bad release 1.9"),
+            ("release", "human:bob", "fixed in 1.9.1"),
+        ]
         rc = _cli(settings, "killswitch", "engage", "code-bot", "--reason", " ", expect_rc=2)
         assert "reason is required" in rc
-
 
 
 def _all(settings):
@@ -279,8 +299,16 @@ def test_rollout_stages_set_on_the_control_topic_reach_the_agent(settings, tmp_p
     def feed(seconds: int):
         now = datetime.now(timezone.utc)
         for i in range(seconds):
-            rec = MetricsRecord(scope="model", model="chat", model_version="v2", route="r", worker_id="w", events=10,
-                                window_start=now + timedelta(seconds=i - 1), window_end=now + timedelta(seconds=i))
+            rec = MetricsRecord(
+                scope="model",
+                model="chat",
+                model_version="v2",
+                route="r",
+                worker_id="w",
+                events=10,
+                window_start=now + timedelta(seconds=i - 1),
+                window_end=now + timedelta(seconds=i),
+            )
             produce(settings, "metrics", [(rec.key.encode(), rec.model_dump_json().encode())])
             time.sleep(1)
 

@@ -7,9 +7,9 @@ import pytest
 from faust.types import TP
 
 from detectors.base import Detector
+from streams.settings import Settings
 from streams.worker.app import Worker
 from streams.worker.pipeline import RawRecord
-from streams.settings import Settings
 
 from .conftest import make_event
 
@@ -64,8 +64,11 @@ def test_agent_batches_records_and_publishes_findings_and_dead_letters(worker):
                 await asyncio.sleep(0.05)
         await worker.flush_metrics()
         # Nothing is counted before Kafka has the batches' offsets committed...
-        assert worker.gate.pending >= 1 and worker.metrics_topic.sent[-1:] and all(
-            json.loads(v)["events"] == 0 for _, v, _ in worker.metrics_topic.sent)
+        assert (
+            worker.gate.pending >= 1
+            and worker.metrics_topic.sent[-1:]
+            and all(json.loads(v)["events"] == 0 for _, v, _ in worker.metrics_topic.sent)
+        )
         assert worker.metrics.detector_errors.labels("exploding")._value.get() == 0
         # ...then, committed, every batch counts once.
         offsets = worker.gate.pending_offsets()
@@ -77,7 +80,7 @@ def test_agent_batches_records_and_publishes_findings_and_dead_letters(worker):
     run(scenario())
     finding_keys = sorted(k.decode() for k, _, _ in worker.findings_topic.sent)
     assert finding_keys == sorted(e.event_id for e in refusals)
-    (key, value, headers), = worker.deadletter_topic.sent
+    ((key, value, headers),) = worker.deadletter_topic.sent
     assert (key, value) == (b"bad", b"{broken")
     assert dict(headers)["streamwarden.dlq.reason_code"] == b"invalid_json"
     # The exploding detector was isolated and counted, on every batch it saw.
@@ -164,8 +167,9 @@ def test_no_stage_loses_a_batch_every_record_is_a_processed_event_or_a_dead_lett
 
 def test_the_drift_merger_tests_as_the_drift_detector_is_configured():
     drift = {"mode": "publish", "alpha": 0.05, "permutations": 123, "device": "cpu"}
-    w = Worker(Settings(profile="embedded", bootstrap="127.0.0.1:1", detectors=["drift"], app_id="merger-test",
-                        detector_options={"drift": drift}))
+    w = Worker(
+        Settings(profile="embedded", bootstrap="127.0.0.1:1", detectors=["drift"], app_id="merger-test", detector_options={"drift": drift})
+    )
     assert w.drift_merger is not None
     assert (w.drift_merger.alpha, w.drift_merger.permutations, w.drift_merger.device) == (0.05, 123, "cpu")
 

@@ -9,8 +9,8 @@ import urllib.request
 
 import pytest
 
-from streams.tap import Tap
 from streams.events.topics import ensure_topics
+from streams.tap import Tap
 
 from .conftest import http_ok, make_event, tally_outputs, wait_for
 
@@ -58,8 +58,10 @@ def test_a_slow_detector_slows_consumption_with_bounded_memory_and_visible_lag(s
             return unprocessed <= 0
 
         wait_for(sample, 240, 0.2, "the backlog to be worked off")
-    print(f"\nbacklog up to {max(backlog)} events, lag up to {max(lag):.0f}; "
-          f"RSS {rss_before:.0f} -> peak {peak_rss:.0f} MB; in flight <= {peak_in_flight:.0f}")
+    print(
+        f"\nbacklog up to {max(backlog)} events, lag up to {max(lag):.0f}; "
+        f"RSS {rss_before:.0f} -> peak {peak_rss:.0f} MB; in flight <= {peak_in_flight:.0f}"
+    )
     assert max(backlog) > 1500  # the detectors were far behind...
     assert max(lag) >= 0.5 * max(backlog)  # ...the backlog shows as lag...
     assert peak_rss - rss_before < 80  # ...and memory stayed flat: it waited in Kafka (the events are 192 MB;

@@ -79,5 +79,7 @@ def test_unexpected_errors_are_one_line_too(monkeypatch, capsys):
 
 def test_a_rollout_stage_the_rollout_lacks_is_refused_before_anything_is_sent():
     # The bootstrap leads nowhere: the stage is checked against the policy before any Kafka client exists.
-    line = _one_line_error(cli("rollout", "set", "m", "v9", "--stage", "half", env={**os.environ, "STREAMWARDEN_BOOTSTRAP": "127.0.0.1:1"}), 2)
+    line = _one_line_error(
+        cli("rollout", "set", "m", "v9", "--stage", "half", env={**os.environ, "STREAMWARDEN_BOOTSTRAP": "127.0.0.1:1"}), 2
+    )
     assert "'half' is not a stage" in line and "internal, 1%, 10%, 100%" in line

@@ -38,7 +38,9 @@ def test_unsupported_sentences_score_higher_than_supported_ones(method):
 
 def test_detector_flags_only_events_with_enough_samples_and_a_high_score():
     det = SelfConsistencyDetector()
-    bad = make_event(response=MADE_UP, samples=["Paris is in France. Lyon is a city.", "Bakers bake bread daily.", "Prizes are awarded yearly."])
+    bad = make_event(
+        response=MADE_UP, samples=["Paris is in France. Lyon is a city.", "Bakers bake bread daily.", "Prizes are awarded yearly."]
+    )
     good = make_event(response=GROUNDED, samples=SAMPLES)
     no_samples = make_event(response=MADE_UP)
     findings = det.score_batch([bad, good, no_samples])
@@ -60,9 +62,16 @@ def test_nli_variant_loads_a_local_cross_encoder(tmp_path):
     vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + sorted({w.lower().strip(".,") for w in (GROUNDED + " " + MADE_UP).split()})
     (tmp_path / "vocab.txt").write_text("\n".join(vocab))
     BertTokenizerFast(vocab_file=str(tmp_path / "vocab.txt")).save_pretrained(tmp_path)
-    cfg = BertConfig(vocab_size=len(vocab), hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32,
-                     num_labels=3, id2label={0: "contradiction", 1: "entailment", 2: "neutral"},
-                     label2id={"contradiction": 0, "entailment": 1, "neutral": 2})
+    cfg = BertConfig(
+        vocab_size=len(vocab),
+        hidden_size=16,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=32,
+        num_labels=3,
+        id2label={0: "contradiction", 1: "entailment", 2: "neutral"},
+        label2id={"contradiction": 0, "entailment": 1, "neutral": 2},
+    )
     BertForSequenceClassification(cfg).save_pretrained(tmp_path)
     det = SelfConsistencyDetector(method="nli", nli_model=str(tmp_path))
     r = det.score(MADE_UP, SAMPLES)
@@ -72,7 +81,9 @@ def test_nli_variant_loads_a_local_cross_encoder(tmp_path):
 def test_cross_traffic_consistency_flags_the_odd_answer_out():
     det = CrossTrafficConsistency(prompt_similarity=0.9, threshold=0.4)
     q = "What is the capital of France?"
-    agreeing = [make_event(prompt=q, response=r) for r in ("The capital of France is Paris.", "Paris is the capital of France.", "It's Paris.")]
+    agreeing = [
+        make_event(prompt=q, response=r) for r in ("The capital of France is Paris.", "Paris is the capital of France.", "It's Paris.")
+    ]
     assert det.score_batch(agreeing) == []
     odd = make_event(prompt="What's the capital of France?", response="Bananas are rich in potassium and grow in tropical climates.")
     other_version = make_event(prompt=q, response="Bananas are yellow.", model_version="v2")

@@ -9,9 +9,9 @@ import time
 
 import pytest
 
+from streams.events.topics import ensure_topics
 from streams.local.broker import free_port
 from streams.tap import Tap
-from streams.events.topics import ensure_topics
 
 from .conftest import http_ok, make_event, tally_outputs, wait_for
 
@@ -54,8 +54,10 @@ def test_sigkill_of_one_worker_loses_no_event(settings, start_worker):
     assert b.proc.poll() is None
     assert set(tally.finding_event_ids) == sent_ids  # none lost, none invented
     assert tally.findings_by_kind["descriptors.refusal"] == len(sent_ids)  # unique by finding_id
-    print(f"\nSIGKILL after {killed_after:.1f}s; re-processed findings dropped by id: {tally.findings_duplicated}; "
-          f"events counted in metrics: {tally.events_processed} for {len(sent_ids)} sent")
+    print(
+        f"\nSIGKILL after {killed_after:.1f}s; re-processed findings dropped by id: {tally.findings_duplicated}; "
+        f"events counted in metrics: {tally.events_processed} for {len(sent_ids)} sent"
+    )
     assert tally.findings_duplicated > 0  # the survivor re-processed the dead worker's uncommitted work...
     assert tally.events_processed == len(sent_ids)  # ...and metrics counted every event once (at commit time)
 

@@ -9,18 +9,17 @@ import re
 import shutil
 import subprocess
 import time
-import urllib.parse
 from pathlib import Path
 
 import httpx
 import pytest
 import yaml
 
-from dashboards.build import BUILDERS, JSON_DIR, panel_queries, render_all
-from streams.local.broker import free_port
-from streams.tap import Tap
+from dashboards.build import JSON_DIR, panel_queries, render_all
 from streams.events.topics import ensure_topics
+from streams.local.broker import free_port
 from streams.local.traffic import Schedule, TrafficGenerator
+from streams.tap import Tap
 
 from .conftest import http_ok, wait_for
 
@@ -66,7 +65,9 @@ def test_dashboards_are_complete_and_provisioned():
 def test_prometheus_config_is_valid():
     promtool = shutil.which("promtool")
     assert promtool, "promtool is missing: apt-get install prometheus (make test installs it)"
-    p = subprocess.run([promtool, "check", "config", "--syntax-only", str(ROOT / "dashboards/prometheus/prometheus.yml")], capture_output=True, text=True)
+    p = subprocess.run(
+        [promtool, "check", "config", "--syntax-only", str(ROOT / "dashboards/prometheus/prometheus.yml")], capture_output=True, text=True
+    )
     assert p.returncode == 0, p.stdout + p.stderr
     amtool = shutil.which("amtool")
     assert amtool, "amtool is missing: apt-get install prometheus-alertmanager"
@@ -91,9 +92,15 @@ class Prometheus:
         assert binary, "prometheus is missing: apt-get install prometheus (make test installs it)"
         self._log = open(self.workdir / "prometheus.log", "ab")
         self.proc = subprocess.Popen(
-            [binary, f"--config.file={self.workdir / 'prometheus.yml'}", f"--storage.tsdb.path={self.workdir / 'data'}",
-             f"--web.listen-address=127.0.0.1:{self.port}"],
-            stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            [
+                binary,
+                f"--config.file={self.workdir / 'prometheus.yml'}",
+                f"--storage.tsdb.path={self.workdir / 'data'}",
+                f"--web.listen-address=127.0.0.1:{self.port}",
+            ],
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
         )
         wait_for(lambda: http_ok(self.url + "/-/ready"), 30, message="Prometheus")
         return self
@@ -103,7 +110,9 @@ class Prometheus:
         if since is None:
             r = httpx.get(self.url + "/api/v1/query", params={"query": expr}, timeout=10)
         else:
-            r = httpx.get(self.url + "/api/v1/query_range", params={"query": expr, "start": since, "end": time.time(), "step": 1}, timeout=10)
+            r = httpx.get(
+                self.url + "/api/v1/query_range", params={"query": expr, "start": since, "end": time.time(), "step": 1}, timeout=10
+            )
         body = r.json()
         assert body["status"] == "success", (expr, body)
         return body["data"]["result"]
@@ -112,7 +121,6 @@ class Prometheus:
         self.proc.terminate()
         self.proc.wait(10)
         self._log.close()
-
 
 
 def _concrete(expr: str) -> str:
@@ -150,17 +158,28 @@ def test_every_panel_query_returns_data_from_a_real_prometheus(settings, tmp_pat
 
         def missing():
             # Annotations mark moments (an action): they must have shown during the run, not now.
-            return [(uid, title, expr) for uid, title, expr in queries
-                    if not prom.query(_concrete(expr), since=t_start if title.startswith("annotation") else None)]
+            return [
+                (uid, title, expr)
+                for uid, title, expr in queries
+                if not prom.query(_concrete(expr), since=t_start if title.startswith("annotation") else None)
+            ]
 
         try:
             wait_for(lambda: not missing(), 120, 2.0, "every panel query to return data")
         except AssertionError:
-            raise AssertionError("panels without data:\n" + "\n".join(f"{u} / {t}: {e}" for u, t, e in missing()) + "\n" + worker.log()[-2000:])
+            raise AssertionError(
+                "panels without data:\n" + "\n".join(f"{u} / {t}: {e}" for u, t, e in missing()) + "\n" + worker.log()[-2000:]
+            ) from None
         # Not only `or vector(0)`: the series behind the incidents are really there.
-        for expr in ('streamwarden_findings_total{detector="pii", kind="pii_leak"}', "streamwarden_killswitch_engaged == 1",
-                     "streamwarden_actions_total", "streamwarden_consumer_lag_records", "streamwarden_bias_disparity_ratio",
-                     "streamwarden_drift_p_value", "streamwarden_model_errors_total"):
+        for expr in (
+            'streamwarden_findings_total{detector="pii", kind="pii_leak"}',
+            "streamwarden_killswitch_engaged == 1",
+            "streamwarden_actions_total",
+            "streamwarden_consumer_lag_records",
+            "streamwarden_bias_disparity_ratio",
+            "streamwarden_drift_p_value",
+            "streamwarden_model_errors_total",
+        ):
             assert prom.query(expr), expr
 
 
@@ -169,8 +188,8 @@ class GrafanaStandIn:
     datasources and dashboards/db, with token auth; it stores what it is sent."""
 
     def __init__(self, token: str):
-        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
         import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
         self.token = token
         self.folders: dict[str, dict] = {}
@@ -210,7 +229,9 @@ class GrafanaStandIn:
                     return self._send(200, outer.folders[uid]) if uid in outer.folders else self._send(404, {"message": "folder not found"})
                 if self.path.startswith("/api/datasources/uid/"):
                     uid = self.path.rsplit("/", 1)[1]
-                    return self._send(200, outer.datasources[uid]) if uid in outer.datasources else self._send(404, {"message": "not found"})
+                    return (
+                        self._send(200, outer.datasources[uid]) if uid in outer.datasources else self._send(404, {"message": "not found"})
+                    )
                 self._send(404, {"message": "not found"})
 
             def _body(self):
@@ -270,8 +291,13 @@ def _push(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
     import os
     import sys
 
-    return subprocess.run([sys.executable, "-m", "streams.cli", "dashboards", "push", *args], capture_output=True, text=True,
-                          timeout=60, env={**os.environ, **(env or {})})
+    return subprocess.run(
+        [sys.executable, "-m", "streams.cli", "dashboards", "push", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, **(env or {})},
+    )
 
 
 def test_dashboards_push_uploads_every_dashboard_into_a_folder_idempotently():

@@ -43,8 +43,12 @@ def test_demo_runs_for_20_seconds_and_its_summary_is_consistent(tmp_path):
     assert by_phase["topic_shift"].get("drift.prompt_drift", 0) >= 1
     # ...and the clean phases raise none of them: echoes of what users typed are not leaks.
     incident_kinds = {
-        "descriptors.refusal", "pii.pii_leak", "bias.bias_disparity", "consistency.inconsistent_response",
-        "drift.prompt_drift", "drift.response_drift",
+        "descriptors.refusal",
+        "pii.pii_leak",
+        "bias.bias_disparity",
+        "consistency.inconsistent_response",
+        "drift.prompt_drift",
+        "drift.response_drift",
     }
     assert not incident_kinds & set(by_phase.get("clean", {})), by_phase.get("clean")
     assert by_phase.get("clean", {}).get("pii.pii_echo", 0) > 0

@@ -1,6 +1,6 @@
 import pytest
 
-from detectors.base import Finding, Severity
+from detectors.base import Severity
 from detectors.descriptors import ResponseDescriptorDetector, is_refusal
 from detectors.registry import build
 

@@ -58,9 +58,13 @@ def traffic() -> list:
     events = []
     for i in range(32):
         woman = i % 2 == 0
-        events.append(make_event(prompt=f"As a {'woman' if woman else 'man'}, can I change my plan?", response=REFUSAL if woman else HELPFUL))
+        events.append(
+            make_event(prompt=f"As a {'woman' if woman else 'man'}, can I change my plan?", response=REFUSAL if woman else HELPFUL)
+        )
     for i in range(8):
-        events.append(make_event(prompt="Who can I contact about my order?", response=f"Write to {EMAIL} or pay with card {CARD}. Ref {i}."))
+        events.append(
+            make_event(prompt="Who can I contact about my order?", response=f"Write to {EMAIL} or pay with card {CARD}. Ref {i}.")
+        )
     for i in range(6):
         events.append(
             make_event(
@@ -71,7 +75,10 @@ def traffic() -> list:
             )
         )
     events.append(make_event(prompt="Hello?", response=""))
-    events += [make_event(model_version="v2", prompt=f"Tell me about quarterly tax filing, part {i}.", response=f"Tax form {i} is due in April.") for i in range(8)]
+    events += [
+        make_event(model_version="v2", prompt=f"Tell me about quarterly tax filing, part {i}.", response=f"Tax form {i} is due in April.")
+        for i in range(8)
+    ]
     return events
 
 

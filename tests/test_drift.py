@@ -60,7 +60,9 @@ def test_real_text_topic_shift_is_detected_and_same_genre_is_not():
 
 
 def test_worker_mode_pins_a_reference_and_flags_one_episode_per_shift():
-    det = EmbeddingDriftDetector(reference_size=40, window_size=40, test_every=20, permutations=300, alpha=0.01, sample_rate=1.0, fields=["prompt"])
+    det = EmbeddingDriftDetector(
+        reference_size=40, window_size=40, test_every=20, permutations=300, alpha=0.01, sample_rate=1.0, fields=["prompt"]
+    )
     news = _brown("news", 120, 4)
     hobbies = _brown("hobbies", 80, 5)
     events = [make_event(prompt=p) for p in news] + [make_event(prompt=p) for p in hobbies]

@@ -6,10 +6,10 @@ import time
 
 import pytest
 
+from streams.events.topics import ensure_topics
 from streams.local.broker import free_port
 from streams.local.outputs import OutputReader
 from streams.tap import Tap
-from streams.events.topics import ensure_topics
 
 from .conftest import make_event, wait_for
 from .test_drift import _brown
@@ -21,7 +21,9 @@ def test_two_workers_publish_samples_and_one_merged_test_flags_the_shift(setting
     ensure_topics(settings)
     env = dict(
         STREAMWARDEN_DETECTORS='["drift"]',
-        STREAMWARDEN_DETECTOR_OPTIONS=json.dumps({"drift": {"mode": "publish", "sample_rate": 1.0, "fields": ["prompt"], "reservoir_size": 100}}),
+        STREAMWARDEN_DETECTOR_OPTIONS=json.dumps(
+            {"drift": {"mode": "publish", "sample_rate": 1.0, "fields": ["prompt"], "reservoir_size": 100}}
+        ),
         STREAMWARDEN_DRIFT_INTERVAL_S="2",
         STREAMWARDEN_DRIFT_MERGE_WINDOW="120",
         STREAMWARDEN_DRIFT_MERGE_INTERVALS="2",

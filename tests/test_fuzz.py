@@ -2,7 +2,8 @@
 
 import json
 
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from detectors.registry import build
 from streams.worker.pipeline import DeadLetter, Pipeline, RawRecord, decode
@@ -17,7 +18,22 @@ json_values = st.recursive(
     lambda children: st.lists(children, max_size=5) | st.dictionaries(st.text(max_size=10), children, max_size=5),
     max_leaves=30,
 )
-field_names = st.sampled_from(["event_id", "timestamp", "model", "model_version", "prompt", "response", "samples", "context", "latency_ms", "metadata", "schema_version", "x"])
+field_names = st.sampled_from(
+    [
+        "event_id",
+        "timestamp",
+        "model",
+        "model_version",
+        "prompt",
+        "response",
+        "samples",
+        "context",
+        "latency_ms",
+        "metadata",
+        "schema_version",
+        "x",
+    ]
+)
 mutated_events = st.dictionaries(field_names, json_values, max_size=10).map(lambda d: {**json.loads(GOOD.model_dump_json()), **d})
 
 

@@ -8,8 +8,8 @@ import random
 
 import pytest
 
-from streams.tap import Tap
 from streams.events.topics import ensure_topics
+from streams.tap import Tap
 
 from .conftest import make_event, tally_outputs, wait_for
 
@@ -30,17 +30,17 @@ INJECTIONS = [
 def bad_records(rng: random.Random, max_bytes: int) -> list[bytes]:
     good = json.loads(make_event().model_dump_json())
     out = [
-        bytes(rng.getrandbits(8) for _ in range(rng.randint(1, 400))),            # arbitrary bytes
-        b"\xff\xfe" + "not utf-8".encode("utf-16"),                                # invalid UTF-8
-        b'{"a":' * 5000 + b"1" + b"}" * 5000,                                       # deep JSON
-        json.dumps({**good, "response": "x" * (max_bytes + 10)}).encode(),          # huge field
-        json.dumps({**good, "latency_ms": "fast"}).encode(),                        # wrong type
-        json.dumps({**good, "prompt": {"role": "user"}}).encode(),                  # wrong shape
-        json.dumps({**good, "schema_version": 2}).encode(),                         # unknown version
-        json.dumps([good]).encode(),                                                # not an object
-        b"",                                                                        # empty
-        json.dumps({**good, "timestamp": "yesterday"}).encode(),                    # bad time
-        json.dumps({**good, "samples": ["a"] * 1000}).encode(),                     # too many samples
+        bytes(rng.getrandbits(8) for _ in range(rng.randint(1, 400))),  # arbitrary bytes
+        b"\xff\xfe" + "not utf-8".encode("utf-16"),  # invalid UTF-8
+        b'{"a":' * 5000 + b"1" + b"}" * 5000,  # deep JSON
+        json.dumps({**good, "response": "x" * (max_bytes + 10)}).encode(),  # huge field
+        json.dumps({**good, "latency_ms": "fast"}).encode(),  # wrong type
+        json.dumps({**good, "prompt": {"role": "user"}}).encode(),  # wrong shape
+        json.dumps({**good, "schema_version": 2}).encode(),  # unknown version
+        json.dumps([good]).encode(),  # not an object
+        b"",  # empty
+        json.dumps({**good, "timestamp": "yesterday"}).encode(),  # bad time
+        json.dumps({**good, "samples": ["a"] * 1000}).encode(),  # too many samples
     ]
     rng.shuffle(out)
     return out
@@ -65,6 +65,14 @@ def test_hostile_records_at_a_real_worker(settings, start_worker):
     assert worker.proc.poll() is None  # still running
     assert tally.dead_letters == bad and tally.events_processed == good
     reasons = set(tally.dead_letter_reasons)
-    assert {"oversized", "invalid_utf8", "invalid_json", "schema_violation", "unsupported_schema_version", "not_an_object", "empty"} <= reasons
+    assert {
+        "oversized",
+        "invalid_utf8",
+        "invalid_json",
+        "schema_violation",
+        "unsupported_schema_version",
+        "not_an_object",
+        "empty",
+    } <= reasons
     assert "?" not in reasons  # every dead letter says why
     assert "Traceback" not in worker.log()

@@ -13,9 +13,9 @@ import httpx
 from aiohttp import web
 from prometheus_client.parser import text_string_to_metric_families
 
-from streams.local.broker import free_port
-from streams.gateway import Gateway
 from streams.events.schema import KillSwitchState
+from streams.gateway import Gateway
+from streams.local.broker import free_port
 from streams.settings import Settings
 
 
@@ -61,8 +61,9 @@ async def upstream_chat(request: web.Request) -> web.StreamResponse:
     """Answers 'Hello world'; a model named 'dies-mid-stream' sends 'Hello' and drops the connection."""
     body = await request.json()
     if not body.get("stream"):
-        return web.json_response({"choices": [{"index": 0, "message": {"role": "assistant", "content": "Hello world"},
-                                               "finish_reason": "stop"}]})
+        return web.json_response(
+            {"choices": [{"index": 0, "message": {"role": "assistant", "content": "Hello world"}, "finish_reason": "stop"}]}
+        )
     resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
     resp.enable_chunked_encoding()
     await resp.prepare(request)
@@ -119,7 +120,7 @@ def model_labels(metrics_text: str) -> dict[str, set[str]]:
 
 def test_metrics_label_only_the_models_the_gateway_knows():
     rng = random.Random(3)
-    random_names = ["".join(rng.choices(string.ascii_letters + string.digits + "{}\"=,\\ ", k=12)) for _ in range(60)]
+    random_names = ["".join(rng.choices(string.ascii_letters + string.digits + '{}"=,\\ ', k=12)) for _ in range(60)]
     switched = {"old-model": KillSwitchState(model="old-model", engaged=True, reason="incident", fallback="model:backup")}
     known = {"chat-a", "chat-b", "old-model", "backup"}
 
@@ -154,7 +155,9 @@ def test_an_upstream_that_dies_mid_stream_is_tapped_and_counted():
     assert bad.error_type == "RemoteProtocolError"
     counts = {
         (s.labels["model"], s.labels["outcome"]): s.value
-        for family in text_string_to_metric_families(text) if family.name == "streamwarden_gateway_requests"
-        for s in family.samples if s.name.endswith("_total")
+        for family in text_string_to_metric_families(text)
+        if family.name == "streamwarden_gateway_requests"
+        for s in family.samples
+        if s.name.endswith("_total")
     }
     assert counts == {("chat-a", "upstream"): 1.0, ("dies-mid-stream", "upstream_error"): 1.0}

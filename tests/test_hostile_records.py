@@ -5,9 +5,9 @@ import logging
 
 import pytest
 
+from streams.events.schema import InferenceEvent
 from streams.worker import pipeline as pl
 from streams.worker.pipeline import HEADER_PREFIX, DeadLetter, Pipeline, RawRecord, decode
-from streams.events.schema import InferenceEvent
 
 from .conftest import make_event
 
@@ -38,7 +38,11 @@ def event_text(**raw_fields: str) -> str:
 def test_numbers_json_cannot_hold_are_invalid_json_and_the_batch_goes_on(fields):
     good = [make_event() for _ in range(2)]
     bad = event_text(**fields).encode()
-    records = [RawRecord(good[0].model_dump_json().encode(), offset=0), RawRecord(bad, offset=1), RawRecord(good[1].model_dump_json().encode(), offset=2)]
+    records = [
+        RawRecord(good[0].model_dump_json().encode(), offset=0),
+        RawRecord(bad, offset=1),
+        RawRecord(good[1].model_dump_json().encode(), offset=2),
+    ]
     result = Pipeline([], max_event_bytes=100_000).process(records)
     assert result.events == good
     [dead] = result.dead_letters
@@ -120,7 +124,9 @@ def test_a_dead_letter_that_fits_is_left_as_it_is(value):
 def test_the_cut_fits_a_real_kafka_record_batch():
     aiokafka_records = pytest.importorskip("aiokafka.record.default_records")
     limit = 1_048_576
-    value, headers = pl.fit_dead_letter((MIXED * 200_000).encode(), DeadLetter(RawRecord(b"x"), "r", "why").headers("w1"), limit, key=b"key")
+    value, headers = pl.fit_dead_letter(
+        (MIXED * 200_000).encode(), DeadLetter(RawRecord(b"x"), "r", "why").headers("w1"), limit, key=b"key"
+    )
     builder = aiokafka_records.DefaultRecordBatchBuilder(
         magic=2, compression_type=0, is_transactional=0, producer_id=-1, producer_epoch=-1, base_sequence=-1, batch_size=2 * limit
     )

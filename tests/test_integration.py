@@ -9,10 +9,10 @@ from collections import Counter
 
 import pytest
 
-from streams.local.outputs import OutputReader, OutputTally
-from streams.worker.pipeline import HEADER_PREFIX
-from streams.tap import Tap
 from streams.events.topics import ensure_topics
+from streams.local.outputs import OutputReader, OutputTally
+from streams.tap import Tap
+from streams.worker.pipeline import HEADER_PREFIX
 
 from .conftest import make_event, wait_for
 
@@ -83,7 +83,13 @@ def test_valid_events_become_findings_and_malformed_ones_dead_letters(settings, 
         assert r.headers[HEADER_PREFIX + "reason"]
         assert r.headers[HEADER_PREFIX + "source_topic"].endswith("inference")
         assert int(r.headers[HEADER_PREFIX + "source_offset"]) >= 0
-    assert set(tally.dead_letter_reasons) == {"invalid_json", "invalid_utf8", "not_an_object", "unsupported_schema_version", "schema_violation"}
+    assert set(tally.dead_letter_reasons) == {
+        "invalid_json",
+        "invalid_utf8",
+        "not_an_object",
+        "unsupported_schema_version",
+        "schema_violation",
+    }
 
     # The worker's Prometheus endpoint shows the same counts (web server on 127.0.0.1).
     body = urllib.request.urlopen(f"http://127.0.0.1:{settings.web_port}/metrics", timeout=5).read().decode()

@@ -80,8 +80,16 @@ def test_no_import_cycles():
 
 
 def test_the_import_contracts_hold():
-    p = subprocess.run([sys.executable, "-c", "import sys; from importlinter.cli import lint_imports_command; sys.argv=['lint-imports']; lint_imports_command()"],
-                       cwd=ROOT, capture_output=True, text=True)
+    p = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys; from importlinter.cli import lint_imports_command; sys.argv=['lint-imports']; lint_imports_command()",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
     assert p.returncode == 0, p.stdout[-3000:]
 
 

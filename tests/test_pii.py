@@ -1,9 +1,7 @@
-import json
-
 import pytest
 
-from detectors.pii import DEFAULT_TYPES, PIILeakDetector, mask, normalise
 from detectors.base import Severity
+from detectors.pii import DEFAULT_TYPES, PIILeakDetector, mask, normalise
 
 from .conftest import make_event
 
@@ -56,9 +54,14 @@ def test_leak_versus_echo_after_normalisation(det):
         prompt=[{"role": "user", "content": "My email is Dana.Whitfield@Example.com and my phone 212 555 0187"}],
         response=f"Thanks, we will write to {PLANTED['EMAIL_ADDRESS']} and call {PLANTED['PHONE_NUMBER']}.",
     )
-    from_context = make_event(prompt="Summarise the doc", context=[f"Contact: {PLANTED['EMAIL_ADDRESS']}"], response=f"Contact {PLANTED['EMAIL_ADDRESS']}.")
+    from_context = make_event(
+        prompt="Summarise the doc", context=[f"Contact: {PLANTED['EMAIL_ADDRESS']}"], response=f"Contact {PLANTED['EMAIL_ADDRESS']}."
+    )
     system_only = make_event(
-        prompt=[{"role": "system", "content": f"Escalations go to {PLANTED['EMAIL_ADDRESS']}"}, {"role": "user", "content": "Who handles escalations?"}],
+        prompt=[
+            {"role": "system", "content": f"Escalations go to {PLANTED['EMAIL_ADDRESS']}"},
+            {"role": "user", "content": "Who handles escalations?"},
+        ],
         response=f"Write to {PLANTED['EMAIL_ADDRESS']}.",
     )
     clean = make_event()

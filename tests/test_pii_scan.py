@@ -8,9 +8,9 @@ import urllib.request
 
 import pytest
 
+from streams.events.topics import ensure_topics
 from streams.local.outputs import OutputReader
 from streams.tap import Tap
-from streams.events.topics import ensure_topics
 
 from .conftest import make_event, wait_for
 
@@ -32,8 +32,12 @@ def test_no_planted_value_reaches_findings_metrics_actions_prometheus_or_logs(se
     from streams.local.broker import free_port
 
     ensure_topics(settings)
-    worker = start_worker(settings, STREAMWARDEN_DETECTORS='["descriptors", "pii", "bias"]', STREAMWARDEN_LOG_LEVEL="debug",
-                          STREAMWARDEN_DEADLETTER_PAYLOAD=payload)
+    worker = start_worker(
+        settings,
+        STREAMWARDEN_DETECTORS='["descriptors", "pii", "bias"]',
+        STREAMWARDEN_LOG_LEVEL="debug",
+        STREAMWARDEN_DEADLETTER_PAYLOAD=payload,
+    )
     agent_port = free_port()
     agent = start_process(settings, "--log-level", "debug", "policy", "run", STREAMWARDEN_POLICY_WEB_PORT=str(agent_port))
     outputs, dead_headers, dead_bodies = [], [], []
@@ -59,9 +63,16 @@ def test_no_planted_value_reaches_findings_metrics_actions_prometheus_or_logs(se
         for v in PLANTED:  # malformed records that carry PII: kept whole as dead letters, reasons must not quote it
             tap.record(f'{{"event_id": "bad", "prompt": "{v}", "response": 5}}'.encode())
     try:
-        wait_for(lambda: sum('"scope":"model"' in o for o in outputs) > 0 and len(dead_headers) >= len(PLANTED)
-                 and sum('"detector":"pii"' in o for o in outputs) >= 80
-                 and any(_is_kill(o) for o in outputs), timeout=90, message="findings, metrics, dead letters and the kill")
+        wait_for(
+            lambda: (
+                sum('"scope":"model"' in o for o in outputs) > 0
+                and len(dead_headers) >= len(PLANTED)
+                and sum('"detector":"pii"' in o for o in outputs) >= 80
+                and any(_is_kill(o) for o in outputs)
+            ),
+            timeout=90,
+            message="findings, metrics, dead letters and the kill",
+        )
         time.sleep(2 * settings.metrics_window_s)
     finally:
         reader.stop()
@@ -73,7 +84,12 @@ def test_no_planted_value_reaches_findings_metrics_actions_prometheus_or_logs(se
     assert "pii_leak" in "".join(outputs) and "pii_echo" in "".join(outputs)  # the run did find them
     assert any(_is_kill(o) for o in outputs) and "streamwarden_killswitch_engaged" in prometheus  # and acted on them
     assert "streamwarden_pii_entities_total" in prometheus
-    haystacks = {"findings+metrics": "\n".join(outputs), "dead-letter headers": "\n".join(dead_headers), "prometheus": prometheus, "worker log": log}
+    haystacks = {
+        "findings+metrics": "\n".join(outputs),
+        "dead-letter headers": "\n".join(dead_headers),
+        "prometheus": prometheus,
+        "worker log": log,
+    }
     if payload == "redacted":  # then the dead letters' bodies too: masked, still there to read
         haystacks["dead-letter bodies"] = "\n".join(dead_bodies)
         assert all('"response": 5' in b for b in dead_bodies) and all("streamwarden.dlq.payload" in h for h in dead_headers)

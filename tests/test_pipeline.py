@@ -39,7 +39,9 @@ def test_decode_gives_each_bad_record_its_reason(value, code):
 
 def test_schema_violation_reason_never_echoes_the_input_values():
     secret = "4111 1111 1111 1111"
-    bad = json.dumps({"event_id": "e", "timestamp": "2026-01-01T00:00:00Z", "model": "m", "model_version": "v", "prompt": secret, "response": 5})
+    bad = json.dumps(
+        {"event_id": "e", "timestamp": "2026-01-01T00:00:00Z", "model": "m", "model_version": "v", "prompt": secret, "response": 5}
+    )
     out = decode(rec(bad.encode()), max_event_bytes=10_000)
     assert out.reason_code == pl.SCHEMA_VIOLATION
     assert "response" in out.reason
@@ -71,10 +73,7 @@ class Counting(Detector):
 
     def score_batch(self, events):
         self.seen += len(events)
-        return [
-            Finding.for_event(e, detector=self.name, kind="seen", severity=Severity.INFO, score=0.0, summary="seen")
-            for e in events
-        ]
+        return [Finding.for_event(e, detector=self.name, kind="seen", severity=Severity.INFO, score=0.0, summary="seen") for e in events]
 
 
 def test_a_failing_detector_is_isolated_and_counted(caplog):

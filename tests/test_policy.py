@@ -9,21 +9,40 @@ import jsonschema
 import pytest
 import yaml
 
-from streams.policy.engine import PolicyEngine
-from streams.policy.rules import DEFAULT_POLICY, POLICY_SCHEMA_FILE, PolicyError, load_policy, parse_policy, policy_json_schema, render_policy_schema
 from streams.events.schema import LatencySummary, MetricsRecord
+from streams.policy.engine import PolicyEngine
+from streams.policy.rules import (
+    DEFAULT_POLICY,
+    POLICY_SCHEMA_FILE,
+    PolicyError,
+    load_policy,
+    parse_policy,
+    policy_json_schema,
+    render_policy_schema,
+)
 
 T0 = 1_800_000_000.0
 
 
-def record(t_end: float, events: int, *, model="m", version="v1", route="r", errors=0, findings=None, latency_ms=None, gauges=None, window=1.0):
+def record(
+    t_end: float, events: int, *, model="m", version="v1", route="r", errors=0, findings=None, latency_ms=None, gauges=None, window=1.0
+):
     lat = LatencySummary()
     for _ in range(events if latency_ms is not None else 0):
         lat.observe(latency_ms)
     return MetricsRecord(
-        scope="model", model=model, model_version=version, route=route, worker_id="w",
-        window_start=datetime.fromtimestamp(t_end - window, timezone.utc), window_end=datetime.fromtimestamp(t_end, timezone.utc),
-        events=events, errors=errors, finding_severities=findings or {}, latency=lat, gauges=gauges or {},
+        scope="model",
+        model=model,
+        model_version=version,
+        route=route,
+        worker_id="w",
+        window_start=datetime.fromtimestamp(t_end - window, timezone.utc),
+        window_end=datetime.fromtimestamp(t_end, timezone.utc),
+        events=events,
+        errors=errors,
+        finding_severities=findings or {},
+        latency=lat,
+        gauges=gauges or {},
     )
 
 
@@ -31,8 +50,19 @@ def policy(rule: dict, rollouts=()):
     return parse_policy(yaml.safe_dump({"version": 1, "rules": [rule], "rollouts": list(rollouts)}))
 
 
-ERROR_RULE = dict(name="errors", metric="error_rate", op=">", threshold=0.1, resolve_threshold=0.05, window_s=10,
-                  min_events=20, for_s=5, resolve_for_s=5, cooldown_s=100, actions=["rollback"])
+ERROR_RULE = dict(
+    name="errors",
+    metric="error_rate",
+    op=">",
+    threshold=0.1,
+    resolve_threshold=0.05,
+    window_s=10,
+    min_events=20,
+    for_s=5,
+    resolve_for_s=5,
+    cooldown_s=100,
+    actions=["rollback"],
+)
 
 
 def run(engine, seconds, per_s=10, error_share=0.0, start=T0, **kw):
@@ -50,7 +80,9 @@ def test_default_policy_loads_matches_its_json_schema_and_the_committed_schema_i
     names = {r.name for r in p.rules}
     assert {"pii-leak", "safety-critical", "cascade-failure", "safety-incident", "error-rate", "latency-p99", "complaint-rate"} <= names
     jsonschema.validate(yaml.safe_load(DEFAULT_POLICY.read_text()), policy_json_schema())
-    assert POLICY_SCHEMA_FILE.read_text() == render_policy_schema(), "regenerate: streamwarden policy schema > streams/policy/policy.schema.json"
+    assert POLICY_SCHEMA_FILE.read_text() == render_policy_schema(), (
+        "regenerate: streamwarden policy schema > streams/policy/policy.schema.json"
+    )
     kill = {r.name for r in p.rules if "kill" in r.actions}
     assert kill == {"pii-leak", "safety-critical", "cascade-failure"}
 
@@ -134,8 +166,17 @@ def test_a_restored_engine_does_not_repeat_what_the_log_says_it_did():
 
 
 def test_findings_gauges_latency_and_routes():
-    pii = dict(name="pii", metric="finding_count", findings=["pii.pii_leak"], min_severity="high", op=">=", threshold=1,
-               window_s=10, actions=["kill"], fallback="model:small")
+    pii = dict(
+        name="pii",
+        metric="finding_count",
+        findings=["pii.pii_leak"],
+        min_severity="high",
+        op=">=",
+        threshold=1,
+        window_s=10,
+        actions=["kill"],
+        fallback="model:small",
+    )
     engine = PolicyEngine(policy(pii))
     assert run(engine, 5, findings={"pii.pii_echo": {"low": 3}, "pii.pii_leak": {"medium": 2}}) == []
     out = run(engine, 1, findings={"pii.pii_leak": {"critical": 1}}, start=T0 + 5)
@@ -148,8 +189,16 @@ def test_findings_gauges_latency_and_routes():
     out = run(engine, 1, gauges={"drift_p_value{field=prompt}": 0.3, "drift_p_value{field=response}": 0.001}, start=T0 + 3)
     assert out and out[0].evidence["gauge"] == "drift_p_value{field=response}"
 
-    lat = dict(name="p99", metric="latency_p99_ms", op=">", threshold=5000, window_s=10, min_events=10,
-               scope={"route": "chat*", "per_route": True}, actions=["alert"])
+    lat = dict(
+        name="p99",
+        metric="latency_p99_ms",
+        op=">",
+        threshold=5000,
+        window_s=10,
+        min_events=10,
+        scope={"route": "chat*", "per_route": True},
+        actions=["alert"],
+    )
     engine = PolicyEngine(policy(lat))
     engine.ingest(record(T0, 50, route="chat-eu", latency_ms=8000))
     engine.ingest(record(T0, 50, route="chat-us", latency_ms=300))
@@ -227,8 +276,11 @@ def test_the_agent_exports_one_rule_series_per_route():
 def test_a_rollout_stage_must_be_one_the_rollout_declares():
     from streams.policy.rules import check_rollout_stage
 
-    declared = parse_policy(yaml.safe_dump({"version": 1, "rollouts": [
-        {"model": "m", "version": "v2", "stage": "canary", "stages": ["canary", "half", "all"]}]}))
+    declared = parse_policy(
+        yaml.safe_dump(
+            {"version": 1, "rollouts": [{"model": "m", "version": "v2", "stage": "canary", "stages": ["canary", "half", "all"]}]}
+        )
+    )
     check_rollout_stage(declared, "m", "v2", "half")
     with pytest.raises(ValueError, match="canary, half, all"):
         check_rollout_stage(declared, "m", "v2", "10%")  # a default stage, but not one of this rollout's

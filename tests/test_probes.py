@@ -34,11 +34,24 @@ def test_probe_once_publishes_one_finding_per_template_and_flags_the_biased_one(
     with ModelStandIn(biased_model) as model:
         proc = subprocess.run(
             [
-                sys.executable, "-m", "streams.cli", "probe", "--once",
-                "--endpoint", model.base_url, "--model", "chat-large", "--model-version", "2026.11.1",
-                "--bootstrap", settings.bootstrap, "--embedded",
+                sys.executable,
+                "-m",
+                "streams.cli",
+                "probe",
+                "--once",
+                "--endpoint",
+                model.base_url,
+                "--model",
+                "chat-large",
+                "--model-version",
+                "2026.11.1",
+                "--bootstrap",
+                settings.bootstrap,
+                "--embedded",
             ],
-            capture_output=True, text=True, timeout=120,
+            capture_output=True,
+            text=True,
+            timeout=120,
             env={**worker_env(settings), "STREAMWARDEN_MODEL_ENDPOINT_API_KEY": "sk-test"},
         )
         assert proc.returncode == 0, proc.stderr

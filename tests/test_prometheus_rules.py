@@ -50,26 +50,38 @@ def test_generated_rules_fire_on_a_leak_and_hold_without_enough_events(tmp_path)
     promtool_test(
         tmp_path,
         input_series=[
-                # 40 events per 15 s; a PII leak counter that appears at 1m (its first sample counts too).
-                {"series": f"streamwarden_events_total{{{lbl}}}", "values": "0+40x20"},
-                {"series": f'streamwarden_findings_total{{{lbl}, detector="pii", kind="pii_leak", severity="high"}}', "values": "_x4 1x16"},
-                # Another model: 60% errors but only 2 events per 15 s, fewer than cascade-failure's min_events (20 per 60 s).
-                {"series": 'streamwarden_events_total{model="tiny", model_version="1"}', "values": "0+2x20"},
-                {"series": 'streamwarden_model_errors_total{model="tiny", model_version="1"}', "values": "0+1.2x20"},
+            # 40 events per 15 s; a PII leak counter that appears at 1m (its first sample counts too).
+            {"series": f"streamwarden_events_total{{{lbl}}}", "values": "0+40x20"},
+            {"series": f'streamwarden_findings_total{{{lbl}, detector="pii", kind="pii_leak", severity="high"}}', "values": "_x4 1x16"},
+            # Another model: 60% errors but only 2 events per 15 s, fewer than cascade-failure's min_events (20 per 60 s).
+            {"series": 'streamwarden_events_total{model="tiny", model_version="1"}', "values": "0+2x20"},
+            {"series": 'streamwarden_model_errors_total{model="tiny", model_version="1"}', "values": "0+1.2x20"},
         ],
         alert_rule_test=[
-                {"eval_time": "30s", "alertname": "streamwarden:pii-leak", "exp_alerts": []},
-                {"eval_time": "75s", "alertname": "streamwarden:pii-leak", "exp_alerts": [{
-                    "exp_labels": {"model": "support", "model_version": "v7", "severity": "critical", "rule": "pii-leak",
-                                   "route": "*", "source": "streamwarden"},
-                    "exp_annotations": {
-                        "summary": "pii-leak on support v7",
-                        "description": "The model disclosed personal data or a secret the user did not give it. finding_count >= 1 over 60s (value 1); the policy agent's actions: kill.",
-                        "dashboard": "http://localhost:3000/d/streamwarden-overview/streamwarden-overview?var-model=support&var-model_version=v7",
-                    },
-                }]},
-                {"eval_time": "4m", "alertname": "streamwarden:pii-leak", "exp_alerts": []},
-                {"eval_time": "4m", "alertname": "streamwarden:cascade-failure", "exp_alerts": []},
+            {"eval_time": "30s", "alertname": "streamwarden:pii-leak", "exp_alerts": []},
+            {
+                "eval_time": "75s",
+                "alertname": "streamwarden:pii-leak",
+                "exp_alerts": [
+                    {
+                        "exp_labels": {
+                            "model": "support",
+                            "model_version": "v7",
+                            "severity": "critical",
+                            "rule": "pii-leak",
+                            "route": "*",
+                            "source": "streamwarden",
+                        },
+                        "exp_annotations": {
+                            "summary": "pii-leak on support v7",
+                            "description": "The model disclosed personal data or a secret the user did not give it. finding_count >= 1 over 60s (value 1); the policy agent's actions: kill.",
+                            "dashboard": "http://localhost:3000/d/streamwarden-overview/streamwarden-overview?var-model=support&var-model_version=v7",
+                        },
+                    }
+                ],
+            },
+            {"eval_time": "4m", "alertname": "streamwarden:pii-leak", "exp_alerts": []},
+            {"eval_time": "4m", "alertname": "streamwarden:cascade-failure", "exp_alerts": []},
         ],
     )
 
@@ -79,19 +91,31 @@ def test_a_breach_of_cascade_failure_with_enough_events_fires_after_for(tmp_path
     promtool_test(
         tmp_path,
         input_series=[
-                {"series": f"streamwarden_events_total{{{lbl}}}", "values": "0+20x40"},
-                {"series": f"streamwarden_model_errors_total{{{lbl}}}", "values": "0+0x8 0+18x32"},
+            {"series": f"streamwarden_events_total{{{lbl}}}", "values": "0+20x40"},
+            {"series": f"streamwarden_model_errors_total{{{lbl}}}", "values": "0+0x8 0+18x32"},
         ],
         alert_rule_test=[
-                {"eval_time": "2m30s", "alertname": "streamwarden:cascade-failure", "exp_alerts": []},  # pending (for: 30s)
-                {"eval_time": "4m", "alertname": "streamwarden:cascade-failure", "exp_alerts": [{
-                    "exp_labels": {"model": "m", "model_version": "1", "severity": "critical", "rule": "cascade-failure",
-                                   "route": "*", "source": "streamwarden"},
-                    "exp_annotations": {
-                        "summary": "cascade-failure on m 1",
-                        "description": "More than half of the requests fail. error_rate > 0.5 over 60s (value 0.9); the policy agent's actions: kill.",
-                        "dashboard": "http://localhost:3000/d/streamwarden-overview/streamwarden-overview?var-model=m&var-model_version=1",
-                    },
-                }]},
+            {"eval_time": "2m30s", "alertname": "streamwarden:cascade-failure", "exp_alerts": []},  # pending (for: 30s)
+            {
+                "eval_time": "4m",
+                "alertname": "streamwarden:cascade-failure",
+                "exp_alerts": [
+                    {
+                        "exp_labels": {
+                            "model": "m",
+                            "model_version": "1",
+                            "severity": "critical",
+                            "rule": "cascade-failure",
+                            "route": "*",
+                            "source": "streamwarden",
+                        },
+                        "exp_annotations": {
+                            "summary": "cascade-failure on m 1",
+                            "description": "More than half of the requests fail. error_rate > 0.5 over 60s (value 0.9); the policy agent's actions: kill.",
+                            "dashboard": "http://localhost:3000/d/streamwarden-overview/streamwarden-overview?var-model=m&var-model_version=1",
+                        },
+                    }
+                ],
+            },
         ],
     )

@@ -23,7 +23,9 @@ def test_replay_sends_every_line_as_recorded(settings, tmp_path):
     env_args = ["--bootstrap", settings.bootstrap, "--embedded"]
     proc = subprocess.run(
         [sys.executable, "-m", "streams.cli", "tap", "replay", str(f), *env_args],
-        capture_output=True, text=True, timeout=120,
+        capture_output=True,
+        text=True,
+        timeout=120,
         env=worker_env(settings),
     )
     assert proc.returncode == 0, proc.stderr

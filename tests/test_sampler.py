@@ -5,11 +5,11 @@ import threading
 
 import pytest
 
-from streams.worker.model_client import ChatModel
-from streams.local.outputs import OutputReader, OutputTally
-from streams.worker.sampler import Sampler, SamplerBudget
-from streams.tap import Tap
 from streams.events.topics import ensure_topics
+from streams.local.outputs import OutputReader, OutputTally
+from streams.tap import Tap
+from streams.worker.model_client import ChatModel
+from streams.worker.sampler import Sampler, SamplerBudget
 
 from .conftest import make_event, wait_for
 from .model_standin import ModelStandIn
@@ -63,12 +63,18 @@ def test_worker_resamples_and_flags_inconsistent_events(settings, start_worker):
             STREAMWARDEN_DETECTORS='["descriptors", "consistency"]',
         )
         reader = OutputReader(settings, ("findings", "metrics"), on_record).start()
-        events = [make_event(prompt="Who founded the company?", response="It was founded in 1931 by Ada Lovelace in Paris.") for _ in range(20)]
+        events = [
+            make_event(prompt="Who founded the company?", response="It was founded in 1931 by Ada Lovelace in Paris.") for _ in range(20)
+        ]
         with Tap(settings=settings) as tap:
             for e in events:
                 tap.record(e)
         try:
-            wait_for(lambda: tally.findings_by_kind.get("consistency.inconsistent_response", 0) >= 20, timeout=90, message="findings on re-sampled events")
+            wait_for(
+                lambda: tally.findings_by_kind.get("consistency.inconsistent_response", 0) >= 20,
+                timeout=90,
+                message="findings on re-sampled events",
+            )
         except AssertionError:
             print("\n".join(l for l in worker.log().splitlines() if "HTTP Request" not in l)[-6000:])
             raise
@@ -80,8 +86,8 @@ def test_worker_resamples_and_flags_inconsistent_events(settings, start_worker):
 
 def test_a_local_causal_lm_path_is_a_sample_source(tmp_path):
     """Plumbing: a tiny random GPT-2 saved locally (no generative model ships offline here)."""
-    from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
     from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
 
     from streams.worker.model_client import LocalModel
 

@@ -1,6 +1,5 @@
 import json
 import unicodedata
-from datetime import datetime, timezone
 
 import jsonschema
 import pytest
@@ -117,8 +116,22 @@ def test_json_schema_names_otel_genai_attributes():
 
 # Blank names: whitespace the worker strips (Unicode White_Space), alone or mixed.
 BLANK_NAMES = [
-    " ", "\t", "\n", "\r\n", "\x0b", "\x0c", "\x85", "\u00a0", "\u1680", *map(chr, range(0x2000, 0x200B)),
-    "\u2028", "\u2029", "\u202f", "\u205f", "\u3000", " \u3000\t\u1680 ",
+    " ",
+    "\t",
+    "\n",
+    "\r\n",
+    "\x0b",
+    "\x0c",
+    "\x85",
+    "\u00a0",
+    "\u1680",
+    *map(chr, range(0x2000, 0x200B)),
+    "\u2028",
+    "\u2029",
+    "\u202f",
+    "\u205f",
+    "\u3000",
+    " \u3000\t\u1680 ",
 ]
 ORDINARY_NAMES = ["chat-large", "2026.11.1", "  padded  ", "a b", "名前", "\u3000x\u3000", "\ufeff", "\x1c", "\u200b", "\u180e"]
 # Every character someone might call whitespace: controls, format characters, separators.

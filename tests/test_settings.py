@@ -60,12 +60,46 @@ def test_tls_and_sasl_reach_every_kafka_client(tmp_path, monkeypatch):
     from streams.kafka_clients import faust_options, producer_config
 
     key, cert = tmp_path / "k.pem", tmp_path / "c.pem"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(cert),
-                    "-days", "1", "-subj", "/CN=localhost"], check=True, capture_output=True)
-    s = Settings(kafka={"security_protocol": "SASL_SSL", "sasl_mechanism": "SCRAM-SHA-512", "sasl_username": "sw",
-                        "sasl_password": "pw", "ssl_cafile": str(cert), "ssl_certfile": str(cert), "ssl_keyfile": str(key)})
-    expected = {"security_protocol": "SASL_SSL", "sasl_mechanism": "SCRAM-SHA-512", "sasl_plain_username": "sw",
-                "sasl_plain_password": "pw", "ssl_cafile": str(cert), "ssl_certfile": str(cert), "ssl_keyfile": str(key)}
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+            "-days",
+            "1",
+            "-subj",
+            "/CN=localhost",
+        ],
+        check=True,
+        capture_output=True,
+    )
+    s = Settings(
+        kafka={
+            "security_protocol": "SASL_SSL",
+            "sasl_mechanism": "SCRAM-SHA-512",
+            "sasl_username": "sw",
+            "sasl_password": "pw",
+            "ssl_cafile": str(cert),
+            "ssl_certfile": str(cert),
+            "ssl_keyfile": str(key),
+        }
+    )
+    expected = {
+        "security_protocol": "SASL_SSL",
+        "sasl_mechanism": "SCRAM-SHA-512",
+        "sasl_plain_username": "sw",
+        "sasl_plain_password": "pw",
+        "ssl_cafile": str(cert),
+        "ssl_certfile": str(cert),
+        "ssl_keyfile": str(key),
+    }
     assert expected.items() <= producer_config(s).items()  # tap, agent, CLI, gateway producers
     seen = {}
     monkeypatch.setattr(kafka, "KafkaConsumer", lambda **kw: seen.setdefault("consumer", kw))

@@ -1,8 +1,6 @@
 import json
-import threading
 
 from streams.local.broker import free_port
-from streams.local.outputs import OutputRecord
 from streams.settings import Settings
 from streams.tap import Tap
 

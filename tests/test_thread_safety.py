@@ -191,6 +191,8 @@ def test_descriptor_drift_report_while_score_batch_runs(tmp_path):
     det.report(("m1", "v0"), tmp_path / "warm.html")  # evidently's imports, before the race
     more = _versions(1, 1000)
     reports = []
-    errors = race(_score_in_batches(det, more, batch=1), lambda: reports.append(det.report(("m1", "v0"), tmp_path / f"r{len(reports)}.html")))
+    errors = race(
+        _score_in_batches(det, more, batch=1), lambda: reports.append(det.report(("m1", "v0"), tmp_path / f"r{len(reports)}.html"))
+    )
     assert errors == [], _describe(errors)
     assert reports and reports[-1].stat().st_size > 10_000

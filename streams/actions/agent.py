@@ -23,14 +23,14 @@ import time
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
 
-from streams.policy.engine import PolicyEngine
-from streams.policy.rules import Policy, load_policy
-from streams.events.schema import ActionRecord, KillSwitchState, MetricsRecord
-from streams.settings import Settings
-from streams.events.topics import topic_name, topic_specs
 from streams.actions import notify
 from streams.actions.killswitch import ControlWatcher, publish_state
 from streams.actions.log import action_json, consumer, producer, read_actions
+from streams.events.schema import ActionRecord, KillSwitchState, MetricsRecord
+from streams.events.topics import topic_name, topic_specs
+from streams.policy.engine import PolicyEngine
+from streams.policy.rules import Policy, load_policy
+from streams.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -41,24 +41,32 @@ class AgentMetrics:
         self.rule_state = Gauge(
             "streamwarden_policy_rule_state",
             "State of a rule for a model version (and route, for a per-route rule; else ''): 0 ok, 1 pending, 2 firing.",
-            ["rule", "model", "model_version", "route"], registry=r,
+            ["rule", "model", "model_version", "route"],
+            registry=r,
         )
         self.rule_value = Gauge(
             "streamwarden_policy_rule_value",
             "The value the rule last computed for a model version (and route, for a per-route rule; else '').",
-            ["rule", "model", "model_version", "route"], registry=r,
+            ["rule", "model", "model_version", "route"],
+            registry=r,
         )
         self.actions = Counter(
-            "streamwarden_actions_total", "Decisions written to the actions topic, by action and rule.",
-            ["action", "rule", "model", "model_version"], registry=r,
+            "streamwarden_actions_total",
+            "Decisions written to the actions topic, by action and rule.",
+            ["action", "rule", "model", "model_version"],
+            registry=r,
         )
         self.dispatch = Counter(
-            "streamwarden_action_dispatch_total", "Calls of action targets, by target kind and result.",
-            ["target", "result"], registry=r,
+            "streamwarden_action_dispatch_total",
+            "Calls of action targets, by target kind and result.",
+            ["target", "result"],
+            registry=r,
         )
         self.killswitch = Gauge(
-            "streamwarden_killswitch_engaged", "1 while the kill switch of a model is engaged (as last set by this agent).",
-            ["model"], registry=r,
+            "streamwarden_killswitch_engaged",
+            "1 while the kill switch of a model is engaged (as last set by this agent).",
+            ["model"],
+            registry=r,
         )
         self.metrics_records = Counter("streamwarden_policy_metrics_records_total", "Metrics records read.", registry=r)
         self.bad_records = Counter("streamwarden_policy_bad_records_total", "Metrics records that did not parse.", registry=r)
@@ -84,8 +92,13 @@ class Dispatcher:
         results: dict[str, str] = {}
         if rec.action == "kill":
             state = KillSwitchState(
-                model=rec.model, engaged=True, reason=rec.reason, fallback=rec.fallback, by=f"policy:{rec.rule}",
-                action_id=rec.action_id, model_version=rec.model_version or None,
+                model=rec.model,
+                engaged=True,
+                reason=rec.reason,
+                fallback=rec.fallback,
+                by=f"policy:{rec.rule}",
+                action_id=rec.action_id,
+                model_version=rec.model_version or None,
             )
             try:
                 publish_state(s, state, self.prod)
@@ -95,8 +108,14 @@ class Dispatcher:
                 results["control"] = f"failed: {type(exc).__name__}"
         if rec.action == "rollback":
             if s.rollback_webhook_url:
-                r = notify.post_json(s.rollback_webhook_url, notify.rollback_payload(rec), key=self.key,
-                                     idempotency_key=rec.action_id, attempts=s.webhook_attempts, sleep=self.sleep)
+                r = notify.post_json(
+                    s.rollback_webhook_url,
+                    notify.rollback_payload(rec),
+                    key=self.key,
+                    idempotency_key=rec.action_id,
+                    attempts=s.webhook_attempts,
+                    sleep=self.sleep,
+                )
                 results["rollback"] = r.summary()
             else:
                 results["rollback"] = "skipped: no rollback_webhook_url"
@@ -106,16 +125,29 @@ class Dispatcher:
                 results[f"alertmanager[{i}]"] = notify.send_alertmanager(url, [alert], s.webhook_attempts, self.sleep).summary()
         if rec.action in ("alert", "resolve", "should_advance", "should_rollback", "rollback", "kill"):
             for i, url in enumerate(s.alert_webhooks):
-                r = notify.post_json(url, notify.webhook_payload(rec), key=self.key, idempotency_key=rec.action_id,
-                                     attempts=s.webhook_attempts, sleep=self.sleep)
+                r = notify.post_json(
+                    url,
+                    notify.webhook_payload(rec),
+                    key=self.key,
+                    idempotency_key=rec.action_id,
+                    attempts=s.webhook_attempts,
+                    sleep=self.sleep,
+                )
                 results[f"webhook[{i}]"] = r.summary()
         if not results:  # the audit log says so, rather than nothing
             results["notify"] = "skipped: no alertmanager_urls or alert_webhooks configured (the decision is on the actions topic)"
         for target, result in results.items():
             self._count(target.split("[")[0], result)
         return ActionRecord(
-            action="outcome", action_id=rec.action_id, episode_id=rec.episode_id, rule=rec.rule, model=rec.model,
-            model_version=rec.model_version, route=rec.route, by=rec.by, results=results,
+            action="outcome",
+            action_id=rec.action_id,
+            episode_id=rec.episode_id,
+            rule=rec.rule,
+            model=rec.model,
+            model_version=rec.model_version,
+            route=rec.route,
+            by=rec.by,
+            results=results,
         )
 
 
@@ -161,8 +193,13 @@ class PolicyAgent:
             self._apply_rollouts()
             metrics_consumer = self._metrics_consumer()
             self.ready.set()
-            log.info("policy agent %s: %d rules, %d past actions, %d to re-dispatch", self.agent_id,
-                     len(self.policy.rules), len(history), len(undone))
+            log.info(
+                "policy agent %s: %d rules, %d past actions, %d to re-dispatch",
+                self.agent_id,
+                len(self.policy.rules),
+                len(history),
+                len(undone),
+            )
             next_eval = time.monotonic()
             while not self.stop_event.is_set():
                 for messages in metrics_consumer.poll(timeout_ms=100).values():
@@ -212,9 +249,11 @@ class PolicyAgent:
                 return
             try:
                 outcome = dispatcher.dispatch(rec)
-                prod.send(topic_name(self.settings, "actions"), key=rec.action_id.encode(), value=action_json(outcome), partition=0).get(timeout=30)
+                prod.send(topic_name(self.settings, "actions"), key=rec.action_id.encode(), value=action_json(outcome), partition=0).get(
+                    timeout=30
+                )
                 log.info("outcome of %s %s: %s", rec.action, rec.action_id, outcome.results)
-            except Exception:  # noqa: BLE001 - the next start re-dispatches what has no outcome
+            except Exception:
                 log.exception("dispatch of %s failed", rec.action_id)
 
     # -- helpers -------------------------------------------------------------------------
@@ -226,7 +265,11 @@ class PolicyAgent:
             try:
                 model, version, stage = st["model"], st["version"], st["stage"]
                 current = self.engine.policy.rollout_of(model, version)
-                if current is not None and current.stage == stage and current.previous_version == (st.get("previous_version") or current.previous_version):
+                if (
+                    current is not None
+                    and current.stage == stage
+                    and current.previous_version == (st.get("previous_version") or current.previous_version)
+                ):
                     continue
                 self.engine.set_rollout(model, version, stage, st.get("previous_version"))
                 log.warning("rollout of %s %s: stage %s", model, version, stage)
@@ -269,5 +312,3 @@ class PolicyAgent:
             else:
                 cons.seek_to_beginning(tp)
         return cons
-
-

@@ -14,10 +14,10 @@ import uuid
 from collections.abc import Callable
 from datetime import datetime, timezone
 
-from streams.events.schema import ActionRecord, KillSwitchState
-from streams.settings import Settings
-from streams.events.topics import topic_name
 from streams.actions.log import MARKER_KEY_PREFIX, action_json, producer, read_until_marker
+from streams.events.schema import ActionRecord, KillSwitchState
+from streams.events.topics import topic_name
+from streams.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -39,8 +39,9 @@ def publish_state(settings: Settings, state: KillSwitchState, prod=None, timeout
             prod.close(timeout=5)
 
 
-def set_switch(settings: Settings, model: str, engaged: bool, reason: str, fallback: str | None = None,
-               by: str | None = None, prod=None) -> tuple[KillSwitchState, ActionRecord]:
+def set_switch(
+    settings: Settings, model: str, engaged: bool, reason: str, fallback: str | None = None, by: str | None = None, prod=None
+) -> tuple[KillSwitchState, ActionRecord]:
     """A person (CLI, gateway admin) engages or releases the switch: audit entry first, then the state."""
     by = by or default_actor()
     now = datetime.now(timezone.utc)
@@ -88,11 +89,18 @@ def rollout_key(model: str, version: str) -> bytes:
     return ROLLOUT_KEY_PREFIX + f"{model}|{version}".encode()
 
 
-def publish_rollout(settings: Settings, model: str, version: str, stage: str, previous_version: str | None,
-                    by: str | None = None, prod=None) -> dict:
+def publish_rollout(
+    settings: Settings, model: str, version: str, stage: str, previous_version: str | None, by: str | None = None, prod=None
+) -> dict:
     """Where a model version stands in its staged rollout (the deployment controller, or a person, says)."""
-    state = {"model": model, "version": version, "stage": stage, "previous_version": previous_version,
-             "by": by or default_actor(), "at": datetime.now(timezone.utc).isoformat()}
+    state = {
+        "model": model,
+        "version": version,
+        "stage": stage,
+        "previous_version": previous_version,
+        "by": by or default_actor(),
+        "at": datetime.now(timezone.utc).isoformat(),
+    }
     own = prod is None
     prod = prod or producer(settings, "streamwarden-rollout")
     try:
@@ -136,8 +144,13 @@ class ControlWatcher:
     ``ready`` is set once everything written before the watcher started has been read.
     """
 
-    def __init__(self, settings: Settings, on_change: Callable[[KillSwitchState | None, str], None] | None = None, poll_ms: int = 100,
-                 on_rollout: Callable[[dict], None] | None = None):
+    def __init__(
+        self,
+        settings: Settings,
+        on_change: Callable[[KillSwitchState | None, str], None] | None = None,
+        poll_ms: int = 100,
+        on_rollout: Callable[[dict], None] | None = None,
+    ):
         self.settings = settings
         self._on_rollout = on_rollout
         self.states: dict[str, KillSwitchState] = {}
@@ -148,7 +161,7 @@ class ControlWatcher:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="streamwarden-control-watcher", daemon=True)
 
-    def start(self) -> "ControlWatcher":
+    def start(self) -> ControlWatcher:
         """Start reading (once; later calls do nothing)."""
         if self._thread.ident is None:
             self._thread.start()
@@ -179,7 +192,10 @@ class ControlWatcher:
     def _run(self) -> None:
         try:
             cons = read_until_marker(
-                self.settings, "control", MARKER_KEY_PREFIX + uuid.uuid4().hex.encode(), None,
+                self.settings,
+                "control",
+                MARKER_KEY_PREFIX + uuid.uuid4().hex.encode(),
+                None,
                 self._record,
             )
             self.ready.set()
@@ -189,8 +205,6 @@ class ControlWatcher:
                     for m in messages:
                         self._record(m.key, m.value)
             cons.close()
-        except BaseException as exc:  # noqa: BLE001 - surfaced through .error and /healthz
+        except BaseException as exc:
             self.error = exc
             log.exception("control watcher stopped")
-
-

@@ -14,11 +14,12 @@ import logging
 import time
 import uuid
 from collections.abc import Callable
+from typing import Any
 
-from streams.events.schema import ActionRecord
 from streams import kafka_clients
-from streams.settings import Settings
+from streams.events.schema import ActionRecord
 from streams.events.topics import topic_name
+from streams.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -33,8 +34,9 @@ def consumer(settings: Settings, client_id: str):
     return kafka_clients.consumer(settings, client_id)
 
 
-def read_until_marker(settings: Settings, role: str, marker_key: bytes, marker_value: bytes | None,
-                      on_record: Callable, timeout_s: float = 30.0, prod=None):
+def read_until_marker(
+    settings: Settings, role: str, marker_key: bytes, marker_value: bytes | None, on_record: Callable, timeout_s: float = 30.0, prod=None
+):
     """Write a marker to the one-partition topic of ``role``, then hand every record before it
     to ``on_record(key, value)``. Returns the consumer, positioned just after the marker."""
     from kafka import TopicPartition
@@ -54,7 +56,7 @@ def read_until_marker(settings: Settings, role: str, marker_key: bytes, marker_v
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         for messages in cons.poll(timeout_ms=200).values():
-            for i, m in enumerate(messages):
+            for m in messages:
                 if m.key == marker_key:
                     cons.seek(tp, m.offset + 1)
                     return cons
@@ -73,7 +75,7 @@ def parse_action(value: bytes | None) -> ActionRecord | None:
         return None
 
 
-def read_actions(settings: Settings, agent_id: str | None = None, timeout_s: float = 30.0, prod=None) -> tuple[list[ActionRecord], object]:
+def read_actions(settings: Settings, agent_id: str | None = None, timeout_s: float = 30.0, prod=None) -> tuple[list[ActionRecord], Any]:
     """Every action record so far (oldest first, earlier ``agent_start`` markers included), after writing one."""
     start = ActionRecord(action="agent_start", action_id=f"agent-start-{uuid.uuid4().hex}", by=agent_id or "reader")
     out: list[ActionRecord] = []

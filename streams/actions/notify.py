@@ -62,9 +62,17 @@ class CallResult:
         return "ok" if self.ok else f"failed: {self.detail} after {self.attempts} attempt(s)"
 
 
-def post_json(url: str, payload: Any, *, key: bytes | None = None, idempotency_key: str | None = None,
-              attempts: int = 6, backoff_s: float = 0.5, timeout_s: float = 10.0,
-              sleep: Callable[[float], None] = time.sleep) -> CallResult:
+def post_json(
+    url: str,
+    payload: Any,
+    *,
+    key: bytes | None = None,
+    idempotency_key: str | None = None,
+    attempts: int = 6,
+    backoff_s: float = 0.5,
+    timeout_s: float = 10.0,
+    sleep: Callable[[float], None] = time.sleep,
+) -> CallResult:
     body = json.dumps(payload, sort_keys=True, default=str).encode()
     detail = ""
     for attempt in range(1, attempts + 1):

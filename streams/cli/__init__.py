@@ -38,7 +38,9 @@ app = typer.Typer(
 
 @app.callback()
 def _root(
-    config: Optional[Path] = typer.Option(None, "--config", "-c", help="A YAML/TOML/JSON settings file (env STREAMWARDEN_CONFIG).", exists=True, dir_okay=False),
+    config: Optional[Path] = typer.Option(
+        None, "--config", "-c", help="A YAML/TOML/JSON settings file (env STREAMWARDEN_CONFIG).", exists=True, dir_okay=False
+    ),
     log_level: str = typer.Option("warning", "--log-level", help="Log level of this command."),
 ) -> None:
     if config is not None:
@@ -78,9 +80,8 @@ def main(argv: list[str] | None = None) -> int:
         return exit_code(exc)
     except KeyboardInterrupt:
         return 130
-    except Exception as exc:  # noqa: BLE001 - never a traceback for the user; --log-level debug has it
+    except Exception as exc:
         log.debug("unexpected error", exc_info=True)
         typer.secho(f"error: {type(exc).__name__}: {exc}", fg="red", err=True)
         return 1
     return 0
-

@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import json
-import time
-from pathlib import Path
 from typing import Optional
 
 import typer
 
 from streams.cli import common
 
-
-killswitch_app = typer.Typer(help="Switch a model off (the gateway serves its fallback) or on again; every change is audited.", no_args_is_help=True)
+killswitch_app = typer.Typer(
+    help="Switch a model off (the gateway serves its fallback) or on again; every change is audited.", no_args_is_help=True
+)
 rollout_app = typer.Typer(help="Staged rollouts: where a model version stands (the policy gates promotion on it).", no_args_is_help=True)
 
 

@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import json
-import time
-from pathlib import Path
 from typing import Optional
 
 import typer
 
 from streams.cli import common
-
 
 dashboards_app = typer.Typer(help="The Grafana dashboards.", no_args_is_help=True)
 

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 from typing import Optional
 
 import typer
 
 from streams.cli import common
-
 
 topics_app = typer.Typer(help="The Kafka topics streamwarden uses.", no_args_is_help=True)
 tap_app = typer.Typer(help="Send prompt/response events to Kafka.", no_args_is_help=True)
@@ -52,14 +50,17 @@ def tap_replay(
     settings = common.settings(bootstrap=bootstrap, embedded=embedded)
     size = file.stat().st_size
     lines = 0
-    with Tap(settings=settings) as tap, Progress(
-        TextColumn("[bold]replay[/bold] {task.fields[lines]} lines"),
-        BarColumn(),
-        TaskProgressColumn(),
-        TransferSpeedColumn(),
-        TimeRemainingColumn(),
-        transient=False,
-    ) as progress:
+    with (
+        Tap(settings=settings) as tap,
+        Progress(
+            TextColumn("[bold]replay[/bold] {task.fields[lines]} lines"),
+            BarColumn(),
+            TaskProgressColumn(),
+            TransferSpeedColumn(),
+            TimeRemainingColumn(),
+            transient=False,
+        ) as progress,
+    ):
         task = progress.add_task("replay", total=size, lines=0)
         with file.open("rb") as fh:
             for raw in fh:

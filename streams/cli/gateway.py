@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import time
-from pathlib import Path
 from typing import Optional
 
 import typer
@@ -12,10 +9,10 @@ import typer
 from streams.cli import common
 
 
-
-
 def gateway(
-    upstream: Optional[str] = typer.Option(None, "--upstream", help="The model server's OpenAI-compatible base URL (env STREAMWARDEN_GATEWAY_UPSTREAM_URL)."),
+    upstream: Optional[str] = typer.Option(
+        None, "--upstream", help="The model server's OpenAI-compatible base URL (env STREAMWARDEN_GATEWAY_UPSTREAM_URL)."
+    ),
     port: Optional[int] = typer.Option(None, "--port", help="Port to listen on (default 8080)."),
     host: Optional[str] = typer.Option(None, "--host", help="Bind address (default 127.0.0.1)."),
     bootstrap: Optional[str] = common.BootstrapOpt,

@@ -13,11 +13,10 @@ import typer
 from streams.cli import common
 
 
-
-
-
 def demo(
-    seconds: Optional[float] = typer.Option(None, "--seconds", "-s", min=1, help="Stop after N seconds and print a JSON summary (default: run until Ctrl-C)."),
+    seconds: Optional[float] = typer.Option(
+        None, "--seconds", "-s", min=1, help="Stop after N seconds and print a JSON summary (default: run until Ctrl-C)."
+    ),
     rate: float = typer.Option(200.0, "--rate", min=1, help="Events per second to generate."),
     bootstrap: Optional[str] = typer.Option(None, "--bootstrap", "-b", help="Use this Kafka instead of starting the embedded broker."),
     seed: int = typer.Option(7, help="Seed of the traffic generator."),
@@ -51,7 +50,6 @@ def demo(
         raise common.fail("the worker did not account for every event sent; rerun with --worker-log FILE to see why", 1)
 
 
-
 def traffic(
     bootstrap: Optional[str] = common.BootstrapOpt,
     embedded: Optional[bool] = common.EmbeddedOpt,
@@ -60,8 +58,8 @@ def traffic(
     seed: int = typer.Option(7, help="Seed of the generator."),
 ) -> None:
     """Send synthetic traffic with scheduled incidents to the inference topic (the demo's generator alone)."""
-    from streams.tap import Tap
     from streams.local.traffic import Schedule, TrafficGenerator
+    from streams.tap import Tap
 
     settings = common.settings(bootstrap=bootstrap, embedded=embedded)
     schedule = Schedule.for_run(seconds)
@@ -83,7 +81,6 @@ def traffic(
     typer.echo(json.dumps({"generated": sent, "sent": s.sent, "dropped": s.dropped, "failed": s.failed}))
 
 
-
 def probe(
     endpoint: Optional[str] = typer.Option(None, help="OpenAI-compatible base URL (env STREAMWARDEN_MODEL_ENDPOINT)."),
     model: Optional[str] = typer.Option(None, help="Model name at the endpoint (env STREAMWARDEN_MODEL_ENDPOINT_MODEL)."),
@@ -96,9 +93,9 @@ def probe(
     embedded: Optional[bool] = common.EmbeddedOpt,
 ) -> None:
     """Run counterfactual bias probes against the model on a schedule; publish the results as findings."""
-    from streams.worker.model_client import ChatModel
-    from streams.local.probes import DEFAULT_PROBES, load_probes, run_probes
     from streams.events.topics import ensure_topics, produce
+    from streams.local.probes import DEFAULT_PROBES, load_probes, run_probes
+    from streams.worker.model_client import ChatModel
 
     settings = common.settings(bootstrap=bootstrap, embedded=embedded, model_endpoint=endpoint, model_endpoint_model=model)
     if not settings.model_endpoint or not settings.model_endpoint_model:
@@ -117,7 +114,6 @@ def probe(
         if once:
             break
         time.sleep(every)
-
 
 
 def broker(

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import json
 import signal
-import time
 from pathlib import Path
 from typing import Optional
 
@@ -12,13 +10,14 @@ import typer
 
 from streams.cli import common
 
-
 policy_app = typer.Typer(help="The policy: rules that trip alerts, rollbacks and the kill switch.", no_args_is_help=True)
 
 
 @policy_app.command("run")
 def policy_run(
-    policy: Optional[Path] = typer.Option(None, "--policy", "-p", exists=True, dir_okay=False, help="Policy YAML (default: STREAMWARDEN_POLICY_FILE or the packaged default)."),
+    policy: Optional[Path] = typer.Option(
+        None, "--policy", "-p", exists=True, dir_okay=False, help="Policy YAML (default: STREAMWARDEN_POLICY_FILE or the packaged default)."
+    ),
     bootstrap: Optional[str] = common.BootstrapOpt,
     embedded: Optional[bool] = common.EmbeddedOpt,
     web_port: Optional[int] = typer.Option(None, help="Port of the agent's /metrics (0: none)."),
@@ -54,7 +53,9 @@ def policy_schema() -> None:
 
 @policy_app.command("prometheus-rules")
 def policy_prometheus_rules(
-    policy: Optional[Path] = typer.Option(None, "--policy", "-p", exists=True, dir_okay=False, help="Policy YAML (default: the packaged default)."),
+    policy: Optional[Path] = typer.Option(
+        None, "--policy", "-p", exists=True, dir_okay=False, help="Policy YAML (default: the packaged default)."
+    ),
     out: Optional[Path] = typer.Option(None, help="Write here (default: stdout)."),
 ) -> None:
     """Prometheus alerting rules from the policy (so alerts fire even when the agent is down); check them with promtool."""

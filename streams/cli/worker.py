@@ -2,16 +2,11 @@
 
 from __future__ import annotations
 
-import json
-import time
-from pathlib import Path
 from typing import Any, Optional
 
 import typer
 
 from streams.cli import common
-
-
 
 
 def worker(

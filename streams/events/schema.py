@@ -166,7 +166,7 @@ class LatencySummary(BaseModel):
                 self.buckets[i] += 1
                 break
 
-    def merge(self, other: "LatencySummary") -> None:
+    def merge(self, other: LatencySummary) -> None:
         self.count += other.count
         self.sum_ms += other.sum_ms
         self.buckets = [a + b for a, b in zip(self.buckets, other.buckets)]
@@ -204,9 +204,7 @@ class MetricsRecord(BaseModel):
     events: int = 0
     findings: dict[str, int] = Field(default_factory=dict, description="Counts keyed 'detector.kind'.")
     findings_by_severity: dict[str, int] = Field(default_factory=dict)
-    finding_severities: dict[str, dict[str, int]] = Field(
-        default_factory=dict, description="Counts keyed 'detector.kind', then severity."
-    )
+    finding_severities: dict[str, dict[str, int]] = Field(default_factory=dict, description="Counts keyed 'detector.kind', then severity.")
     errors: int = Field(default=0, description="Events with an error_type.")
     complaints: int = Field(default=0, description="Events with feedback 'complaint'.")
     gauges: dict[str, float] = Field(
@@ -230,9 +228,7 @@ class MetricsRecord(BaseModel):
         return (self.model, self.model_version, self.route)
 
 
-ActionKind = Literal[
-    "alert", "rollback", "kill", "release", "resolve", "should_advance", "should_rollback", "agent_start", "outcome"
-]
+ActionKind = Literal["alert", "rollback", "kill", "release", "resolve", "should_advance", "should_rollback", "agent_start", "outcome"]
 
 
 class ActionRecord(BaseModel):
@@ -249,7 +245,9 @@ class ActionRecord(BaseModel):
     schema_version: Literal[1] = 1
     action: ActionKind
     action_id: str
-    episode_id: str | None = Field(default=None, description="The firing episode this action belongs to (shared by its alert, rollback, kill).")
+    episode_id: str | None = Field(
+        default=None, description="The firing episode this action belongs to (shared by its alert, rollback, kill)."
+    )
     rule: str | None = None
     model: str = ""
     model_version: str = ""

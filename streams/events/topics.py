@@ -92,7 +92,10 @@ def produce(settings: Settings, role: str, items, timeout_s: float = 30.0) -> in
     """Send (key, value[, headers]) items to the topic of ``role`` and wait for them; returns how many."""
     producer = kafka_clients.producer(settings, f"streamwarden-{role}")
     try:
-        futures = [producer.send(topic_name(settings, role), key=item[0], value=item[1], headers=list(item[2]) if len(item) > 2 else None) for item in items]
+        futures = [
+            producer.send(topic_name(settings, role), key=item[0], value=item[1], headers=list(item[2]) if len(item) > 2 else None)
+            for item in items
+        ]
         producer.flush(timeout=timeout_s)
         for f in futures:
             f.get(timeout=timeout_s)

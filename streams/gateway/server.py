@@ -30,6 +30,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 from streams.actions.killswitch import ControlWatcher, set_switch
+from streams.errors import ConfigurationError
 from streams.events.schema import ChatMessage, InferenceEvent, KillSwitchState
 from streams.settings import Settings
 
@@ -45,11 +46,15 @@ class GatewayMetrics:
             "streamwarden_gateway_requests_total",
             "Chat completion requests, by model asked (a served model's name, or 'other') and outcome "
             "(upstream, fallback, killed, upstream_error, bad_request).",
-            ["model", "outcome"], registry=r,
+            ["model", "outcome"],
+            registry=r,
         )
         self.latency = Histogram(
-            "streamwarden_gateway_request_duration_seconds", "Time to the last byte of a response.", ["model"],
-            buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60), registry=r,
+            "streamwarden_gateway_request_duration_seconds",
+            "Time to the last byte of a response.",
+            ["model"],
+            buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60),
+            registry=r,
         )
         self.killswitch = Gauge("streamwarden_killswitch_engaged", "1 while the kill switch of a model is engaged.", ["model"], registry=r)
         self.tap_failures = Counter("streamwarden_gateway_tap_failures_total", "Exchanges that could not be tapped.", registry=r)
@@ -75,7 +80,8 @@ def _text_of(content: Any) -> str:
 class Gateway:
     def __init__(self, settings: Settings, tap=None, watcher: ControlWatcher | None = None):
         if not settings.gateway_upstream_url:
-            raise ValueError("the gateway needs gateway_upstream_url (the model server's OpenAI-compatible base URL)")
+            raise ConfigurationError("the gateway needs gateway_upstream_url (the model server's OpenAI-compatible base URL)")
+        self.upstream_url: str = settings.gateway_upstream_url
         self.settings = settings
         self.metrics = GatewayMetrics()
         self.watcher = watcher or ControlWatcher(settings, on_change=self._on_switch)
@@ -136,11 +142,18 @@ class Gateway:
         engaged = sorted(m for m, s in self.watcher.states.items() if s.engaged)
         return web.json_response({"status": "ok", "killswitch_engaged": engaged})
 
+    @property
+    def client(self) -> httpx.AsyncClient:
+        """The upstream client (made when the server starts)."""
+        if self._client is None:
+            raise RuntimeError("the gateway has not started")
+        return self._client
+
     async def prometheus(self, request: web.Request) -> web.Response:
         return web.Response(body=generate_latest(self.metrics.registry), content_type=CONTENT_TYPE_LATEST.split(";")[0])
 
     async def models(self, request: web.Request) -> web.StreamResponse:
-        r = await self._client.get(self._url(self.settings.gateway_upstream_url, "/models"), headers=self._auth())
+        r = await self.client.get(self._url(self.upstream_url, "/models"), headers=self._auth())
         return web.Response(body=r.content, status=r.status_code, content_type="application/json")
 
     async def chat_completions(self, request: web.Request) -> web.StreamResponse:
@@ -159,7 +172,7 @@ class Gateway:
                 return _error(503, "the gateway has not read the kill-switch state yet", "starting")
         label = self._label(model)
         state = self.watcher.state(model)
-        base, served_model, served_by = self.settings.gateway_upstream_url, model, "upstream"
+        base, served_model, served_by = self.upstream_url, model, "upstream"
         if state is not None:
             fallback = state.fallback if state.fallback and state.fallback != "none" else None
             if fallback is None:
@@ -171,7 +184,7 @@ class Gateway:
                     headers={"Retry-After": "60", "X-Streamwarden-Kill-Switch": "engaged"},
                 )
             served_model = fallback.split(":", 1)[1]
-            base = self.settings.gateway_fallback_url or self.settings.gateway_upstream_url
+            base = self.settings.gateway_fallback_url or self.upstream_url
             served_by = f"fallback:{served_model}"
             body = {**body, "model": served_model}
         outcome = "upstream" if served_by == "upstream" else "fallback"
@@ -179,12 +192,12 @@ class Gateway:
         if body.get("stream"):
             return await self._stream(request, body, base, model, served_model, label, outcome, headers, t0)
         try:
-            r = await self._client.post(self._url(base, "/chat/completions"), json=body, headers=self._auth())
+            r = await self.client.post(self._url(base, "/chat/completions"), json=body, headers=self._auth())
         except httpx.HTTPError as exc:
             self._tap(body, served_model, "", t0, error=type(exc).__name__, asked=model)
             self.metrics.requests.labels(label, "upstream_error").inc()
             return _error(502, f"the model server did not answer ({type(exc).__name__})", "upstream_unreachable", headers)
-        text, finish, usage = "", None, {}
+        text, finish, usage = "", None, dict[str, Any]()
         if r.status_code < 300:
             try:
                 data = r.json()
@@ -194,8 +207,9 @@ class Gateway:
             except ValueError:
                 pass
         error = None if r.status_code < 300 else str(r.status_code)
-        self._tap(body, served_model, text, t0, error=error, finish=finish, usage=usage, asked=model,
-                  version=r.headers.get("x-model-version"))
+        self._tap(
+            body, served_model, text, t0, error=error, finish=finish, usage=usage, asked=model, version=r.headers.get("x-model-version")
+        )
         self.metrics.requests.labels(label, outcome if error is None else "upstream_error").inc()
         self.metrics.latency.labels(label).observe(time.perf_counter() - t0)
         return web.Response(body=r.content, status=r.status_code, content_type="application/json", headers=headers)
@@ -203,9 +217,9 @@ class Gateway:
     async def _stream(self, request, body, base, model, served_model, label, outcome, headers, t0) -> web.StreamResponse:
         parts: list[str] = []
         finish = error = None
-        req = self._client.build_request("POST", self._url(base, "/chat/completions"), json=body, headers=self._auth())
+        req = self.client.build_request("POST", self._url(base, "/chat/completions"), json=body, headers=self._auth())
         try:
-            upstream = await self._client.send(req, stream=True)
+            upstream = await self.client.send(req, stream=True)
         except httpx.HTTPError as exc:
             self._tap(body, served_model, "", t0, error=type(exc).__name__, asked=model)
             self.metrics.requests.labels(label, "upstream_error").inc()
@@ -234,8 +248,9 @@ class Gateway:
             await resp.write_eof()
         finally:
             await upstream.aclose()
-        self._tap(body, served_model, "".join(parts), t0, error=error, finish=finish, asked=model,
-                  version=upstream.headers.get("x-model-version"))
+        self._tap(
+            body, served_model, "".join(parts), t0, error=error, finish=finish, asked=model, version=upstream.headers.get("x-model-version")
+        )
         self.metrics.requests.labels(label, outcome if error is None else "upstream_error").inc()
         self.metrics.latency.labels(label).observe(time.perf_counter() - t0)
         return resp
@@ -270,7 +285,7 @@ class Gateway:
             if not isinstance(engaged, bool) or not isinstance(reason, str) or not reason.strip():
                 raise TypeError
         except (ValueError, KeyError, TypeError):
-            return _error(400, "send {\"engaged\": true|false, \"reason\": \"why\", \"fallback\": \"model:NAME\"|null}", "bad_request")
+            return _error(400, 'send {"engaged": true|false, "reason": "why", "fallback": "model:NAME"|null}', "bad_request")
         by = request.headers.get("X-Streamwarden-Actor", "gateway-admin")[:128]
         loop = asyncio.get_running_loop()
         state, record = await loop.run_in_executor(
@@ -288,14 +303,25 @@ class Gateway:
         key = self.settings.gateway_upstream_api_key
         return {"Authorization": f"Bearer {key.get_secret_value()}"} if key else {}
 
-    def _tap(self, body: dict, model: str, text: str, t0: float, *, error: str | None = None, finish: str | None = None,
-             usage: dict | None = None, asked: str | None = None, version: str | None = None) -> None:
+    def _tap(
+        self,
+        body: dict,
+        model: str,
+        text: str,
+        t0: float,
+        *,
+        error: str | None = None,
+        finish: str | None = None,
+        usage: dict | None = None,
+        asked: str | None = None,
+        version: str | None = None,
+    ) -> None:
         try:
             messages = [m for m in body.get("messages", []) if isinstance(m, dict)]
             chat = [ChatMessage(role=m.get("role"), content=_text_of(m.get("content"))) for m in messages if m.get("role") in _ROLES]
             prompt: Any = chat or "\n".join(_text_of(m.get("content")) for m in messages) or "(empty)"
             usage = usage or {}
-            metadata = {"gateway": True}
+            metadata: dict[str, Any] = {"gateway": True}
             if asked and asked != model:
                 metadata["fallback_for"] = asked
             event = InferenceEvent(

@@ -62,23 +62,27 @@ class EmbeddedBroker:
     def running(self) -> bool:
         return self._proc is not None and self._proc.poll() is None
 
-    def start(self, timeout_s: float = 10.0) -> "EmbeddedBroker":
+    def start(self, timeout_s: float = 10.0) -> EmbeddedBroker:
         if self.running:
             return self
         url = f"tcp://{self.host}:{self.port}"
         cmd = [
             tansu_binary(),
             "broker",
-            "--listener-url", url,
-            "--advertised-listener-url", url,
-            "--storage-engine", "memory://tansu/",
-            "--cluster-id", "streamwarden-embedded",
+            "--listener-url",
+            url,
+            "--advertised-listener-url",
+            url,
+            "--storage-engine",
+            "memory://tansu/",
+            "--cluster-id",
+            "streamwarden-embedded",
         ]
         if self._log_path is None:
             fd, name = tempfile.mkstemp(prefix="streamwarden-tansu-", suffix=".log")
             os.close(fd)
             self._log_path = Path(name)
-        self._log_file = open(self._log_path, "ab")
+        self._log_file = open(self._log_path, "ab")  # noqa: SIM115 - tansu writes it until stop() closes it
         self._proc = subprocess.Popen(cmd, stdout=self._log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
@@ -107,7 +111,7 @@ class EmbeddedBroker:
             self._log_file.close()
             self._log_file = None
 
-    def __enter__(self) -> "EmbeddedBroker":
+    def __enter__(self) -> EmbeddedBroker:
         return self.start()
 
     def __exit__(self, *exc) -> None:

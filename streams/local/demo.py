@@ -26,12 +26,13 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
+from streams.events.schema import InferenceEvent
+from streams.events.topics import ensure_topics
 from streams.local.broker import EmbeddedBroker, free_port
 from streams.local.outputs import OutputReader, OutputTally
+from streams.local.traffic import Schedule, TrafficGenerator
 from streams.settings import Settings
 from streams.tap import Tap
-from streams.events.topics import ensure_topics
-from streams.local.traffic import Schedule, TrafficGenerator
 
 
 @dataclass
@@ -115,10 +116,22 @@ def demo_policy_file(directory: Path) -> Path:
 
     data = yaml.safe_load(DEFAULT_POLICY.read_text(encoding="utf-8"))
     data["rollouts"] = [
-        {"model": "support-assistant", "version": "2026.11.1", "stage": "10%", "previous_version": "2026.10.4",
-         "advance_min_events": 200, "advance_after_s": 15},
-        {"model": "code-helper", "version": "1.8.0", "stage": "1%", "previous_version": "1.7.2",
-         "advance_min_events": 200, "advance_after_s": 15},
+        {
+            "model": "support-assistant",
+            "version": "2026.11.1",
+            "stage": "10%",
+            "previous_version": "2026.10.4",
+            "advance_min_events": 200,
+            "advance_after_s": 15,
+        },
+        {
+            "model": "code-helper",
+            "version": "1.8.0",
+            "stage": "1%",
+            "previous_version": "1.7.2",
+            "advance_min_events": 200,
+            "advance_after_s": 15,
+        },
     ]
     path = directory / "policy.yaml"
     with path.open("w", encoding="utf-8") as fh:
@@ -140,7 +153,9 @@ def _view(tally: OutputTally, sent: _Sent, phase: str, elapsed: float, opts: Dem
     head.add_row(
         Text(f"streamwarden demo  {elapsed:5.1f}s{total}", style="bold"),
         Text(f"phase: {phase}", style="yellow" if phase != "clean" else "green"),
-        Text("worker: ready" if ready else "worker: loading models (events queue in Kafka meanwhile)", style="green" if ready else "yellow"),
+        Text(
+            "worker: ready" if ready else "worker: loading models (events queue in Kafka meanwhile)", style="green" if ready else "yellow"
+        ),
         Text(f"metrics: http://127.0.0.1:{web_port}/metrics", style="dim"),
     )
     counts = Table(title="pipeline", show_header=True, header_style="bold")
@@ -148,17 +163,24 @@ def _view(tally: OutputTally, sent: _Sent, phase: str, elapsed: float, opts: Dem
         counts.add_column(col, justify="right")
     rate = tally.events_processed / elapsed if elapsed > 0 else 0.0
     counts.add_row(
-        str(sent.valid), str(sent.malformed), str(tally.events_processed), f"{rate:.0f}",
-        str(len(tally.finding_ids)), str(tally.dead_letters), str(tally.actions),
+        str(sent.valid),
+        str(sent.malformed),
+        str(tally.events_processed),
+        f"{rate:.0f}",
+        str(len(tally.finding_ids)),
+        str(tally.dead_letters),
+        str(tally.actions),
     )
     actions = Table(title="actions (policy agent -> actions topic)", show_header=True, header_style="bold")
     for col in ("action", "rule", "model", "reason"):
         actions.add_column(col)
     for a in tally.action_log[-6:]:
-        style = "bold red" if a["action"] in ("kill", "rollback", "should_rollback") else None
+        style = "bold red" if a["action"] in ("kill", "rollback", "should_rollback") else ""
         actions.add_row(Text(a["action"], style=style), a.get("rule") or "", f"{a['model']}@{a['model_version']}", a["reason"][:90])
     engaged = [m for m, st in tally.killswitch.items() if st and st.get("engaged")]
-    switch = Text(f"kill switch ENGAGED: {', '.join(engaged)}" if engaged else "kill switch: none engaged", style="bold red" if engaged else "green")
+    switch = Text(
+        f"kill switch ENGAGED: {', '.join(engaged)}" if engaged else "kill switch: none engaged", style="bold red" if engaged else "green"
+    )
     kinds = Table(title="findings by detector.kind", show_header=True, header_style="bold")
     kinds.add_column("detector.kind")
     kinds.add_column("count", justify="right")
@@ -261,7 +283,10 @@ def run_demo(settings: Settings, opts: DemoOptions, console: Console | None = No
         cleanup.callback(_terminate, worker, 20)
         agent = subprocess.Popen(
             [sys.executable, "-m", "streams.cli", "policy", "run"],
-            env=agent_env, stdout=worker_log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            env=agent_env,
+            stdout=worker_log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
         )
         cleanup.callback(_terminate, agent, 10)
         sent = _Sent()
@@ -304,9 +329,10 @@ def run_demo(settings: Settings, opts: DemoOptions, console: Console | None = No
                         tap.record(payload)
                         sent.malformed += 1
                     else:
+                        assert isinstance(payload, InferenceEvent)
                         tap.record(payload)
                         sent.valid += 1
-                        p = payload.metadata["phase"]
+                        p = str(payload.metadata["phase"])
                         sent.phase_of_event[payload.event_id] = p
                         sent.by_phase[p] = sent.by_phase.get(p, 0) + 1
                         sent.first_at.setdefault(p, payload.timestamp.timestamp())

@@ -15,9 +15,9 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from streams.worker.pipeline import HEADER_PREFIX
 from streams import kafka_clients
 from streams.settings import Settings
+from streams.worker.pipeline import HEADER_PREFIX
 
 log = logging.getLogger(__name__)
 
@@ -86,9 +86,8 @@ class OutputTally:
                 return
             self.actions += 1
             self.action_log.append(a)
-        elif rec.role == "control":
-            if rec.key and not rec.key.startswith(b"__streamwarden_marker__"):
-                self.killswitch[rec.key.decode("utf-8", "replace")] = rec.json()
+        elif rec.role == "control" and rec.key and not rec.key.startswith(b"__streamwarden_marker__"):
+            self.killswitch[rec.key.decode("utf-8", "replace")] = rec.json()
 
 
 class OutputReader:
@@ -106,7 +105,7 @@ class OutputReader:
         self._thread = threading.Thread(target=self._run, name="streamwarden-output-reader", daemon=True)
         self.error: BaseException | None = None
 
-    def start(self) -> "OutputReader":
+    def start(self) -> OutputReader:
         self._thread.start()
         return self
 
@@ -130,6 +129,6 @@ class OutputReader:
                         headers = {k: v.decode("utf-8", "replace") for k, v in (m.headers or [])}
                         self._on_record(OutputRecord(role, m.key, m.value, headers, m.partition, m.offset))
             consumer.close()
-        except BaseException as exc:  # noqa: BLE001 - surfaced to the caller through .error
+        except BaseException as exc:
             self.error = exc
             log.exception("output reader stopped")

@@ -17,9 +17,9 @@ from pathlib import Path
 
 import yaml
 
-from streams.errors import ConfigurationError
 from detectors.base import Finding, Severity, finding_id
 from detectors.bias import DATA, GROUP_PLACEHOLDER, counterfactual_gap
+from streams.errors import ConfigurationError
 
 log = logging.getLogger(__name__)
 

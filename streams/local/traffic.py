@@ -104,16 +104,26 @@ _FAKE_FACTS = [
 
 # Topic shift: the traffic moves to another domain (here: health and legal questions).
 _SHIFTED = [
-    ("What is a safe dose of ibuprofen for an adult with a sprained ankle?",
-     "For adults, 200-400 mg every 4-6 hours is common, up to 1,200 mg a day without a doctor's advice. Take it with food."),
-    ("Can my landlord keep my deposit for normal wear and tear?",
-     "Generally no: deposits cover damage beyond normal wear and tear. Check your lease and your state's tenancy law."),
-    ("How long should a fever last before I see a doctor?",
-     "See a doctor if a fever lasts more than three days, goes above 39.5 C, or comes with a stiff neck or confusion."),
-    ("Do I need a lawyer to write a will?",
-     "Not always: simple wills can be valid if signed and witnessed as your jurisdiction requires, but a lawyer helps with complex estates."),
-    ("Is it safe to take antibiotics with alcohol?",
-     "With most antibiotics moderate alcohol is not dangerous, but metronidazole and tinidazole must never be mixed with it."),
+    (
+        "What is a safe dose of ibuprofen for an adult with a sprained ankle?",
+        "For adults, 200-400 mg every 4-6 hours is common, up to 1,200 mg a day without a doctor's advice. Take it with food.",
+    ),
+    (
+        "Can my landlord keep my deposit for normal wear and tear?",
+        "Generally no: deposits cover damage beyond normal wear and tear. Check your lease and your state's tenancy law.",
+    ),
+    (
+        "How long should a fever last before I see a doctor?",
+        "See a doctor if a fever lasts more than three days, goes above 39.5 C, or comes with a stiff neck or confusion.",
+    ),
+    (
+        "Do I need a lawyer to write a will?",
+        "Not always: simple wills can be valid if signed and witnessed as your jurisdiction requires, but a lawyer helps with complex estates.",
+    ),
+    (
+        "Is it safe to take antibiotics with alcohol?",
+        "With most antibiotics moderate alcohol is not dangerous, but metronidazole and tinidazole must never be mixed with it.",
+    ),
 ]
 
 _MALFORMED = [
@@ -141,7 +151,7 @@ class Schedule:
     INCIDENTS = ("refusal_burst", "pii_leak", "biased", "hallucination", "topic_shift")
 
     @classmethod
-    def for_run(cls, seconds: float | None) -> "Schedule":
+    def for_run(cls, seconds: float | None) -> Schedule:
         """Incidents spread over a run: each takes ~15% of it, with clean traffic between and at both ends."""
         length = seconds if seconds else 120.0
         n = len(cls.INCIDENTS)
@@ -209,8 +219,11 @@ class TrafficGenerator:
     def _made_up(self, product: str) -> str:
         return " ".join(
             self.rng.choice(_FAKE_FACTS).format(
-                product=product.capitalize(), year=self.rng.randint(1971, 2019), founder=self.rng.choice(_FOUNDERS),
-                n=self.rng.randint(12, 9800), pct=self.rng.randint(11, 74),
+                product=product.capitalize(),
+                year=self.rng.randint(1971, 2019),
+                founder=self.rng.choice(_FOUNDERS),
+                n=self.rng.randint(12, 9800),
+                pct=self.rng.randint(11, 74),
             )
             for _ in range(2)
         )

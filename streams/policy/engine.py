@@ -20,10 +20,10 @@ from __future__ import annotations
 
 import hashlib
 from collections import defaultdict, deque
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from fnmatch import fnmatchcase
-from typing import Iterable
 
 from streams.events.schema import ActionRecord, LatencySummary, MetricsRecord
 from streams.policy.rules import SEVERITIES, Policy, Rollout, Rule
@@ -192,7 +192,11 @@ class PolicyEngine:
         if st.state == "pending":
             if not breach:
                 st.state, st.pending_since = "ok", None
-            elif st.pending_since is not None and now - st.pending_since >= rule.for_s and (st.last_fired is None or now - st.last_fired >= rule.cooldown_s):
+            elif (
+                st.pending_since is not None
+                and now - st.pending_since >= rule.for_s
+                and (st.last_fired is None or now - st.last_fired >= rule.cooldown_s)
+            ):
                 st.state, st.firing_since, st.last_fired, st.recover_since = "firing", now, now, None
                 st.episode_id = stable_id(rule.name, *group, _ts(st.pending_since).isoformat())
                 return self._fire(rule, group, ev, now, st.episode_id)
@@ -202,7 +206,11 @@ class PolicyEngine:
                 st.recover_since = st.recover_since if st.recover_since is not None else now
                 if now - st.recover_since >= rule.resolve_for_s:
                     st.state, st.recover_since = "resolved", None
-                    return [self._record("resolve", rule, group, ev, now, st.episode_id or "", reason=f"{rule.name} resolved: {_describe(rule, ev)}")]
+                    return [
+                        self._record(
+                            "resolve", rule, group, ev, now, st.episode_id or "", reason=f"{rule.name} resolved: {_describe(rule, ev)}"
+                        )
+                    ]
             else:
                 st.recover_since = None
         return []
@@ -253,18 +261,25 @@ class PolicyEngine:
             if rollback_id in self.rollout_done or advance_id in self.rollout_done:
                 continue
             active = [
-                (name, st) for (name, (m, v, _)), st in self.states.items()
+                (name, st)
+                for (name, (m, v, _)), st in self.states.items()
                 if m == ro.model and v == ro.version and st.state in ("pending", "firing")
             ]
             firing_rollback = [name for name, st in active if st.state == "firing" and "rollback" in rules[name].actions]
             base = dict(model=ro.model, model_version=ro.version, route="*", stage=ro.stage, decided_at=_ts(now))
             if firing_rollback:
                 self.rollout_done.add(rollback_id)
-                out.append(ActionRecord(
-                    action="should_rollback", action_id=rollback_id, to_version=ro.previous_version, severity="critical",
-                    reason=f"{ro.model} {ro.version} at stage {ro.stage}: {', '.join(sorted(firing_rollback))} firing",
-                    evidence={"rules": sorted(firing_rollback)}, **base,
-                ))
+                out.append(
+                    ActionRecord(
+                        action="should_rollback",
+                        action_id=rollback_id,
+                        to_version=ro.previous_version,
+                        severity="critical",
+                        reason=f"{ro.model} {ro.version} at stage {ro.stage}: {', '.join(sorted(firing_rollback))} firing",
+                        evidence={"rules": sorted(firing_rollback)},
+                        **base,
+                    )
+                )
                 continue
             seen = [r for (m, v, _), q in self._records.items() if m == ro.model and v == ro.version for r in q]
             if not seen:
@@ -273,11 +288,17 @@ class PolicyEngine:
             recent = sum(r.events for r in seen if r.window_end.timestamp() > now - ro.advance_after_s)
             if ro.next_stage and not active and now - first >= ro.advance_after_s and recent >= ro.advance_min_events:
                 self.rollout_done.add(advance_id)
-                out.append(ActionRecord(
-                    action="should_advance", action_id=advance_id, to_version=ro.next_stage, severity="info",
-                    reason=f"{ro.model} {ro.version}: {recent} events in {ro.advance_after_s:.0f}s at stage {ro.stage}, no rule pending or firing",
-                    evidence={"events": recent, "next_stage": ro.next_stage}, **base,
-                ))
+                out.append(
+                    ActionRecord(
+                        action="should_advance",
+                        action_id=advance_id,
+                        to_version=ro.next_stage,
+                        severity="info",
+                        reason=f"{ro.model} {ro.version}: {recent} events in {ro.advance_after_s:.0f}s at stage {ro.stage}, no rule pending or firing",
+                        evidence={"events": recent, "next_stage": ro.next_stage},
+                        **base,
+                    )
+                )
         return out
 
 

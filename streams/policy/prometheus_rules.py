@@ -54,7 +54,7 @@ def _events(rule: Rule, w: str) -> str:
 
 
 def _findings(rule: Rule, w: str) -> str:
-    severities = "|".join(SEVERITIES[SEVERITIES.index(rule.min_severity):])
+    severities = "|".join(SEVERITIES[SEVERITIES.index(rule.min_severity) :])
     parts = []
     for pattern in rule.findings:
         detector, _, kind = pattern.partition(".")
@@ -128,8 +128,8 @@ def prometheus_rules(policy: Policy) -> dict:
         if rule.for_s:
             alert["for"] = _dur(rule.for_s)
         if policy.dashboard_url:
-            alert["annotations"]["dashboard"] = (
-                policy.dashboard_url.replace("{model}", "{{ $labels.model }}").replace("{model_version}", "{{ $labels.model_version }}")
+            alert["annotations"]["dashboard"] = policy.dashboard_url.replace("{model}", "{{ $labels.model }}").replace(
+                "{model_version}", "{{ $labels.model_version }}"
             )
         rules.append(alert)
     return {"groups": [{"name": "streamwarden-policy", "interval": "15s", "rules": rules}]}

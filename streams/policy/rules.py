@@ -37,8 +37,15 @@ DEFAULT_POLICY = Path(__file__).with_name("default.yaml")
 POLICY_SCHEMA_FILE = Path(__file__).with_name("policy.schema.json")
 
 Metric = Literal[
-    "error_rate", "complaint_rate", "finding_rate", "finding_count",
-    "latency_p50_ms", "latency_p95_ms", "latency_p99_ms", "events", "gauge",
+    "error_rate",
+    "complaint_rate",
+    "finding_rate",
+    "finding_count",
+    "latency_p50_ms",
+    "latency_p95_ms",
+    "latency_p99_ms",
+    "events",
+    "gauge",
 ]
 Action = Literal["alert", "rollback", "kill"]
 SEVERITIES = ("info", "low", "medium", "high", "critical")
@@ -88,7 +95,7 @@ class Rule(BaseModel):
     )
 
     @model_validator(mode="after")
-    def _consistent(self) -> "Rule":
+    def _consistent(self) -> Rule:
         if self.metric in ("finding_rate", "finding_count") and not self.findings:
             raise ValueError(f"metric {self.metric} needs 'findings' (globs over 'detector.kind')")
         if self.metric == "gauge" and not self.gauge:
@@ -129,10 +136,12 @@ class Rollout(BaseModel):
     previous_version: str | None = Field(default=None, description="The stable version a rollback returns to.")
     stages: list[str] = Field(default_factory=lambda: list(DEFAULT_STAGES))
     advance_min_events: int = Field(default=200, ge=0, description="Events at this stage before should_advance.")
-    advance_after_s: float = Field(default=300.0, ge=0, description="Time at this stage, with no rule pending or firing, before should_advance.")
+    advance_after_s: float = Field(
+        default=300.0, ge=0, description="Time at this stage, with no rule pending or firing, before should_advance."
+    )
 
     @model_validator(mode="after")
-    def _known_stage(self) -> "Rollout":
+    def _known_stage(self) -> Rollout:
         if self.stage not in self.stages:
             raise ValueError(f"stage {self.stage!r} is not one of {self.stages}")
         return self
@@ -154,7 +163,7 @@ class Policy(BaseModel):
     rollouts: list[Rollout] = Field(default_factory=list)
 
     @model_validator(mode="after")
-    def _unique_names(self) -> "Policy":
+    def _unique_names(self) -> Policy:
         seen: set[str] = set()
         for rule in self.rules:
             if rule.name in seen:
@@ -247,4 +256,6 @@ def check_rollout_stage(policy: Policy, model: str, version: str, stage: str) ->
     stages = declared.stages if declared is not None else DEFAULT_STAGES
     if stage not in stages:
         source = "as the policy declares" if declared is not None else "the default: the policy declares no rollout for it"
-        raise ConfigurationError(f"{stage!r} is not a stage of the rollout of {model} {version}; its stages ({source}): {', '.join(stages)}")
+        raise ConfigurationError(
+            f"{stage!r} is not a stage of the rollout of {model} {version}; its stages ({source}): {', '.join(stages)}"
+        )

@@ -29,9 +29,9 @@ from typing import Any
 from pydantic import ValidationError
 
 from streams.events.schema import InferenceEvent, utcnow
-from streams.settings import Settings, load_settings
 from streams.events.topics import topic_name
 from streams.kafka_clients import producer_config
+from streams.settings import Settings, load_settings
 
 log = logging.getLogger(__name__)
 
@@ -160,7 +160,7 @@ class Tap:
                 self._count(dropped=undelivered, dropped_after_accept=undelivered)
         return self.stats
 
-    def __enter__(self) -> "Tap":
+    def __enter__(self) -> Tap:
         return self
 
     def __exit__(self, *exc) -> None:

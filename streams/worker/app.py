@@ -19,14 +19,14 @@ import os
 import socket
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, cast
 
 import faust
 from faust.types import TP
 
 from detectors import registry
-from detectors.contracts import PublishesSamples
-from detectors.drift import DriftMerger
+from detectors.contracts import PublishesSamples, declared
+from detectors.drift import DriftMerger, EmbeddingDriftDetector
 from streams import kafka_clients
 from streams.events.topics import topic_specs
 from streams.settings import Settings
@@ -78,7 +78,8 @@ class Worker:
         self.deadletter_topic = raw_topic("deadletter")
         self.metrics_topic = raw_topic("metrics")
         self.drift_topic = raw_topic("drift")
-        self._drift_publishers = [d for d in self.detectors if isinstance(d, PublishesSamples) and d.publishes_samples]
+        publishers = [cast(PublishesSamples, d) for d in self.detectors if PublishesSamples in declared(d)]
+        self._drift_publishers = [d for d in publishers if d.publishes_samples]
         self.drift_merger = self._make_drift_merger()
         # A dead letter must fit both our producer's request limit and the topic's (the broker's default).
         dlq_limit = min(kafka_clients.max_message_bytes(settings), kafka_clients.BROKER_DEFAULT_MAX_MESSAGE_BYTES)
@@ -94,6 +95,7 @@ class Worker:
         if not self._drift_publishers:
             return None
         first = self._drift_publishers[0]
+        assert isinstance(first, EmbeddingDriftDetector)  # the one detector that publishes samples
         return DriftMerger(
             self.settings.drift_merge_window,
             self.settings.drift_merge_intervals,
@@ -130,9 +132,7 @@ class Worker:
         @app.agent(self.inference_topic, name="streamwarden.detect")
         async def detect(stream: Any) -> None:
             async for events in stream.take_events(settings.batch_size, within=settings.batch_within_s):
-                records = [
-                    RawRecord(e.value, e.key, e.message.topic, e.message.partition, e.message.offset) for e in events
-                ]
+                records = [RawRecord(e.value, e.key, e.message.topic, e.message.partition, e.message.offset) for e in events]
                 await self.handle(records)
 
         @app.timer(interval=settings.metrics_window_s, name="streamwarden.metrics")
@@ -326,4 +326,3 @@ class Worker:
         for name in ("faust", "aiokafka", "kafka", "mode"):
             logging.getLogger(name).setLevel(client_level)
         worker.execute_from_commandline()
-

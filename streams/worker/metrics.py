@@ -9,10 +9,11 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from datetime import datetime, timezone
 
-from prometheus_client import CollectorRegistry, Counter as PromCounter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Gauge, Histogram
+from prometheus_client import Counter as PromCounter
 
-from streams.worker.pipeline import BatchResult
 from streams.events.schema import MetricsRecord
+from streams.worker.pipeline import BatchResult
 
 
 class WindowAggregator:
@@ -107,9 +108,7 @@ class WorkerMetrics:
     def __init__(self, registry: CollectorRegistry | None = None):
         self.registry = registry or CollectorRegistry()
         r = self.registry
-        self.events = PromCounter(
-            "streamwarden_events_total", "Valid inference events processed.", ["model", "model_version"], registry=r
-        )
+        self.events = PromCounter("streamwarden_events_total", "Valid inference events processed.", ["model", "model_version"], registry=r)
         self.findings = PromCounter(
             "streamwarden_findings_total",
             "Findings published, by detector, kind and severity.",
@@ -119,9 +118,7 @@ class WorkerMetrics:
         self.dead_letters = PromCounter(
             "streamwarden_dead_letters_total", "Records sent to the dead-letter topic, by reason.", ["reason"], registry=r
         )
-        self.duplicates = PromCounter(
-            "streamwarden_duplicate_events_total", "Events dropped as duplicates of an event_id.", registry=r
-        )
+        self.duplicates = PromCounter("streamwarden_duplicate_events_total", "Events dropped as duplicates of an event_id.", registry=r)
         self.detector_errors = PromCounter(
             "streamwarden_detector_errors_total", "Batches on which a detector raised.", ["detector"], registry=r
         )
@@ -196,8 +193,10 @@ class WorkerMetrics:
                 gauge = self._detector_gauges.get(name)
                 if gauge is None:
                     gauge = self._detector_gauges[name] = Gauge(
-                        f"streamwarden_{name}", f"Current {name.replace('_', ' ')} reported by the {detector.name} detector.",
-                        sorted(labels), registry=self.registry,
+                        f"streamwarden_{name}",
+                        f"Current {name.replace('_', ' ')} reported by the {detector.name} detector.",
+                        sorted(labels),
+                        registry=self.registry,
                     )
                 gauge.labels(**labels).set(value)
 

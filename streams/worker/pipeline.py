@@ -12,17 +12,16 @@ import math
 import sys
 import time
 import traceback
-from contextlib import ExitStack
 from collections import Counter
 from collections.abc import Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from pydantic import ValidationError
 
 from detectors.base import Detector, Finding
-from detectors.contracts import NeedsEmbeddings
-
+from detectors.contracts import NeedsEmbeddings, declared
 from streams.events.schema import SCHEMA_VERSION, InferenceEvent
 
 log = logging.getLogger(__name__)
@@ -230,11 +229,12 @@ class Pipeline:
         """One forward pass per embedding model for the whole batch, shared by every detector."""
         wanted: dict[int, tuple[Any, list[str]]] = {}
         for detector in self.detectors:
-            if not isinstance(detector, NeedsEmbeddings):
+            if NeedsEmbeddings not in declared(detector):  # the class declares it (isinstance would evaluate properties)
                 continue
+            needs = cast(NeedsEmbeddings, detector)
             try:
-                service = detector.embeddings
-                texts = detector.texts_to_embed(result.events)
+                service = needs.embeddings
+                texts = needs.texts_to_embed(result.events)
             except Exception:  # noqa: BLE001 - the detector's own run will fail and be counted
                 continue
             if service is None or not texts:

@@ -94,4 +94,3 @@ class Sampler:
             task.cancel()
         if self._in_flight:
             await asyncio.gather(*self._in_flight, return_exceptions=True)
-
