@@ -51,6 +51,7 @@ def _brown(category, n, seed):
     return paras[:n]
 
 
+@pytest.mark.slow  # the embedding model on real text: seconds, not milliseconds
 def test_real_text_topic_shift_is_detected_and_same_genre_is_not():
     det = EmbeddingDriftDetector(permutations=300, alpha=0.01)
     news_a, news_b = _brown("news", 60, 1), _brown("news", 120, 2)[60:]
@@ -59,6 +60,7 @@ def test_real_text_topic_shift_is_detected_and_same_genre_is_not():
     assert not det.test(news_a, news_b).drifted
 
 
+@pytest.mark.slow  # the embedding model on real text: seconds, not milliseconds
 def test_worker_mode_pins_a_reference_and_flags_one_episode_per_shift():
     det = EmbeddingDriftDetector(
         reference_size=40, window_size=40, test_every=20, permutations=300, alpha=0.01, sample_rate=1.0, fields=["prompt"]

@@ -155,6 +155,7 @@ def test_drift_gauges_while_score_batch_runs():
     assert len(det.gauges()) == 2 * 400  # statistic and p-value per model version
 
 
+@pytest.mark.slow  # the embedding model on real text: seconds, not milliseconds
 def test_drift_export_samples_while_score_batch_runs_in_publish_mode():
     det = EmbeddingDriftDetector(mode="publish", reservoir_size=3, sample_rate=1.0, embeddings=FakeEmbeddings())
     events = [make_event(model_version=f"v{i}", prompt=f"q{i}.{j}", response=f"a{i}.{j}") for i in range(300) for j in range(4)]
