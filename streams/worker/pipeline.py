@@ -147,6 +147,10 @@ def _bounded_int(text: str) -> int:
         raise _NotJSON(f"an integer has more than {sys.get_int_max_str_digits()} digits") from None
 
 
+# One decoder, built once (json.loads with hooks would build a new one per record).
+_DECODER = json.JSONDecoder(parse_constant=_reject_constant, parse_float=_finite_float, parse_int=_bounded_int)
+
+
 def decode(record: RawRecord, max_event_bytes: int) -> InferenceEvent | DeadLetter:
     """Parse and validate one record; any problem, even an unforeseen one, becomes a dead letter with its reason."""
     try:
@@ -175,7 +179,7 @@ def _decode(record: RawRecord, max_event_bytes: int) -> InferenceEvent | DeadLet
     except UnicodeDecodeError as exc:
         return DeadLetter(record, INVALID_UTF8, f"the record is not valid UTF-8 (byte {exc.start})")
     try:
-        data = json.loads(text, parse_constant=_reject_constant, parse_float=_finite_float, parse_int=_bounded_int)
+        data = _DECODER.decode(text)
     except json.JSONDecodeError as exc:
         return DeadLetter(record, INVALID_JSON, f"the record is not JSON: {exc.msg} at line {exc.lineno} column {exc.colno}")
     except RecursionError:
