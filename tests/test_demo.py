@@ -94,7 +94,7 @@ def test_the_demo_closes_every_file_and_removes_every_temporary_file(tmp_path, m
     settings = Settings(profile="embedded", detectors=["descriptors"], metrics_window_s=1.0)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", ResourceWarning)
-        summary = run_demo(settings, DemoOptions(seconds=2, rate=20, live=False, drain_timeout_s=1))
+        summary = run_demo(settings, DemoOptions(seconds=2, rate=20, live=False, drain_stall_s=1))
         gc.collect()  # a file left to the garbage collector is closed here, with a ResourceWarning
     assert summary["events_sent"] > 0 and summary["worker_log"] is None  # no log was asked for: none is kept
     assert sorted(p.name for p in temp.iterdir()) == []

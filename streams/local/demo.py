@@ -41,7 +41,8 @@ class DemoOptions:
     rate: float = 200.0
     seed: int = 7
     live: bool | None = None  # None: only on a terminal
-    drain_timeout_s: float = 60.0
+    drain_stall_s: float = 30.0  # the drain gives up when the worker accounts for nothing new this long
+    drain_max_s: float = 600.0
     worker_log: Path | None = None
 
 
@@ -353,18 +354,24 @@ def run_demo(settings: Settings, opts: DemoOptions, console: Console | None = No
                 time.sleep(0.01)
             sending_s = time.monotonic() - start
             tap_stats = tap.close(timeout_s=30)
-            # Drain: wait until the worker has accounted for everything that was sent.
-            deadline = time.monotonic() + opts.drain_timeout_s
+            # Drain: wait until the worker has accounted for everything that was sent, as long as it
+            # keeps making progress (a slow machine drains late; a stuck worker is given up on).
+            drain_start = time.monotonic()
+            stalled_at, accounted = drain_start + opts.drain_stall_s, -1
             drained = False
-            while time.monotonic() < deadline:
+            while time.monotonic() < min(stalled_at, drain_start + opts.drain_max_s):
                 with lock:
                     done = tally.events_processed >= tap_stats.sent - sent.malformed and tally.dead_letters >= sent.malformed
+                    now_accounted = tally.events_processed + tally.dead_letters
                 if done:
                     drained = True
                     break
                 if worker.poll() is not None:
                     break
+                if now_accounted != accounted:
+                    stalled_at, accounted = time.monotonic() + opts.drain_stall_s, now_accounted
                 time.sleep(0.2)
+            drain_s = time.monotonic() - drain_start
             time.sleep(max(settings.metrics_window_s, 3.0))  # one more window and evaluation: late findings and actions
             total_s = time.monotonic() - start
             if live:
@@ -383,6 +390,7 @@ def run_demo(settings: Settings, opts: DemoOptions, console: Console | None = No
                 "events_processed": tally.events_processed,
                 "events_per_s": round(tally.events_processed / total_s, 1) if total_s else 0.0,
                 "drained": drained,
+                "drain_s": round(drain_s, 1),
                 "findings": dict(sorted(tally.findings_by_detector.items())),
                 "findings_by_kind": dict(sorted(tally.findings_by_kind.items())),
                 "findings_total": len(tally.finding_ids),
