@@ -2,7 +2,7 @@
 
 ``app``        the faust app: agents, timers, publishing (:class:`Worker`)
 ``pipeline``   one micro-batch, free of Kafka: decode, dead letters, every detector isolated
-``commits``    metrics count a batch once faust has committed its offsets (a faust Sensor)
+``commits``    metrics count a batch once faust has committed its offsets (the app's faust Monitor)
 ``metrics``    windowed records for the metrics topic, Prometheus series
 ``deadletters`` the dead-letter body: redacted and bounded
 ``drift_wire`` drift samples between workers
