@@ -73,3 +73,40 @@ def test_capture_sends_invalid_fields_as_given_so_the_worker_can_dead_letter_the
     key, value = tap._queue.get_nowait()
     assert json.loads(value)["latency_ms"] == -5
     tap.close(timeout_s=0.2)
+
+
+def test_close_counts_exactly_what_reached_kafka_even_when_it_runs_out_of_time(settings):
+    """A close() whose time runs out mid-flush reports as sent exactly what the broker holds, and
+    the rest as dropped: no event counted twice, none counted dropped that was delivered after all."""
+    from kafka import TopicPartition
+
+    from streams import kafka_clients
+    from streams.events.topics import ensure_topics, topic_specs
+
+    ensure_topics(settings)
+    n = 400
+    tap = Tap(settings=settings)
+    for i in range(n):
+        tap.record(make_event(response=f"{i} " + "x" * 60_000))  # 24 MB: more than a 0.2 s close can send
+    final = tap.close(timeout_s=0.2)
+    assert final.sent + final.dropped + final.failed == final.accepted == n
+    spec = topic_specs(settings)["inference"]
+    consumer = kafka_clients.consumer(settings, "test-reader")
+    tps = [TopicPartition(spec.name, p) for p in range(spec.partitions)]
+    consumer.assign(tps)
+    consumer.seek_to_beginning(*tps)
+    keys: set[bytes] = set()
+    quiet_since = None
+    import time
+
+    while quiet_since is None or time.monotonic() - quiet_since < 3:  # until nothing more arrives for 3 s
+        batch = consumer.poll(timeout_ms=300)
+        got = {m.key for msgs in batch.values() for m in msgs}
+        if got - keys:
+            keys |= got
+            quiet_since = time.monotonic()
+        elif quiet_since is None:
+            quiet_since = time.monotonic()
+    consumer.close()
+    assert tap.stats == final  # nothing changes after close() returned
+    assert len(keys) == final.sent

@@ -36,6 +36,7 @@ from streams.settings import Settings, load_settings
 log = logging.getLogger(__name__)
 
 _STOP = object()
+_PRODUCER_DRAIN_S = 30.0  # at close, what the producer holds gets this long to be delivered or fail
 
 
 @dataclass(frozen=True)
@@ -140,13 +141,19 @@ class Tap:
         return False
 
     def close(self, timeout_s: float = 10.0) -> TapStats:
-        """Flush what can be flushed within ``timeout_s``, stop, and return the final counts."""
+        """Flush what can be flushed within ``timeout_s``, stop, and return the final counts.
+
+        Past ``timeout_s``, events still in the tap's buffer are dropped (counted); events the
+        producer already holds are delivered or fail within its own timeouts (30 s at most), so
+        the counts are final: every event is sent, failed or dropped, once.
+        """
         if not self._closed:
             self._closed = True  # refuse new events; keep delivering the buffered ones
             self.flush(timeout_s)
             self._abandon = True  # past the deadline: stop waiting for a broker that is not there
             self._queue_stop()
-            self._thread.join(max(0.1, timeout_s))
+            # The thread now drops what is left in the buffer and waits for what the producer holds.
+            self._thread.join(max(0.1, timeout_s) + _PRODUCER_DRAIN_S + 5)
             while True:  # empty the buffer so nothing is sent after close() returned
                 try:
                     self._queue.get_nowait()
@@ -214,6 +221,9 @@ class Tap:
                     continue
                 if item is _STOP:
                     break
+                if self._abandon:  # close() ran out of time: what is still buffered is dropped
+                    self._count(dropped=1, dropped_after_accept=1)
+                    continue
                 if producer is None:
                     producer = self._producer = self._connect()
                     if producer is None:  # abandoned by close() while the broker was down
@@ -227,8 +237,14 @@ class Tap:
                     self._on_error(exc)
         finally:
             if producer is not None:
+                # What the producer already holds is delivered or fails within its own request timeouts:
+                # wait for that (bounded), so every event is counted once, sent or failed, before close()
+                # returns. Only what was still in the tap's buffer at the deadline is dropped.
                 try:
-                    producer.flush(timeout=10)
-                    producer.close(timeout=5)
+                    producer.flush(timeout=_PRODUCER_DRAIN_S)
+                except Exception:  # noqa: BLE001 - KafkaTimeoutError
+                    log.warning("tap: the producer did not deliver everything within %.0fs", _PRODUCER_DRAIN_S)
+                try:
+                    producer.close(timeout=1)
                 except Exception:  # noqa: BLE001
                     log.warning("tap: producer did not close cleanly", exc_info=False)
