@@ -295,10 +295,15 @@ def test_rollout_stages_set_on_the_control_topic_reach_the_agent(settings, tmp_p
     policy_file = tmp_path / "policy.yaml"
     policy_file.write_text(ROLLOUT_POLICY)
     start_process(settings, "policy", "run", STREAMWARDEN_POLICY_FILE=str(policy_file), STREAMWARDEN_POLICY_WEB_PORT="0")
+    # The agent is up once it has written its start marker (on a busy machine that takes a while).
+    wait_for(lambda: any(r.action == "agent_start" and r.by.startswith("policy-agent") for r in _all(settings)), 90, 0.5, "the agent")
 
-    def feed(seconds: int):
-        now = datetime.now(timezone.utc)
-        for i in range(seconds):
+    def feed_until(found, message: str, timeout: float = 60.0):
+        """Traffic of chat v2 (10 events a second) until ``found()`` returns something: the agent
+        advances a stage on recent traffic, so it must keep flowing while it decides."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            now = datetime.now(timezone.utc)
             rec = MetricsRecord(
                 scope="model",
                 model="chat",
@@ -306,19 +311,20 @@ def test_rollout_stages_set_on_the_control_topic_reach_the_agent(settings, tmp_p
                 route="r",
                 worker_id="w",
                 events=10,
-                window_start=now + timedelta(seconds=i - 1),
-                window_end=now + timedelta(seconds=i),
+                window_start=now - timedelta(seconds=1),
+                window_end=now,
             )
             produce(settings, "metrics", [(rec.key.encode(), rec.model_dump_json().encode())])
-            time.sleep(1)
+            if result := found():
+                return result
+            time.sleep(0.5)
+        raise AssertionError(f"timed out after {timeout}s waiting for {message}")
 
-    feed(4)
-    first = wait_for(lambda: decisions(settings, action="should_advance"), 30, 0.5, "should_advance at 1%")
+    first = feed_until(lambda: decisions(settings, action="should_advance"), "should_advance at 1%")
     assert [(d.stage, d.to_version) for d in first] == [("1%", "10%")]
     out = _cli(settings, "rollout", "set", "chat", "v2", "--stage", "10%", "--by", "deployer")
     assert json.loads(out)["stage"] == "10%"
-    feed(4)
-    both = wait_for(lambda: (d := decisions(settings, action="should_advance")) and len(d) == 2 and d, 30, 0.5, "should_advance at 10%")
+    both = feed_until(lambda: (d := decisions(settings, action="should_advance")) and len(d) == 2 and d, "should_advance at 10%")
     assert [(d.stage, d.to_version) for d in both] == [("1%", "10%"), ("10%", "100%")]
     status = json.loads(_cli(settings, "rollout", "status"))
     assert status["chat v2"]["stage"] == "10%" and status["chat v2"]["by"] == "human:deployer"
