@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 import urllib.request
 
 import pytest
@@ -28,12 +29,16 @@ def _rss_mb(pid: int) -> float:
         return int(re.search(r"VmRSS:\s+(\d+) kB", fh.read()).group(1)) / 1024
 
 
-def test_a_slow_detector_slows_consumption_with_bounded_memory_and_visible_lag(settings, start_worker):
+def test_a_slow_detector_slows_consumption_with_bounded_memory_and_visible_lag(settings, start_worker, tmp_path):
     ensure_topics(settings)
+    hold = tmp_path / "hold"
+    hold.touch()
     worker = start_worker(
         settings,
         STREAMWARDEN_DETECTORS=json.dumps([SLOW]),
-        STREAMWARDEN_DETECTOR_OPTIONS=json.dumps({SLOW: {"seconds_per_batch": 0.5}}),  # ~32 events/s: far slower than the tap
+        # The detector is stuck while the events arrive (whatever the tap's speed on this machine),
+        # then takes 0.05 s a batch: the backlog builds in Kafka, then is worked off.
+        STREAMWARDEN_DETECTOR_OPTIONS=json.dumps({SLOW: {"seconds_per_batch": 0.05, "hold_while": str(hold)}}),
         STREAMWARDEN_BATCH_SIZE="16",
         STREAMWARDEN_STREAM_BUFFER_EVENTS="64",
     )
@@ -60,6 +65,10 @@ def test_a_slow_detector_slows_consumption_with_bounded_memory_and_visible_lag(s
             peak_rss = max(peak_rss, _rss_mb(worker.proc.pid))
             return unprocessed <= 0
 
+        for _ in range(10):  # every event in Kafka, the detector still stuck on its first batch
+            sample()
+            time.sleep(0.2)
+        hold.unlink()  # the detector catches up
         wait_for(sample, 240, 0.2, "the backlog to be worked off")
     print(
         f"\nbacklog up to {max(backlog)} events, lag up to {max(lag):.0f}; "
