@@ -3,7 +3,7 @@
 Point an OpenTelemetry SDK at it with ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT=http://HOST:4318/v1/traces``
 (or ``OTEL_EXPORTER_OTLP_ENDPOINT=http://HOST:4318``). ``POST /v1/traces`` takes an
 ``ExportTraceServiceRequest`` as ``application/x-protobuf`` or ``application/json`` (OTLP/JSON),
-plain or ``Content-Encoding: gzip``, and answers as OTLP/HTTP says:
+plain or ``Content-Encoding: gzip`` (or ``deflate``), and answers as OTLP/HTTP says:
 
 - **200** with an ``ExportTraceServiceResponse`` (in the request's encoding) once the GenAI spans
   are acknowledged by Kafka; ``partial_success`` counts the spans it rejected (a GenAI span that
@@ -60,6 +60,8 @@ JSON = "application/json"
 _RPC_CODES = {400: 3, 401: 16, 413: 8, 415: 3, 503: 14}
 
 Records = list[tuple[bytes, bytes]]  # (key, value) to produce
+# aiohttp would inflate gzip bodies itself: the receiver does it, bounded by otlp_receiver_max_bytes.
+SERVER_OPTIONS: dict[str, Any] = {"auto_decompress": False}
 
 
 class ReceiverMetrics:
@@ -184,17 +186,17 @@ class OTLPReceiver:
             chunks.append(chunk)
         return b"".join(chunks)
 
-    def _gunzip(self, body: bytes) -> bytes | None:
-        """The decompressed body, None when it is larger than the limit; raises OTLPPayloadError when it is not gzip."""
-        d = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    def _inflate(self, body: bytes, coding: str) -> bytes | None:
+        """The decompressed body, None when it is larger than the limit; raises OTLPPayloadError when it does not inflate."""
+        d = zlib.decompressobj(16 + zlib.MAX_WBITS if coding == "gzip" else zlib.MAX_WBITS)
         try:
             out = d.decompress(body, self.max_bytes + 1)
         except zlib.error:
-            raise OTLPPayloadError("invalid_gzip", "the body is not valid gzip") from None
+            raise OTLPPayloadError("invalid_encoding", f"the body is not valid {coding}") from None
         if len(out) > self.max_bytes or d.unconsumed_tail:
             return None
         if not d.eof:
-            raise OTLPPayloadError("invalid_gzip", "the gzip body is truncated")
+            raise OTLPPayloadError("invalid_encoding", f"the {coding} body is truncated")
         return out
 
     def _done(self, outcome: str, response: web.Response) -> web.Response:
@@ -210,17 +212,20 @@ class OTLPReceiver:
         if content_type not in (PROTOBUF, JSON):
             return self._done("unsupported", _status(415, f"send {PROTOBUF} or {JSON} (OTLP/HTTP)", reply_type))
         coding = request.headers.get("Content-Encoding", "identity").strip().lower()
-        if coding not in ("identity", "gzip", ""):
-            return self._done("unsupported", _status(415, "the content encoding must be gzip or none", reply_type))
-        too_large = _status(413, f"the body is larger than {self.max_bytes} bytes", reply_type)
+        if coding not in ("identity", "none", "", "gzip", "deflate"):
+            return self._done("unsupported", _status(415, "the content encoding must be gzip, deflate or none", reply_type))
+
+        def too_large() -> web.Response:
+            return self._done("too_large", _status(413, f"the body is larger than {self.max_bytes} bytes", reply_type))
+
         body = await self._body(request)
         if body is None:
-            return self._done("too_large", too_large)
+            return too_large()
         try:
-            if coding == "gzip":
-                body = self._gunzip(body)
+            if coding in ("gzip", "deflate"):
+                body = self._inflate(body, coding)
                 if body is None:
-                    return self._done("too_large", too_large)
+                    return too_large()
             if content_type == PROTOBUF:
                 if body[:1] == b"{":
                     raise OTLPPayloadError("invalid_otlp", "the body is JSON but the content type says protobuf")
@@ -303,4 +308,6 @@ def _split(request: ExportTraceServiceRequest) -> list[ExportTraceServiceRequest
 
 def run_receiver(settings: Settings) -> None:
     receiver = OTLPReceiver(settings)
-    web.run_app(receiver.app(), host=settings.otlp_receiver_host, port=settings.otlp_receiver_port, print=None, access_log=None)
+    web.run_app(
+        receiver.app(), host=settings.otlp_receiver_host, port=settings.otlp_receiver_port, print=None, access_log=None, **SERVER_OPTIONS
+    )
