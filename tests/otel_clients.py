@@ -105,7 +105,19 @@ def chat_spans(
     n: int = 1,
     resource: dict[str, Any] | None = None,
 ) -> list[ReadableSpan]:
-    """The finished spans of one chat completion by the instrumented client."""
+    """The finished spans of one chat completion by the instrumented client (the same call's spans are made once a session)."""
+    key = (kind, answer, tuple(tuple(sorted(m.items())) for m in messages), capture, n, tuple(sorted((resource or {}).items())))
+    if key not in _CHAT_SPANS:
+        _CHAT_SPANS[key] = _chat_spans(kind, answer, messages, capture=capture, n=n, resource=resource)
+    return list(_CHAT_SPANS[key])
+
+
+_CHAT_SPANS: dict[tuple, list[ReadableSpan]] = {}
+
+
+def _chat_spans(
+    kind: str, answer: str, messages: Sequence[dict[str, str]], *, capture: bool, n: int, resource: dict[str, Any] | None
+) -> list[ReadableSpan]:
     tp, memory = provider(resource)
     with ModelStandIn(lambda prompt: answer) as model, instrumented(kind, tp, capture):
         ask(model.base_url, messages, n=n)

@@ -119,7 +119,7 @@ class SpanView:
     attributes: dict[str, Any]
     events: list[tuple[str, dict[str, Any]]]
     status_error: bool
-    resource: dict[str, Any]
+    resource: Any  # a mapping's .get(): the resource's attributes
     raw: Any = None  # protobuf: (ResourceSpans, ScopeSpans, Span), for the receiver to forward the span as it came
 
 
@@ -171,18 +171,42 @@ def _attributes(kvs: Iterable[Any]) -> dict[str, Any]:
     return {kv.key: _any_value(kv.value) for kv in kvs}
 
 
+class _LazyAttributes:
+    """A resource's attributes, converted the first time a GenAI span asks (most spans never do)."""
+
+    __slots__ = ("_kvs", "_dict")
+
+    def __init__(self, kvs: Any):
+        self._kvs = kvs
+        self._dict: dict[str, Any] | None = None
+
+    def get(self, key: str, default: Any = None) -> Any:
+        if self._dict is None:
+            self._dict = _attributes(self._kvs)
+        return self._dict.get(key, default)
+
+
+_GENAI_PREFIXES = ("gen_ai.", "llm.", "openinference.")
+
+
+def _maybe_genai(span: Any) -> bool:
+    """Cheap: whether a span has any attribute or event a GenAI span would have (the rest are not converted)."""
+    return any(kv.key.startswith(_GENAI_PREFIXES) for kv in span.attributes) or any(e.name.startswith("gen_ai.") for e in span.events)
+
+
 def spans_of_proto(request: ExportTraceServiceRequest) -> Iterator[SpanView]:
     for rs in request.resource_spans:
-        resource = _attributes(rs.resource.attributes)
+        resource = _LazyAttributes(rs.resource.attributes)
         for ss in rs.scope_spans:
             for span in ss.spans:
+                genai = _maybe_genai(span)
                 yield SpanView(
                     trace_id=span.trace_id.hex() if len(span.trace_id) == 16 else "",
                     span_id=span.span_id.hex() if len(span.span_id) == 8 else "",
                     start_ns=span.start_time_unix_nano,
                     end_ns=span.end_time_unix_nano,
-                    attributes=_attributes(span.attributes),
-                    events=[(e.name, _attributes(e.attributes)) for e in span.events],
+                    attributes=_attributes(span.attributes) if genai else {},
+                    events=[(e.name, _attributes(e.attributes)) for e in span.events] if genai else [],
                     status_error=span.status.code == Status.STATUS_CODE_ERROR,
                     resource=resource,
                     raw=(rs, ss, span),
