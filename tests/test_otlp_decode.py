@@ -249,9 +249,10 @@ def test_the_pipeline_dead_letters_rejected_spans_and_keeps_the_good_ones():
         RawRecord(otlp_proto(good), topic="t.otlp", partition=0, offset=1),  # the same trace again
         RawRecord(b"\x0a\xff\xff", topic="t.otlp", partition=0, offset=2),
         RawRecord(b"", topic="t.otlp", partition=0, offset=3),
+        RawRecord(b"\x0a" * 1_000_001, topic="t.otlp", partition=0, offset=4),
     ]
     result = pipeline.process(records)
     assert len(result.events) == 1 and result.duplicates == 1
-    assert [d.reason_code for d in result.dead_letters] == ["schema_violation", "invalid_otlp", "empty"]
+    assert [d.reason_code for d in result.dead_letters] == ["schema_violation", "invalid_otlp", "empty", "oversized"]
     assert result.dead_letters[0].errors and result.dead_letters[0].record.offset == 0
     assert result.otlp_spans == Counter({"decoded": 2, "rejected": 1})
