@@ -151,6 +151,38 @@ class Settings(BaseSettings):
     )
     gateway_timeout_s: float = Field(default=120.0, gt=0)
 
+    # OpenTelemetry in: GenAI spans (OTLP traces) from a Collector's kafka exporter or the OTLP/HTTP receiver.
+    otlp_enabled: bool = Field(
+        default=True, description="The worker also consumes the OTLP topic (GenAI spans), beside the inference topic."
+    )
+    otlp_topic: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z0-9._-]+$",
+        description="The OTLP traces topic (default '<topic_prefix>otlp'; a Collector's kafka exporter writes 'otlp_spans' unless told otherwise).",
+    )
+    otlp_encoding: Literal["otlp_proto", "otlp_json"] = Field(
+        default="otlp_proto", description="How records of the OTLP topic are encoded (the kafka exporter's traces.encoding)."
+    )
+    otlp_model_version_attributes: list[str] = Field(
+        default_factory=lambda: ["service.version"],
+        description="Attributes whose value is an event's model_version, first found wins, on the span then its resource "
+        "(e.g. add 'gen_ai.response.model' to use the exact model snapshot the provider answered with).",
+    )
+    otlp_route_attributes: list[str] = Field(
+        default_factory=lambda: ["deployment.environment.name", "deployment.environment"],
+        description="Attributes whose value is an event's route, first found wins, on the span then its resource.",
+    )
+    otlp_receiver_host: str = Field(
+        default="127.0.0.1", description="Bind address of the OTLP/HTTP receiver (`streamwarden otlp receive`)."
+    )
+    otlp_receiver_port: int = Field(default=4318, ge=0, le=65535, description="Port of the OTLP/HTTP receiver (OTLP/HTTP's own default).")
+    otlp_receiver_token: SecretStr | None = Field(
+        default=None, description="Bearer token the receiver requires (Authorization: Bearer <token>); open when unset."
+    )
+    otlp_receiver_max_bytes: int = Field(
+        default=8 * 1024 * 1024, ge=1024, description="Largest request body the receiver takes, compressed and after gzip (413 beyond)."
+    )
+
     # Tap.
     tap_buffer: int = Field(default=10_000, ge=1, description="Events the tap holds before it starts dropping.")
     tap_linger_ms: int = Field(default=20, ge=0)
@@ -181,6 +213,10 @@ class Settings(BaseSettings):
         if "descriptor_drift" in self.detectors:
             out.setdefault("descriptor_drift", {}).setdefault("reports_dir", str(self.reports_dir))
         return out
+
+    @property
+    def otlp_topic_name(self) -> str:
+        return self.otlp_topic or f"{self.topic_prefix}otlp"
 
     @property
     def embedded(self) -> bool:

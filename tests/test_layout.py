@@ -22,6 +22,7 @@ DEPLOYABLES = {
     "streams/policy": "the rules over the metrics",
     "streams/actions": "where actions leave (policy agent, kill switch, notifications)",
     "streams/gateway": "the OpenAI-compatible proxy",
+    "streams/otlp": "OpenTelemetry in: the OTLP trace decoder and receiver",
     "streams/local": "local-only tools",
     "streams/cli": "the command line, one module per command group",
 }

@@ -4,6 +4,7 @@
 ``policy``      rules and the policy agent        ``actions``     kill switch and rollout stages, by hand
 ``events``      topics, tap replay, the schema    ``dashboards``  Grafana as code
 ``local``       demo, embedded broker, traffic, probes (local tools)
+``otlp``        OpenTelemetry in: the OTLP/HTTP receiver
 
 Every command takes its configuration from flags, ``STREAMWARDEN_*`` environment
 variables and an optional ``--config FILE``, through one settings class
@@ -21,7 +22,7 @@ from typing import Optional
 
 import typer
 
-from streams.cli import actions, dashboards, events, gateway, local, policy, worker
+from streams.cli import actions, dashboards, events, gateway, local, otlp, policy, worker
 from streams.errors import ConfigurationError, SchemaError, StreamwardenError
 from streams.settings import CONFIG_ENV
 
@@ -61,6 +62,7 @@ app.add_typer(policy.policy_app, name="policy")
 app.add_typer(actions.killswitch_app, name="killswitch")
 app.add_typer(actions.rollout_app, name="rollout")
 app.add_typer(dashboards.dashboards_app, name="dashboards")
+app.add_typer(otlp.otlp_app, name="otlp")
 
 
 def exit_code(exc: BaseException) -> int:

@@ -10,7 +10,12 @@ metrics        windowed MetricsRecord JSON per (model, model_version)       mode
 actions        decisions of the policy (the durable audit log)              action_id
 control        kill-switch state per model (compacted)                      model
 drift          interval samples of embeddings from every worker             model|ver|field
+otlp           OTLP ExportTraceServiceRequests (GenAI spans), from a        trace id
+               Collector's kafka exporter or ``streamwarden otlp receive``
 =============  ===========================================================  ============
+
+The OTLP topic is named by ``otlp_topic`` (default ``<prefix>otlp``) and exists while
+``otlp_enabled`` is on.
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ from streams.settings import Settings
 
 log = logging.getLogger(__name__)
 
-ROLES = ("inference", "deadletter", "findings", "metrics", "actions", "control", "drift")
+ROLES = ("inference", "deadletter", "findings", "metrics", "actions", "control", "drift", "otlp")
 
 
 @dataclass(frozen=True)
@@ -37,7 +42,7 @@ class TopicSpec:
 def topic_specs(settings: Settings) -> dict[str, TopicSpec]:
     p = settings.topic_prefix
     out = settings.output_partitions
-    return {
+    specs = {
         "inference": TopicSpec("inference", f"{p}inference", settings.input_partitions),
         "deadletter": TopicSpec("deadletter", f"{p}deadletter", out, {"retention.ms": str(30 * 24 * 3600 * 1000)}),
         "findings": TopicSpec("findings", f"{p}findings", out),
@@ -46,6 +51,9 @@ def topic_specs(settings: Settings) -> dict[str, TopicSpec]:
         "control": TopicSpec("control", f"{p}control", 1, {"cleanup.policy": "compact"}),
         "drift": TopicSpec("drift", f"{p}drift", out, {"retention.ms": str(6 * 3600 * 1000)}),
     }
+    if settings.otlp_enabled:
+        specs["otlp"] = TopicSpec("otlp", settings.otlp_topic_name, settings.input_partitions)
+    return specs
 
 
 def topic_name(settings: Settings, role: str) -> str:

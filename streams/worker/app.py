@@ -1,11 +1,13 @@
 """The faust application: where events enter the monitor and findings and metrics leave it.
 
-inference topic --take_events(n, within=t)--> Pipeline (decode, detectors)
+inference topic + OTLP topic --take_events(n, within=t)--> Pipeline (decode, detectors)
     -> findings topic (key event_id), dead-letter topic (redacted by default, reason in headers)
     -> WindowAggregator --commit / timer--> metrics topic;   Prometheus /metrics (streams.worker.web)
 
 Delivery is at-least-once: faust acks a micro-batch's offsets only after the body of the
 loop has handed every output to the producer, and flushes the producer before it commits.
+The OTLP topic (GenAI spans from a Collector's kafka exporter or ``streamwarden otlp receive``)
+is read by the same agent, so one consumer commits both topics' offsets the same way.
 No exception of one batch stops the stream or loses its events: decoding is total (a bad
 record is a dead letter), detectors are isolated from each other, and if handling the batch
 still fails (publishing, say), every record of it goes to the dead-letter topic with the reason.
@@ -29,6 +31,7 @@ from detectors.contracts import PublishesSamples, declared
 from detectors.drift import DriftMerger, EmbeddingDriftDetector
 from streams import kafka_clients
 from streams.events.topics import topic_specs
+from streams.otlp.decode import DecodeOptions, OTLPDecoder
 from streams.settings import Settings
 from streams.worker import drift_wire
 from streams.worker.commits import CommitGate, CommitMonitor
@@ -53,7 +56,10 @@ class Worker:
         self.detectors = registry.build(settings.detectors, settings.detector_kwargs())
         for detector in self.detectors:
             detector.warm_up()
-        self.pipeline = Pipeline(self.detectors, settings.max_event_bytes)
+        self.otlp_decoder = OTLPDecoder(settings.otlp_encoding, DecodeOptions.from_settings(settings)) if settings.otlp_enabled else None
+        self.pipeline = Pipeline(
+            self.detectors, settings.max_event_bytes, settings.otlp_topic_name if settings.otlp_enabled else None, self.otlp_decoder
+        )
         self.metrics = WorkerMetrics()
         self.windows = WindowAggregator(self.worker_id)
         # Detectors run off the event loop (they may be CPU- or GPU-bound), one batch at a time:
@@ -74,6 +80,9 @@ class Worker:
             return self.app.topic(spec.name, key_serializer="raw", value_serializer="raw", partitions=spec.partitions)
 
         self.inference_topic = raw_topic("inference")
+        # One agent reads the native events and the OTLP spans: one consumer, one commit, the same pipeline.
+        sources = [specs["inference"].name] + ([specs["otlp"].name] if "otlp" in specs else [])
+        self.source_topic = self.app.topic(*sources, key_serializer="raw", value_serializer="raw", partitions=settings.input_partitions)
         self.findings_topic = raw_topic("findings")
         self.deadletter_topic = raw_topic("deadletter")
         self.metrics_topic = raw_topic("metrics")
@@ -83,7 +92,9 @@ class Worker:
         self.drift_merger = self._make_drift_merger()
         # A dead letter must fit both our producer's request limit and the topic's (the broker's default).
         dlq_limit = min(kafka_clients.max_message_bytes(settings), kafka_clients.BROKER_DEFAULT_MAX_MESSAGE_BYTES)
-        self.dead_letters = DeadLetterWriter(settings, self.detectors, dlq_limit)
+        self.dead_letters = DeadLetterWriter(
+            settings, self.detectors, dlq_limit, otlp_topic=specs["otlp"].name if "otlp" in specs else None
+        )
         self._register()
 
     def _count(self, result: BatchResult) -> None:
@@ -129,7 +140,7 @@ class Worker:
         app = self.app
         settings = self.settings
 
-        @app.agent(self.inference_topic, name="streamwarden.detect")
+        @app.agent(self.source_topic, name="streamwarden.detect")
         async def detect(stream: Any) -> None:
             async for events in stream.take_events(settings.batch_size, within=settings.batch_within_s):
                 records = [RawRecord(e.value, e.key, e.message.topic, e.message.partition, e.message.offset) for e in events]

@@ -13,6 +13,7 @@ from prometheus_client import CollectorRegistry, Gauge, Histogram
 from prometheus_client import Counter as PromCounter
 
 from streams.events.schema import MetricsRecord
+from streams.otlp.decode import OUTCOMES
 from streams.worker.pipeline import BatchResult
 
 
@@ -177,6 +178,14 @@ class WorkerMetrics:
             ["topic", "partition"],
             registry=r,
         )
+        self.otlp_spans = PromCounter(
+            "streamwarden_otlp_spans_total",
+            "Spans of the OTLP topic, by outcome (decoded, skipped_no_content, skipped_not_genai, rejected).",
+            ["outcome"],
+            registry=r,
+        )
+        for outcome in OUTCOMES:  # every outcome is a series from the start, at 0
+            self.otlp_spans.labels(outcome)
         self._detector_gauges: dict[str, Gauge] = {}
         self.in_flight = Gauge("streamwarden_batches_in_flight", "Micro-batches being processed.", registry=r)
 
@@ -227,6 +236,8 @@ class WorkerMetrics:
             self.duplicates.inc(result.duplicates)
         for name, n in result.detector_errors.items():
             self.detector_errors.labels(name).inc(n)
+        for outcome, n in result.otlp_spans.items():
+            self.otlp_spans.labels(outcome).inc(n)
 
     def observe_findings(self, result: BatchResult) -> None:
         grouped: defaultdict = defaultdict(int)

@@ -1,6 +1,7 @@
 """What the worker does to one micro-batch, free of Kafka and faust so it can be tested alone.
 
 records (bytes) -> decode + validate -> events | dead letters
+    (a record of the OTLP topic is one ExportTraceServiceRequest: it gives the events of its GenAI spans)
 events -> every detector, each isolated -> findings, detector errors
 """
 
@@ -23,6 +24,7 @@ from pydantic import ValidationError
 from detectors.base import Detector, Finding
 from detectors.contracts import NeedsEmbeddings, declared
 from streams.events.schema import SCHEMA_VERSION, InferenceEvent
+from streams.otlp.decode import OTLPDecoder, OTLPPayloadError
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +38,8 @@ UNSUPPORTED_VERSION = "unsupported_schema_version"
 SCHEMA_VIOLATION = "schema_violation"
 PROCESSING_FAILED = "processing_failed"  # the batch could not be handled after decoding (see the worker)
 UNDECODABLE = "undecodable"  # an unforeseen failure while decoding: a bug, the record kept for a replay
+# OTLP records add streams.otlp.decode's codes: invalid_otlp (not OTLP trace data), and schema_violation when GenAI spans
+# make no valid event (the rest of the record is processed); invalid_utf8, invalid_json, not_an_object for OTLP/JSON.
 
 HEADER_PREFIX = "streamwarden.dlq."
 
@@ -114,6 +118,7 @@ class BatchResult:
     detector_seconds: dict[str, float] = field(default_factory=dict)
     decode_seconds: float = 0.0
     duplicates: int = 0
+    otlp_spans: Counter = field(default_factory=Counter)  # spans of OTLP records, by outcome
 
 
 def _describe_validation_error(exc: ValidationError) -> tuple[str, ...]:
@@ -201,27 +206,72 @@ def _decode(record: RawRecord, max_event_bytes: int) -> InferenceEvent | DeadLet
         return DeadLetter(record, SCHEMA_VIOLATION, f"{len(exc.errors())} field(s) invalid: {errors[0]}", errors)
 
 
-class Pipeline:
-    """Decodes a batch and runs every detector on its valid events, each one isolated."""
+def decode_otlp(record: RawRecord, max_event_bytes: int, decoder: OTLPDecoder, spans: Counter) -> list[InferenceEvent | DeadLetter]:
+    """The events of one OTLP record's GenAI spans, counting every span's outcome in ``spans``.
 
-    def __init__(self, detectors: Sequence[Detector], max_event_bytes: int):
+    A record that is not OTLP traces is one dead letter. GenAI spans that make no valid event
+    are counted ``rejected`` and the record is also dead-lettered (``schema_violation``, the
+    spans and fields in ``errors``), so nothing is lost; its other spans are processed as usual
+    (a replay of the dead letter gives them again with the same event ids).
+    """
+    value = record.value
+    if value is None or len(value) == 0:
+        return [DeadLetter(record, EMPTY, "the record has no value")]
+    if len(value) > max_event_bytes:
+        return [DeadLetter(record, OVERSIZED, f"the record is {len(value)} bytes; the limit is {max_event_bytes}")]
+    try:
+        decoded = decoder.decode(value)
+    except OTLPPayloadError as exc:
+        return [DeadLetter(record, exc.code, exc.reason)]
+    except Exception as exc:  # noqa: BLE001 - one record must not lose the batch
+        log.error("decoding OTLP %s[%d]@%d failed: %s", record.topic, record.partition, record.offset, type(exc).__name__)
+        return [DeadLetter(record, UNDECODABLE, f"decoding failed unexpectedly ({type(exc).__name__})")]
+    spans.update(decoded.outcomes)
+    out: list[InferenceEvent | DeadLetter] = list(decoded.events)
+    if decoded.rejected:
+        n = decoded.rejected
+        out.append(
+            DeadLetter(record, SCHEMA_VIOLATION, f"{n} GenAI span(s) make no valid event: {decoded.errors[0]}", tuple(decoded.errors))
+        )
+    return out
+
+
+class Pipeline:
+    """Decodes a batch and runs every detector on its valid events, each one isolated.
+
+    With an ``otlp_decoder``, records of ``otlp_topic`` are OTLP traces, the others native events.
+    """
+
+    def __init__(
+        self,
+        detectors: Sequence[Detector],
+        max_event_bytes: int,
+        otlp_topic: str | None = None,
+        otlp_decoder: OTLPDecoder | None = None,
+    ):
         self.detectors = list(detectors)
         self.max_event_bytes = max_event_bytes
+        self.otlp_topic = otlp_topic
+        self.otlp_decoder = otlp_decoder
 
     def process(self, records: Sequence[RawRecord]) -> BatchResult:
         result = BatchResult()
         t0 = time.perf_counter()
         seen: set[str] = set()
         for record in records:
-            decoded = decode(record, self.max_event_bytes)
-            if isinstance(decoded, DeadLetter):
-                result.dead_letters.append(decoded)
-            elif decoded.event_id in seen:
-                # A client retry inside one batch: processed once, the copy counted and dropped.
-                result.duplicates += 1
+            if self.otlp_decoder is not None and record.topic == self.otlp_topic:
+                items: list[InferenceEvent | DeadLetter] = decode_otlp(record, self.max_event_bytes, self.otlp_decoder, result.otlp_spans)
             else:
-                seen.add(decoded.event_id)
-                result.events.append(decoded)
+                items = [decode(record, self.max_event_bytes)]
+            for decoded in items:
+                if isinstance(decoded, DeadLetter):
+                    result.dead_letters.append(decoded)
+                elif decoded.event_id in seen:
+                    # A client retry inside one batch: processed once, the copy counted and dropped.
+                    result.duplicates += 1
+                else:
+                    seen.add(decoded.event_id)
+                    result.events.append(decoded)
         result.decode_seconds = time.perf_counter() - t0
         if result.events:
             with ExitStack() as stack:
