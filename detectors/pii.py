@@ -29,13 +29,11 @@ import hashlib
 import hmac
 import ipaddress
 import logging
-import os
 import re
 import secrets as _secrets
-import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from functools import cached_property
+from functools import cached_property, lru_cache
 from typing import Any
 
 from .base import Detector, EventLike, Finding, Severity
@@ -48,8 +46,6 @@ log = logging.getLogger(__name__)
 for _name in ("presidio-analyzer", "decision_process"):
     logging.getLogger(_name).setLevel(logging.CRITICAL)
 
-# tldextract (used by presidio's e-mail validation) must never reach the network.
-os.environ.setdefault("TLDEXTRACT_CACHE", os.path.join(tempfile.gettempdir(), "streamwarden-tldextract"))
 
 PATTERN_TYPES = ("EMAIL_ADDRESS", "PHONE_NUMBER", "CREDIT_CARD", "US_SSN", "IBAN_CODE", "IP_ADDRESS")
 NER_TYPES = ("PERSON", "LOCATION", "NRP", "DATE_TIME")
@@ -190,9 +186,17 @@ class PIILeakDetector(Detector):
             UsSsnRecognizer,
         )
 
+        class OfflineEmailRecognizer(EmailRecognizer):
+            """presidio's e-mail recognizer, its domain checked against tldextract's bundled public
+            suffix list: presidio's own check calls ``tldextract.extract``, whose extractor downloads
+            the list on first use (and caches it under the home directory)."""
+
+            def validate_result(self, pattern_text: str) -> bool:
+                return _offline_tld_extractor()(pattern_text).fqdn != ""
+
         gate_digits = lambda t, n: sum(1 for _ in _DIGITS.finditer(t)) >= n  # noqa: E731
         table = {
-            "EMAIL_ADDRESS": (EmailRecognizer(), lambda t: "@" in t),
+            "EMAIL_ADDRESS": (OfflineEmailRecognizer(), lambda t: "@" in t),
             "PHONE_NUMBER": (PhoneRecognizer(), lambda t: gate_digits(t, 7)),
             "CREDIT_CARD": (CreditCardRecognizer(), lambda t: gate_digits(t, 12)),
             "US_SSN": (UsSsnRecognizer(), lambda t: gate_digits(t, 9)),
@@ -391,3 +395,12 @@ def _is_public_ip(text: str, start: int, end: int) -> bool:
         return ipaddress.ip_address(text[start:end].strip("[]")).is_global
     except ValueError:
         return False
+
+
+@lru_cache(maxsize=1)
+def _offline_tld_extractor() -> Any:
+    """tldextract's extractor on its bundled public suffix list snapshot: no suffix list URLs (no
+    download) and no cache directory (nothing written). Both are tldextract's documented options."""
+    import tldextract
+
+    return tldextract.TLDExtract(cache_dir=None, suffix_list_urls=(), fallback_to_snapshot=True)
