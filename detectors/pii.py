@@ -359,6 +359,13 @@ class PIILeakDetector(Detector):
             for value in plugin.analyze_string(text):
                 if value and len(value) >= 4:
                     add(value, 0.9)
+                else:
+                    # The plugin's regex captured a prefix only (the "ghp" of a GitHub token, the
+                    # empty optional group of a GitLab CI token): the secret is the whole match.
+                    for regex in getattr(plugin, "denylist", ()):
+                        for m in regex.finditer(text):
+                            if m.end() - m.start() >= 4:
+                                found.setdefault(m.span(), PIIEntity(SECRET, m.start(), m.end(), 0.9))
         for plugin in entropy:
             for value in plugin.analyze_string(text):
                 start = text.find(value)

@@ -223,6 +223,11 @@ def test_private_addresses_are_an_option():
     assert _types(PIILeakDetector(public_ips_only=False), "call 192.168.1.20 or 8.8.8.8", "IP_ADDRESS") == ["192.168.1.20", "8.8.8.8"]
 
 
+@pytest.mark.parametrize("token", ["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", "glcbt-helloworld380_testin_1234"])
+def test_tokens_whose_plugin_captures_only_a_prefix_are_found_whole(det, token):
+    assert _types(det, f"export TOKEN_VALUE {token} now", "SECRET") == [token]
+
+
 def test_new_formats_are_told_apart_as_echoes(det):
     e = make_event(
         prompt=[{"role": "user", "content": "My IBAN is DE89 3704 0044 0532 0130 00 and my phone +86 138 1234 5678"}],
