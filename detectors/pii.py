@@ -327,6 +327,8 @@ class PIILeakDetector(Detector):
                         claimed.append((r.start, r.end))
                         if self.public_ips_only and not _is_public_ip(text, r.start, r.end):
                             continue
+                    elif etype == "CREDIT_CARD" and text[max(0, r.start - 1) : r.start] == "+":
+                        continue  # +4915123456795 passes Luhn, but a "+" starts a phone number, never a card
                     elif etype in ("CREDIT_CARD", "IBAN_CODE", "US_SSN"):
                         claimed.append((r.start, r.end))
                     elif etype == "PHONE_NUMBER" and len(_DIGITS.findall(text[r.start : r.end])) < 7:

@@ -236,3 +236,28 @@ def test_new_formats_are_told_apart_as_echoes(det):
     (finding,) = det.score_batch([e])
     assert finding.kind == "pii_echo"
     assert {x["entity_type"] for x in finding.details["entities"]} == {"IBAN_CODE", "PHONE_NUMBER"}
+
+
+@pytest.mark.parametrize(
+    "phone",
+    [
+        # The formats of Presidio's own phone tests (our numbers): national with and without a
+        # space after the area code, international with a national trunk digit in brackets, ...
+        "(212)555-0187",
+        "(212) 555-0187",
+        "212-555-0187",
+        "+1 212 555 0187",
+        "02-6251111",  # Israel
+        "+55 21 98765 4321",  # Brazil
+        "080-2345-6789",  # Japan
+        "020 7946 0123",  # United Kingdom
+        "+44 (20) 7946 0123",
+        "+91 2261 234567",  # India
+        "+49 89 1234567",  # Germany
+        "+39 02 1234 5678",  # Italy
+        "+33 6 12 34 56 78",  # France
+        "+4915123456795",  # E.164; its digits also pass Luhn, but a card never starts with "+"
+    ],
+)
+def test_the_phone_formats_of_presidios_tests(det, phone):
+    assert _types(det, f"My number is {phone}, thanks.", "PHONE_NUMBER") == [phone]
