@@ -45,6 +45,7 @@ import time
 from collections import Counter, defaultdict
 from pathlib import Path
 
+from detectors.offline import apply_offline_defaults
 from detectors.pii import ALL_TYPES, DEFAULT_TYPES, PATTERN_TYPES, PIILeakDetector
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -261,6 +262,9 @@ def main() -> None:
     ap.add_argument("--clean", type=int, default=2000, help="texts per clean corpus")
     args = ap.parse_args()
     logging.disable(logging.WARNING)
+    # Presidio's own e-mail check goes through tldextract's module-level extractor: the same
+    # offline defaults as the worker, so that it uses the bundled suffix list too (no download).
+    apply_offline_defaults()
 
     from presidio_analyzer import AnalyzerEngine
     from presidio_analyzer.nlp_engine import NlpEngineProvider
