@@ -10,7 +10,6 @@
 from __future__ import annotations
 
 import logging
-import os
 import threading
 from collections.abc import Sequence
 from contextlib import contextmanager
@@ -20,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from .errors import ConfigurationError
+from .offline import apply_offline_defaults
 
 log = logging.getLogger(__name__)
 
@@ -75,8 +75,7 @@ class EmbeddingService:
     def _load(self):
         with self._lock:
             if self._model is None:
-                os.environ.setdefault("HF_HUB_OFFLINE", "1")
-                os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+                apply_offline_defaults()
                 from sentence_transformers import SentenceTransformer
 
                 device = self.device

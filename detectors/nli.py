@@ -8,7 +8,6 @@ P(contradiction) / (P(contradiction) + P(entailment)), averaged over the samples
 
 from __future__ import annotations
 
-import os
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -17,6 +16,7 @@ import numpy as np
 
 from .embeddings import pick_device
 from .errors import ConfigurationError
+from .offline import apply_offline_defaults
 
 
 class NLIScorer:
@@ -32,7 +32,7 @@ class NLIScorer:
     def _load(self):
         with self._lock:
             if self._model is None:
-                os.environ.setdefault("HF_HUB_OFFLINE", "1")
+                apply_offline_defaults()
                 from sentence_transformers import CrossEncoder
 
                 device = pick_device(self._device)

@@ -2,9 +2,11 @@
 
 Recognition uses the field's libraries, not home-made patterns:
 
-* presidio-analyzer's pattern recognizers and validators (e-mail with TLD check, phone
-  numbers through ``phonenumbers``, credit cards with Luhn, US SSN rules, IBAN checksum,
-  IP addresses), called directly instead of through ``AnalyzerEngine``;
+* presidio-analyzer's pattern recognizers and validators (e-mail with TLD check, credit
+  cards with Luhn, US SSN rules, IBAN checksum, IP addresses), called directly instead of
+  through ``AnalyzerEngine``;
+* ``phonenumbers``' own matcher for phone numbers, once per configured numbering plan
+  (``phone_regions``: :data:`DEFAULT_PHONE_REGIONS`, mainland China included);
 * detect-secrets' plugins for credentials (cloud keys, tokens, private keys, JWTs, basic
   auth URLs), and its entropy plugins only next to a secret-ish keyword;
 * optionally a spaCy NER model for PERSON / LOCATION / NRP / DATE_TIME, run with only its
@@ -29,13 +31,11 @@ import hashlib
 import hmac
 import ipaddress
 import logging
-import os
 import re
 import secrets as _secrets
-import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from functools import cached_property
+from functools import cached_property, lru_cache
 from typing import Any
 
 from .base import Detector, EventLike, Finding, Severity
@@ -48,8 +48,6 @@ log = logging.getLogger(__name__)
 for _name in ("presidio-analyzer", "decision_process"):
     logging.getLogger(_name).setLevel(logging.CRITICAL)
 
-# tldextract (used by presidio's e-mail validation) must never reach the network.
-os.environ.setdefault("TLDEXTRACT_CACHE", os.path.join(tempfile.gettempdir(), "streamwarden-tldextract"))
 
 PATTERN_TYPES = ("EMAIL_ADDRESS", "PHONE_NUMBER", "CREDIT_CARD", "US_SSN", "IBAN_CODE", "IP_ADDRESS")
 NER_TYPES = ("PERSON", "LOCATION", "NRP", "DATE_TIME")
@@ -74,9 +72,32 @@ _SPACY_TO_PRESIDIO = {
 # As presidio's AnalyzerEngine compiles them: DOTALL | MULTILINE | IGNORECASE.
 _REGEX_FLAGS = re.DOTALL | re.MULTILINE | re.IGNORECASE
 
+# Phone numbering plans searched for national-format numbers by default (numbers written with
+# their country code, +CC, are found whatever the list). Presidio's default list (US, GB, DE,
+# FR, IL, IN, CA, BR; Canada is in the US's plan, NANP) and the other large plans: China, Japan,
+# Russia, Mexico, Australia, Indonesia, Pakistan, Nigeria, the Philippines. Left out because
+# their national formats take ordinary numbers (measured on generated non-PII numbers in
+# bench/bench_pii.py): KR (year ranges such as 1877-1954 are its business numbers), ES, IT, PL,
+# VN (any "123 456 789"). Any region phonenumbers knows can be configured (``phone_regions``).
+DEFAULT_PHONE_REGIONS = ("US", "GB", "DE", "FR", "IL", "IN", "BR", "CN", "JP", "RU", "MX", "AU", "ID", "PK", "NG", "PH")
+PHONE_SCORE = 0.4  # presidio's PhoneRecognizer score
+# presidio's UsSsnRecognizer scores a bare 9-digit number 0.05 and raises it by 0.35 when a
+# context word stands before it: so does this detector, with these words (its own "security"
+# and "ssid" alone say too little).
+SSN_CONTEXT_SCORE = 0.4
+_SSN_CONTEXT = re.compile(r"(?i)\b(?:ssns?|ss#|social[\s-]+security|soc\.?\s*sec\.?)(?:\W|$)")
+
 # Cheap gates: a recognizer runs only when its text could hold what it looks for.
 _DIGITS = re.compile(r"\d")
-_IBAN_GATE = re.compile(r"\b[A-Za-z]{2}\d{2}[ ]?[A-Za-z0-9]{4}")
+_IBAN_GATE = re.compile(r"\b[A-Za-z]{2}\d{2}[ -]?[A-Za-z0-9]{4}")
+# Where a phone number can be: 7+ digits with at most a few of phonenumbers' separators (spaces,
+# dashes, dots, slashes, brackets, their full-width forms) between them. phonenumbers' matcher runs
+# on these windows (widened for a leading "+" or "(", an extension, and the characters it checks
+# around a number) instead of on the whole text.
+_PHONE_SEP = r"[\s\-\u2010-\u2015\u2212\u30fc\uff0d-\uff0f./()\uff08\uff09\[\]\uff3b\uff3d~\u2053\u223c\uff5e]"
+_PHONE_RUN = re.compile(rf"\d(?:{_PHONE_SEP}{{0,4}}\d){{6,}}")
+_PHONE_BEFORE, _PHONE_AFTER = 4, 12
+_SSN_BARE = re.compile(r"\d{9}")
 _IP_GATE = re.compile(r"\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3}|[0-9A-Fa-f]{1,4}:[0-9A-Fa-f]{0,4}:")
 _SECRET_GATE = re.compile(
     r"[A-Za-z0-9_\-+/=.]{10,}|-----BEGIN|://[^/\s:@]+:[^/\s@]+@|"
@@ -154,6 +175,11 @@ class PIILeakDetector(Detector):
     ``hash_key``: key of the HMAC that lets people correlate a value across findings without
     seeing it; a random per-process key when not given.
     ``min_score``: results below this presidio score are ignored.
+    ``phone_regions``: the numbering plans (ISO 3166 region codes phonenumbers knows) whose
+    national formats are searched, default :data:`DEFAULT_PHONE_REGIONS`; a number written with
+    its country code (+CC) is found whatever the list.
+    ``public_ips_only``: IP addresses count only when public (default); private, loopback,
+    link-local and documentation addresses identify no one outside their network.
     """
 
     name = "pii"
@@ -164,6 +190,8 @@ class PIILeakDetector(Detector):
         ner_model: str | None = None,
         hash_key: bytes | None = None,
         min_score: float = 0.3,
+        phone_regions: Iterable[str] | None = None,
+        public_ips_only: bool = True,
     ):
         self.entities = tuple(entities or DEFAULT_TYPES)
         unknown = set(self.entities) - set(ALL_TYPES)
@@ -174,6 +202,15 @@ class PIILeakDetector(Detector):
         self.ner_model = ner_model
         self._hash_key = hash_key or _secrets.token_bytes(32)
         self.min_score = min_score
+        self.phone_regions = tuple(r.upper() for r in (DEFAULT_PHONE_REGIONS if phone_regions is None else phone_regions))
+        if isinstance(phone_regions, str) or not self.phone_regions:
+            raise ConfigurationError("phone_regions: a list of region codes such as ['US', 'CN']")
+        import phonenumbers
+
+        unknown_regions = sorted(set(self.phone_regions) - phonenumbers.SUPPORTED_REGIONS)
+        if unknown_regions:
+            raise ConfigurationError(f"phone_regions: {unknown_regions} are not regions phonenumbers knows (ISO 3166 codes such as 'CN')")
+        self.public_ips_only = public_ips_only
 
     # -- recognisers, built lazily ---------------------------------------------------------
 
@@ -186,14 +223,21 @@ class PIILeakDetector(Detector):
             EmailRecognizer,
             IbanRecognizer,
             IpRecognizer,
-            PhoneRecognizer,
             UsSsnRecognizer,
         )
 
+        class OfflineEmailRecognizer(EmailRecognizer):
+            """presidio's e-mail recognizer, its domain checked against tldextract's bundled public
+            suffix list: presidio's own check calls ``tldextract.extract``, whose extractor downloads
+            the list on first use (and caches it under the home directory)."""
+
+            def validate_result(self, pattern_text: str) -> bool:
+                return _offline_tld_extractor()(pattern_text).fqdn != ""
+
         gate_digits = lambda t, n: sum(1 for _ in _DIGITS.finditer(t)) >= n  # noqa: E731
         table = {
-            "EMAIL_ADDRESS": (EmailRecognizer(), lambda t: "@" in t),
-            "PHONE_NUMBER": (PhoneRecognizer(), lambda t: gate_digits(t, 7)),
+            "EMAIL_ADDRESS": (OfflineEmailRecognizer(), lambda t: "@" in t),
+            "PHONE_NUMBER": (_PhoneNumbers(self.phone_regions), lambda t: _PHONE_RUN.search(t) is not None),
             "CREDIT_CARD": (CreditCardRecognizer(), lambda t: gate_digits(t, 12)),
             "US_SSN": (UsSsnRecognizer(), lambda t: gate_digits(t, 9)),
             "IBAN_CODE": (IbanRecognizer(regex_flags=_REGEX_FLAGS), lambda t: _IBAN_GATE.search(t) is not None),
@@ -265,16 +309,33 @@ class PIILeakDetector(Detector):
         want_secret = SECRET in self.entities
         for i, text in enumerate(texts):
             out = results[i]
+            # Numbers another recognizer validated (a card's Luhn, an IBAN's checksum, an SSN's
+            # rules, any IP address, public or not) are not also phone numbers.
+            claimed: list[tuple[int, int]] = []
             for etype, rec, gate, kwargs in self._recognizers:
-                if gate(text):
-                    for r in rec.analyze(text, [etype], None, **kwargs):
-                        if r.score < self.min_score:
+                if not gate(text):
+                    continue
+                for r in rec.analyze(text, [etype], None, **kwargs):
+                    score = float(r.score)
+                    if etype == "US_SSN":
+                        score = _ssn_score(text, r.start, r.end, score)
+                    if score < self.min_score:
+                        continue
+                    if etype == "IP_ADDRESS":
+                        if not _is_standalone_ip(text, r.start, r.end):
                             continue
-                        if etype == "IP_ADDRESS" and not _is_public_ip(text, r.start, r.end):
+                        claimed.append((r.start, r.end))
+                        if self.public_ips_only and not _is_public_ip(text, r.start, r.end):
                             continue
-                        if etype == "PHONE_NUMBER" and len(_DIGITS.findall(text[r.start : r.end])) < 7:
-                            continue  # short codes and years ("1648") that phonenumbers accepts in some regions
-                        out.append(PIIEntity(r.entity_type, r.start, r.end, float(r.score)))
+                    elif etype == "CREDIT_CARD" and text[max(0, r.start - 1) : r.start] == "+":
+                        continue  # +4915123456795 passes Luhn, but a "+" starts a phone number, never a card
+                    elif etype in ("CREDIT_CARD", "IBAN_CODE", "US_SSN"):
+                        claimed.append((r.start, r.end))
+                    elif etype == "PHONE_NUMBER" and len(_DIGITS.findall(text[r.start : r.end])) < 7:
+                        continue  # short codes and years ("1648") that phonenumbers accepts in some regions
+                    out.append(PIIEntity(etype, r.start, r.end, score))
+            if claimed:
+                out[:] = [e for e in out if e.entity_type != "PHONE_NUMBER" or not any(s < e.end and e.start < t for s, t in claimed)]
             if want_secret and _SECRET_GATE.search(text):
                 out.extend(self._find_secrets(text))
         ner_types = [t for t in NER_TYPES if t in self.entities]
@@ -300,6 +361,13 @@ class PIILeakDetector(Detector):
             for value in plugin.analyze_string(text):
                 if value and len(value) >= 4:
                     add(value, 0.9)
+                else:
+                    # The plugin's regex captured a prefix only (the "ghp" of a GitHub token, the
+                    # empty optional group of a GitLab CI token): the secret is the whole match.
+                    for regex in getattr(plugin, "denylist", ()):
+                        for m in regex.finditer(text):
+                            if m.end() - m.start() >= 4:
+                                found.setdefault(m.span(), PIIEntity(SECRET, m.start(), m.end(), 0.9))
         for plugin in entropy:
             for value in plugin.analyze_string(text):
                 start = text.find(value)
@@ -381,13 +449,98 @@ def _resolve_overlaps(entities: list[PIIEntity]) -> list[PIIEntity]:
     return sorted(kept, key=lambda e: e.start)
 
 
-def _is_public_ip(text: str, start: int, end: int) -> bool:
-    """A public address standing alone: private, loopback, link-local and reserved addresses
-    identify no one outside their network, and ``1.2.3.4.5`` is a version, not an address."""
+def _is_standalone_ip(text: str, start: int, end: int) -> bool:
+    """``1.2.3.4.5`` is a version, not an address."""
     before, after = text[max(0, start - 1) : start], text[end : end + 2]
-    if before == "." or re.match(r"\.\d", after):
-        return False
+    return not (before == "." or re.match(r"\.\d", after))
+
+
+def _is_public_ip(text: str, start: int, end: int) -> bool:
+    """Private, loopback, link-local, documentation and other reserved addresses identify no one
+    outside their network (``public_ips_only``)."""
     try:
         return ipaddress.ip_address(text[start:end].strip("[]")).is_global
     except ValueError:
         return False
+
+
+def ssn_is_valid(digits: str) -> bool:
+    """The Social Security Administration's rules: no area 000, 666 or 900-999, no group 00,
+    no serial 0000 (https://www.ssa.gov/employer/randomization.html)."""
+    if len(digits) != 9 or not digits.isdigit():
+        return False
+    area, group, serial = digits[:3], digits[3:5], digits[5:]
+    return area not in ("000", "666") and area[0] != "9" and group != "00" and serial != "0000"
+
+
+def _ssn_score(text: str, start: int, end: int, score: float) -> float:
+    """presidio's score of an SSN candidate, 0 when the SSA's rules refuse it; a bare 9-digit number
+    (presidio: 0.05) gets presidio's context score when an SSN word is among the 5 words before it."""
+    value = text[start:end]
+    if not ssn_is_valid(re.sub(r"\D", "", value)):
+        return 0.0
+    if score < SSN_CONTEXT_SCORE and _SSN_BARE.fullmatch(value):
+        before = " ".join(text[max(0, start - 80) : start].split()[-5:])
+        if _SSN_CONTEXT.search(before):
+            return SSN_CONTEXT_SCORE
+    return score
+
+
+@lru_cache(maxsize=1)
+def _offline_tld_extractor() -> Any:
+    """tldextract's extractor on its bundled public suffix list snapshot: no suffix list URLs (no
+    download) and no cache directory (nothing written). Both are tldextract's documented options."""
+    import tldextract
+
+    return tldextract.TLDExtract(cache_dir=None, suffix_list_urls=(), fallback_to_snapshot=True)
+
+
+@dataclass(frozen=True)
+class _Match:
+    entity_type: str
+    start: int
+    end: int
+    score: float
+
+
+class _PhoneNumbers:
+    """Phone numbers: phonenumbers' own ``PhoneNumberMatcher`` (leniency VALID, as presidio's
+    PhoneRecognizer), once per configured region, on the windows of the text where 7+ digits stand
+    together. A number written as bare digits (no ``+``, no separator: what IDs, timestamps and
+    amounts look like) counts only when it is a mobile or personal number of its plan, or starts
+    with the trunk prefix 0: a unix time such as 1712345678 is a valid Indian or Brazilian landline."""
+
+    def __init__(self, regions: Sequence[str]):
+        import phonenumbers
+
+        self._pn = phonenumbers
+        self.regions = tuple(regions)
+        t = phonenumbers.PhoneNumberType
+        self._personal = {t.MOBILE, t.FIXED_LINE_OR_MOBILE, t.PERSONAL_NUMBER}
+
+    @staticmethod
+    def windows(text: str) -> list[tuple[int, int]]:
+        out: list[tuple[int, int]] = []
+        for m in _PHONE_RUN.finditer(text):
+            start, end = max(0, m.start() - _PHONE_BEFORE), min(len(text), m.end() + _PHONE_AFTER)
+            if out and start <= out[-1][1]:
+                out[-1] = (out[-1][0], max(out[-1][1], end))
+            else:
+                out.append((start, end))
+        return out
+
+    def analyze(self, text: str, entities: Any = None, nlp_artifacts: Any = None) -> list[_Match]:
+        pn = self._pn
+        found: dict[tuple[int, int], _Match] = {}
+        for w_start, w_end in self.windows(text):
+            window = text[w_start:w_end]
+            for region in self.regions:
+                for m in pn.PhoneNumberMatcher(window, region, leniency=pn.Leniency.VALID):
+                    span = (w_start + m.start, w_start + m.end)
+                    if span in found:
+                        continue
+                    raw = m.raw_string
+                    if raw.isdigit() and not raw.startswith("0") and pn.number_type(m.number) not in self._personal:
+                        continue
+                    found[span] = _Match("PHONE_NUMBER", span[0], span[1], PHONE_SCORE)
+        return list(found.values())

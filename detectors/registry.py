@@ -14,6 +14,7 @@ from typing import Any
 
 from .base import Detector
 from .errors import ConfigurationError
+from .offline import apply_offline_defaults
 
 REGISTRY: dict[str, str] = {
     "descriptors": "descriptors:ResponseDescriptorDetector",
@@ -45,7 +46,11 @@ def detector_class(name: str) -> type[Detector]:
 
 def build(names: Iterable[str], options: Mapping[str, Mapping[str, Any]] | None = None) -> list[Detector]:
     """Instantiate the named detectors, in order; an unknown name or option, or two detectors
-    of one name (their findings and metrics would be confused), is a :class:`ConfigurationError`."""
+    of one name (their findings and metrics would be confused), is a :class:`ConfigurationError`.
+
+    First it sets the process's offline defaults (:mod:`detectors.offline`), before any detector
+    imports a library that reads them."""
+    apply_offline_defaults()
     options = options or {}
     unknown_options = set(options) - set(REGISTRY) - set(names := list(names))
     if unknown_options:

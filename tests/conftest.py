@@ -45,6 +45,7 @@ _INTEGRATION_MODULES = {
     "test_probes",
     "test_replay",
     "test_demo",
+    "test_no_outbound",
 }
 _SLOW_MODULES = {
     "test_demo",

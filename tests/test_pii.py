@@ -138,3 +138,126 @@ def test_redact_masks_every_value_and_keeps_the_rest():
         assert value not in out
     assert out.startswith('{"prompt": "mail d***@***.com"') and "[CREDIT_CARD]***1111" in out
     assert PIILeakDetector().redact("nothing personal here") == "nothing personal here"
+
+
+# -- formats (issue 14, part 2) ---------------------------------------------------------------
+
+
+def _types(det, text, etype):
+    return [text[e.start : e.end] for e in det.find(text) if e.entity_type == etype]
+
+
+@pytest.mark.parametrize(
+    "iban",
+    ["DE89-3704-0044-0532-0130-00", "DE89 3704 0044 0532 0130 00", "GB82-WEST-1234-5698-7654-32", "gb82 west 1234 5698 7654 32"],
+)
+def test_ibans_in_space_and_dash_separated_groups(det, iban):
+    assert _types(det, f"Refunds go to {iban}, thanks.", "IBAN_CODE") == [iban]
+
+
+def test_a_dashed_iban_still_needs_its_checksum(det):
+    assert _types(det, "Refunds go to DE88-3704-0044-0532-0130-00.", "IBAN_CODE") == []
+
+
+@pytest.mark.parametrize("phone", ["13812345678", "+86 138 1234 5678", "+8613812345678", "138-1234-5678", "+86-138-1234-5678"])
+def test_mainland_china_mobile_numbers(det, phone):
+    assert _types(det, f"Her mobile is {phone}.", "PHONE_NUMBER") == [phone]
+
+
+def test_phone_regions_are_an_option_and_international_numbers_need_none():
+    us_only = PIILeakDetector(phone_regions=["US"])
+    assert _types(us_only, "call 13812345678", "PHONE_NUMBER") == []
+    assert _types(us_only, "call +86 138 1234 5678", "PHONE_NUMBER") == ["+86 138 1234 5678"]
+    assert _types(PIILeakDetector(phone_regions=["KR"]), "call 010-1234-5678", "PHONE_NUMBER") == ["010-1234-5678"]
+    with pytest.raises(ValueError, match="phone_regions"):
+        PIILeakDetector(phone_regions=["XX"])
+    with pytest.raises(ValueError, match="phone_regions"):
+        PIILeakDetector(phone_regions="US")
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "created at 1712345678 (unix time)",  # a valid Indian or Brazilian landline as bare digits
+        "He lived from 1877-1954 in Busan.",  # a Korean business number: KR is not a default plan
+        "the instance metadata service is at 169.254.169.254",  # an address, not a phone
+        "card 4111 1111 1111 1111 on file",  # a card (Luhn), not a phone
+        "Version 1.2.3, build 20240512",
+    ],
+)
+def test_numbers_that_are_not_phone_numbers(det, text):
+    assert _types(det, text, "PHONE_NUMBER") == []
+
+
+@pytest.mark.parametrize(
+    "text, ssn",
+    [
+        ("Her SSN is 536 22 1234.", "536 22 1234"),
+        ("Her SSN is 536221234.", "536221234"),
+        ("social security number: 536221234", "536221234"),
+        ("SSN#536221234", "536221234"),
+        ("Her SSN is 536-22-1234.", "536-22-1234"),
+    ],
+)
+def test_ssns_with_spaces_or_without_separators(det, text, ssn):
+    assert _types(det, text, "US_SSN") == [ssn]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Your order number is 536221234.",  # nine bare digits without an SSN word before them
+        "My SSN is 000-22-1234",  # area 000
+        "My SSN is 666 22 1234",  # area 666
+        "My SSN is 912-22-1234",  # areas 900-999
+        "My SSN is 536-00-1234",  # group 00
+        "My SSN is 536220000",  # serial 0000
+    ],
+)
+def test_ssns_the_ssa_rules_refuse(det, text):
+    assert _types(det, text, "US_SSN") == []
+
+
+def test_private_addresses_are_an_option():
+    assert _types(PIILeakDetector(), "call 192.168.1.20 or 8.8.8.8", "IP_ADDRESS") == ["8.8.8.8"]
+    assert _types(PIILeakDetector(public_ips_only=False), "call 192.168.1.20 or 8.8.8.8", "IP_ADDRESS") == ["192.168.1.20", "8.8.8.8"]
+
+
+@pytest.mark.parametrize("token", ["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", "glcbt-helloworld380_testin_1234"])
+def test_tokens_whose_plugin_captures_only_a_prefix_are_found_whole(det, token):
+    assert _types(det, f"export TOKEN_VALUE {token} now", "SECRET") == [token]
+
+
+def test_new_formats_are_told_apart_as_echoes(det):
+    e = make_event(
+        prompt=[{"role": "user", "content": "My IBAN is DE89 3704 0044 0532 0130 00 and my phone +86 138 1234 5678"}],
+        response="We will pay DE89-3704-0044-0532-0130-00 and text 13812345678.",
+    )
+    (finding,) = det.score_batch([e])
+    assert finding.kind == "pii_echo"
+    assert {x["entity_type"] for x in finding.details["entities"]} == {"IBAN_CODE", "PHONE_NUMBER"}
+
+
+@pytest.mark.parametrize(
+    "phone",
+    [
+        # The formats of Presidio's own phone tests (our numbers): national with and without a
+        # space after the area code, international with a national trunk digit in brackets, ...
+        "(212)555-0187",
+        "(212) 555-0187",
+        "212-555-0187",
+        "+1 212 555 0187",
+        "02-6251111",  # Israel
+        "+55 21 98765 4321",  # Brazil
+        "080-2345-6789",  # Japan
+        "020 7946 0123",  # United Kingdom
+        "+44 (20) 7946 0123",
+        "+91 2261 234567",  # India
+        "+49 89 1234567",  # Germany
+        "+39 02 1234 5678",  # Italy
+        "+33 6 12 34 56 78",  # France
+        "+4915123456795",  # E.164; its digits also pass Luhn, but a card never starts with "+"
+    ],
+)
+def test_the_phone_formats_of_presidios_tests(det, phone):
+    assert _types(det, f"My number is {phone}, thanks.", "PHONE_NUMBER") == [phone]
