@@ -153,7 +153,8 @@ class Tap:
             self._abandon = True  # past the deadline: stop waiting for a broker that is not there
             self._queue_stop()
             # The thread now drops what is left in the buffer and waits for what the producer holds.
-            self._thread.join(max(0.1, timeout_s) + _PRODUCER_DRAIN_S + 5)
+            # (When no producer could be made, the broker is unreachable: nothing to wait for.)
+            self._thread.join(max(0.1, timeout_s) + (_PRODUCER_DRAIN_S + 5 if self._producer is not None else 0))
             while True:  # empty the buffer so nothing is sent after close() returned
                 try:
                     self._queue.get_nowait()
@@ -209,6 +210,21 @@ class Tap:
         log.warning("tap: send failed: %s", type(exc).__name__)
         self._count(failed=1)
 
+    def _drain_producer(self, producer) -> None:
+        """Give what the producer holds time to be delivered or fail: as long as it makes progress
+        (a slow broker), at most _PRODUCER_DRAIN_S; a broker that is down gets one second, not more."""
+        deadline = time.monotonic() + _PRODUCER_DRAIN_S
+        while True:
+            before = self.stats
+            try:
+                producer.flush(timeout=1.0)
+                return
+            except Exception:  # noqa: BLE001 - KafkaTimeoutError: not all delivered yet
+                now = self.stats
+                if time.monotonic() > deadline or (now.sent, now.failed) == (before.sent, before.failed):
+                    log.warning("tap: the producer still holds undelivered events at close")
+                    return
+
     def _run(self) -> None:
         producer = None
         try:
@@ -240,11 +256,8 @@ class Tap:
                 # What the producer already holds is delivered or fails within its own request timeouts:
                 # wait for that (bounded), so every event is counted once, sent or failed, before close()
                 # returns. Only what was still in the tap's buffer at the deadline is dropped.
+                self._drain_producer(producer)
                 try:
-                    producer.flush(timeout=_PRODUCER_DRAIN_S)
-                except Exception:  # noqa: BLE001 - KafkaTimeoutError
-                    log.warning("tap: the producer did not deliver everything within %.0fs", _PRODUCER_DRAIN_S)
-                try:
-                    producer.close(timeout=1)
+                    producer.close(timeout=0)
                 except Exception:  # noqa: BLE001
                     log.warning("tap: producer did not close cleanly", exc_info=False)
