@@ -76,10 +76,9 @@ def broker():
         yield b
 
 
-@pytest.fixture
-def settings(broker) -> Settings:
-    """Settings for one test: its own topic prefix on the shared broker, short windows."""
-    return Settings(
+def isolated_settings(broker, **overrides) -> Settings:
+    """Settings of their own on the shared broker: a fresh topic prefix and app id, short windows."""
+    fields = dict(
         profile="embedded",
         bootstrap=broker.bootstrap,
         topic_prefix=f"t{next(_counter)}-{uuid.uuid4().hex[:6]}.",
@@ -90,6 +89,14 @@ def settings(broker) -> Settings:
         batch_within_s=0.2,
         web_port=free_port(),
     )
+    fields.update(overrides)
+    return Settings(**fields)
+
+
+@pytest.fixture
+def settings(broker) -> Settings:
+    """Settings for one test (see :func:`isolated_settings`)."""
+    return isolated_settings(broker)
 
 
 def make_event(**overrides) -> InferenceEvent:

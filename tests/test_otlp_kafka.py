@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import threading
 import urllib.request
-import uuid
 from collections import Counter
 
 import pytest
@@ -26,7 +25,7 @@ from streams.local.outputs import OutputReader, OutputTally
 from streams.settings import Settings
 from streams.worker.pipeline import HEADER_PREFIX
 
-from .conftest import WorkerProcess, http_ok, wait_for
+from .conftest import WorkerProcess, http_ok, isolated_settings, wait_for
 from .model_standin import ModelStandIn
 from .otel_clients import ask, chat_spans, environ, instrumented, otlp_json, otlp_proto, provider, sdk_spans
 
@@ -40,18 +39,7 @@ QUESTIONS = ["How do I reach Dana?", "Who handles refunds?", "Is Dana in today?"
 def stack(broker, tmp_path_factory):
     """Settings, a worker and a receiver (real processes) on their own topics; the outputs tallied."""
     tmp = tmp_path_factory.mktemp("otlp")
-    settings = Settings(
-        profile="embedded",
-        bootstrap=broker.bootstrap,
-        topic_prefix=f"otlp-{uuid.uuid4().hex[:6]}.",
-        app_id=f"streamwarden-otlp-{uuid.uuid4().hex[:8]}",
-        input_partitions=2,
-        output_partitions=1,
-        metrics_window_s=0.5,
-        batch_within_s=0.2,
-        web_port=free_port(),
-        otlp_receiver_port=free_port(),
-    )
+    settings = isolated_settings(broker, input_partitions=2, output_partitions=1, otlp_receiver_port=free_port())
     ensure_topics(settings)
     extra = {"STREAMWARDEN_DETECTORS": '["pii"]', "STREAMWARDEN_OTLP_RECEIVER_PORT": str(settings.otlp_receiver_port)}
     worker = WorkerProcess(settings, tmp / "worker.log", extra)
