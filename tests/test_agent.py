@@ -164,6 +164,13 @@ def test_no_stage_loses_a_batch_every_record_is_a_processed_event_or_a_dead_lett
     assert worker.app.monitor.tp_committed_offsets[TP("in", 0)] == 1_000  # faust's own bookkeeping kept
     assert worker.metrics.dead_letters.labels("processing_failed")._value.get() == len(records)
 
+    # Even dead-lettering fails for a while (the broker is away): the batch waits, then is kept whole.
+    worker.findings_topic = FailingTopic(failures=1)
+    worker.deadletter_topic = FailingTopic(failures=2)
+    records = _records([make_event(response="I'm sorry, but I can't help with that.")], bad)
+    result = run(worker.handle(records))
+    assert sorted(k for k, _, _ in worker.deadletter_topic.sent) == sorted(r.key for r in records)
+
 
 def test_the_drift_merger_tests_as_the_drift_detector_is_configured():
     drift = {"mode": "publish", "alpha": 0.05, "permutations": 123, "device": "cpu"}

@@ -219,12 +219,21 @@ class Worker:
 
         Findings already sent stay (they carry deterministic ids, so a replay of the dead letters
         yields the same ones); the reason names the stage's exception type, never the content.
+        While even that fails (the broker is unreachable), it retries with backoff: the worker
+        stalls, the batch stays unacknowledged and the backlog shows as lag, but nothing is lost.
         """
         log.error("a batch of %d records could not be handled (%s); dead-lettering it", len(records), type(exc).__name__)
         reason = f"the worker could not handle this record's batch: {type(exc).__name__}"
         result = BatchResult(dead_letters=[DeadLetter(r, PROCESSING_FAILED, reason) for r in records])
-        await self.publish(result)
-        return result
+        backoff = 0.5
+        while True:
+            try:
+                await self.publish(result)
+                return result
+            except Exception as again:  # noqa: BLE001 - never drop the batch: wait for the broker
+                log.error("dead-lettering the batch failed (%s); retrying in %.1fs", type(again).__name__, backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 30.0)
 
     def _observe_lag(self, records: list[RawRecord]) -> None:
         last: dict[tuple[str, int], int] = {}
