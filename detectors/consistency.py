@@ -3,17 +3,27 @@
 SelfCheckGPT's setting: a sentence the model states consistently across stochastic samples
 is probably grounded; one the samples do not support is probably made up. Methods:
 
-* ``embedding``: each response sentence against the sentences of every sample with
-  the shared sentence-embedding model; support from a sample = the best cosine similarity;
-  sentence score = 1 - mean support (SelfCheckGPT's BERTScore variant, with one encoder pass
-  for the whole micro-batch);
-* ``unigram`` (the default: best and ~1,000x faster here, see ``bench/bench_consistency.py``):
-  SelfCheckGPT's n-gram variant (a unigram model of the samples and the
-  response, add-one smoothed; sentence score = the highest negative log-probability of its
-  tokens, squashed to 0..1); no model at all;
-* ``combined``: the mean of the two (each is 0..1, higher = less supported);
-* ``nli``: with a local NLI cross-encoder (``nli_model`` = a path): the mean probability
-  that a sample contradicts the sentence, SelfCheckGPT's strongest non-LLM method.
+* ``unigram`` (the default; no model at all): SelfCheckGPT's n-gram variant, unigram (max).
+  A unigram model of the samples and the response (add-one smoothed); a sentence's raw signal
+  is the highest negative log-probability among its tokens. **Sentence scores are a fixed
+  monotone map of that raw signal** (``raw / (raw + 4)``), so they rank sentences exactly as the
+  raw signal does, across responses too. The **event score is calibrated separately**: the mean
+  over sentences of ``raw / ceiling``, where ``ceiling`` is the NLL of a word that no sample
+  has, so one threshold fits short chat answers with three samples and long passages with
+  twenty alike;
+* ``nli``: the NLI model (the one we train and ship, or any local cross-encoder): per
+  sentence, the mean over samples of P(contradiction) / (P(contradiction) + P(entailment)),
+  SelfCheckGPT's NLI variant;
+* ``combined``: ``COMBINED_WEIGHT`` x unigram + the rest x NLI (sentence and event scores),
+  the weight chosen on the benchmark's tuning split;
+* ``embedding``: each response sentence against the sentences of every sample with the
+  shared sentence-embedding model; support from a sample = the best cosine similarity;
+  sentence score = 1 - mean support (SelfCheckGPT's BERTScore variant).
+
+NLI is the costly stage: with ``nli_share`` < 1 or an ``nli_pairs_per_second`` budget, the
+events it does not admit are judged by unigram alone, and their findings say so
+(``details.method``). Figures, splits and the reference implementation side by side:
+``bench/bench_consistency.py``.
 
 Cross-traffic consistency (:class:`CrossTrafficConsistency`): no extra model calls; recent
 events of the same model version whose prompts are near-identical (embedding cosine) are
@@ -37,10 +47,13 @@ from .contracts import KeepsWindows, NeedsEmbeddings
 from .embeddings import UsesEmbeddings
 from .errors import ConfigurationError
 
-METHODS = ("embedding", "unigram", "combined", "nli")
-# Event-level thresholds. unigram: on the 60 WikiBio passages, a mean score >= 0.95 flagged
-# passages that annotators found at least half inaccurate with precision 0.84, recall 0.69.
+METHODS = ("unigram", "nli", "combined", "embedding")
+# Event-level thresholds, each chosen on WikiBio passages 0-29 (the tuning split) as the best
+# F1 for "at least half the passage's sentences are inaccurate"; reported on passages 30-59 by
+# bench/bench_consistency.py.
 DEFAULT_THRESHOLDS = {"unigram": 0.95, "embedding": 0.5, "combined": 0.7, "nli": 0.5}
+COMBINED_WEIGHT = 0.5  # of unigram in combined; the rest is NLI (tuned on passages 0-29)
+UNIGRAM_SCALE = 4.0  # the sentence score's monotone map: raw / (raw + UNIGRAM_SCALE)
 _SENTENCE_END = re.compile(r"(?:(?<=[.!?])|(?<=[.!?][\"')\]]))\s+(?=[\"'(\[]?[A-Z0-9])")
 _TOKEN = re.compile(r"\w+", re.UNICODE)
 
@@ -57,11 +70,25 @@ def split_sentences(text: str) -> list[str]:
 
 @dataclass(frozen=True)
 class ConsistencyResult:
-    score: float  # 0..1, higher = more likely hallucinated
-    sentence_scores: list[float]
+    score: float  # event score, 0..1, higher = more likely hallucinated (calibrated: compare with the threshold)
+    sentence_scores: list[float]  # 0..1 per sentence, for ranking sentences
     sentences: list[str]
-    method: str
+    method: str  # the method that judged it (unigram when NLI was not admitted)
     n_samples: int
+
+
+@dataclass(frozen=True)
+class UnigramScores:
+    raw: list[float]  # per sentence: the highest token NLL (SelfCheckGPT's unigram max)
+    ceiling: float  # the NLL of a word no sample has (only the response)
+
+    @property
+    def sentence_scores(self) -> list[float]:
+        return [r / (r + UNIGRAM_SCALE) for r in self.raw]
+
+    @property
+    def event_score(self) -> float:
+        return float(np.mean([min(1.0, r / self.ceiling) for r in self.raw])) if self.raw else 0.0
 
 
 class SelfConsistencyDetector(UsesEmbeddings, Detector, NeedsEmbeddings):
@@ -76,29 +103,34 @@ class SelfConsistencyDetector(UsesEmbeddings, Detector, NeedsEmbeddings):
         min_samples: int = 2,
         embedding_model: str | None = None,
         nli_model: str | None = None,
+        nli_share: float = 1.0,
+        nli_pairs_per_second: float | None = None,
+        combined_weight: float = COMBINED_WEIGHT,
         embeddings=None,
     ):
+        from .nli import NLIRation, resolve_model
+
         if method not in METHODS:
             raise ConfigurationError(f"unknown method {method!r}; one of {', '.join(METHODS)}")
-        if method == "nli" and not nli_model:
-            raise ConfigurationError("the nli method needs nli_model: a local cross-encoder path")
         self.method = method
         self.threshold = DEFAULT_THRESHOLDS[method] if threshold is None else threshold
         self.min_samples = min_samples
         self._embedding_model = embedding_model
         self._embeddings = embeddings
-        self.nli_model = nli_model
+        self.nli_model = str(resolve_model(nli_model)) if method in ("nli", "combined") else nli_model
+        self.ration = NLIRation(nli_share, nli_pairs_per_second)
+        if not 0.0 <= combined_weight <= 1.0:
+            raise ConfigurationError(f"combined_weight must be within 0..1, got {combined_weight}")
+        self.combined_weight = combined_weight
 
     @cached_property
     def _nli(self):
         from .nli import NLIScorer
 
-        if self.nli_model is None:
-            raise ConfigurationError("the nli scorer needs nli_model: a local cross-encoder path")
-        return NLIScorer(self.nli_model)
+        return NLIScorer.shared(self.nli_model)
 
     def texts_to_embed(self, events: Sequence[EventLike]) -> list[str]:
-        if self.method not in ("embedding", "combined"):
+        if self.method != "embedding":
             return []
         out = []
         for e in events:
@@ -109,9 +141,9 @@ class SelfConsistencyDetector(UsesEmbeddings, Detector, NeedsEmbeddings):
         return out
 
     def warm_up(self) -> None:
-        if self.method in ("embedding", "combined"):
+        if self.method == "embedding":
             self.embeddings.warm_up()
-        if self.method == "nli":
+        if self.method in ("nli", "combined"):
             self._nli.warm_up()
 
     # -- scoring ---------------------------------------------------------------------------------
@@ -119,22 +151,42 @@ class SelfConsistencyDetector(UsesEmbeddings, Detector, NeedsEmbeddings):
     def score(self, sentences: list[str] | str, samples: list[str]) -> ConsistencyResult:
         return self.score_many([sentences], [samples])[0]
 
-    def score_many(self, responses: Sequence[list[str] | str], samples: Sequence[Sequence[str]]) -> list[ConsistencyResult]:
-        """Score several responses at once (one encoder pass for all their sentences)."""
+    def score_many(
+        self,
+        responses: Sequence[list[str] | str],
+        samples: Sequence[Sequence[str]],
+        use_nli: Sequence[bool] | None = None,
+    ) -> list[ConsistencyResult]:
+        """Score several responses at once (one model pass for all their sentences). ``use_nli``
+        (for nli/combined): which responses the NLI stage may judge; the others get unigram."""
         sents = [split_sentences(r) if isinstance(r, str) else list(r) for r in responses]
-        if self.method == "unigram":
-            per = [_unigram_scores(s, smp) for s, smp in zip(sents, samples)]
-        elif self.method == "embedding":
-            per = self._embedding_scores(sents, samples)
-        elif self.method == "combined":
+        n = len(sents)
+        if self.method == "embedding":
             emb = self._embedding_scores(sents, samples)
-            per = [[(a + b) / 2 for a, b in zip(e, _unigram_scores(s, smp))] for e, s, smp in zip(emb, sents, samples)]
-        else:
-            per = [self._nli.contradiction_scores(s, smp) for s, smp in zip(sents, samples)]
-        return [
-            ConsistencyResult(float(np.mean(p)) if p else 0.0, [float(x) for x in p], s, self.method, len(smp))
-            for p, s, smp in zip(per, sents, samples)
-        ]
+            return [self._result(float(np.mean(p)) if p else 0.0, p, s, "embedding", smp) for p, s, smp in zip(emb, sents, samples)]
+        uni = [_unigram(s, smp) for s, smp in zip(sents, samples)]
+        if self.method == "unigram":
+            return [self._result(u.event_score, u.sentence_scores, s, "unigram", smp) for u, s, smp in zip(uni, sents, samples)]
+        nli_on = [True] * n if use_nli is None else list(use_nli)
+        picked = [i for i in range(n) if nli_on[i]]
+        nli_scores = dict(zip(picked, self._nli.contradiction_scores_many([sents[i] for i in picked], [samples[i] for i in picked])))
+        out = []
+        for i in range(n):
+            u, s, smp = uni[i], sents[i], samples[i]
+            if i not in nli_scores:
+                out.append(self._result(u.event_score, u.sentence_scores, s, "unigram", smp))
+                continue
+            c = nli_scores[i]
+            if self.method == "nli":
+                out.append(self._result(float(np.mean(c)) if c else 0.0, c, s, "nli", smp))
+            else:
+                event, per = combine(u, c, self.combined_weight)
+                out.append(self._result(event, per, s, "combined", smp))
+        return out
+
+    @staticmethod
+    def _result(event: float, per: Sequence[float], sents: list[str], method: str, smp: Sequence[str]) -> ConsistencyResult:
+        return ConsistencyResult(float(event), [float(x) for x in per], sents, method, len(smp))
 
     def _embedding_scores(self, sents: Sequence[list[str]], samples: Sequence[Sequence[str]]) -> list[list[float]]:
         sample_sents = [[split_sentences(x) or [x] for x in smp] for smp in samples]
@@ -163,10 +215,16 @@ class SelfConsistencyDetector(UsesEmbeddings, Detector, NeedsEmbeddings):
         checked = [e for e in events if len(e.samples) >= self.min_samples and e.response.strip()]
         if not checked:
             return []
-        results = self.score_many([e.response for e in checked], [list(e.samples) for e in checked])
+        use_nli = None
+        if self.method in ("nli", "combined"):
+            use_nli = [
+                self.ration.admit(e.event_id, len(split_sentences(e.response)) * len(e.samples)) for e in checked
+            ]
+        results = self.score_many([e.response for e in checked], [list(e.samples) for e in checked], use_nli)
         findings = []
         for event, r in zip(checked, results):
-            if r.score < self.threshold:
+            threshold = self.threshold if r.method == self.method else DEFAULT_THRESHOLDS[r.method]
+            if r.score < threshold:
                 continue
             worst = int(np.argmax(r.sentence_scores))
             findings.append(
@@ -174,10 +232,10 @@ class SelfConsistencyDetector(UsesEmbeddings, Detector, NeedsEmbeddings):
                     event,
                     detector=self.name,
                     kind="inconsistent_response",
-                    severity=Severity.HIGH if r.score >= (1 + self.threshold) / 2 else Severity.MEDIUM,
+                    severity=Severity.HIGH if r.score >= (1 + threshold) / 2 else Severity.MEDIUM,
                     score=r.score,
                     summary=(
-                        f"{sum(s >= self.threshold for s in r.sentence_scores)} of {len(r.sentences)} sentences are not "
+                        f"{sum(s >= threshold for s in r.sentence_scores)} of {len(r.sentences)} sentences are not "
                         f"supported by {r.n_samples} other samples (score {r.score:.2f}, {r.method})"
                     ),
                     details={
@@ -191,28 +249,32 @@ class SelfConsistencyDetector(UsesEmbeddings, Detector, NeedsEmbeddings):
         return findings
 
 
-def _unigram_scores(sentences: Sequence[str], samples: Sequence[str]) -> list[float]:
-    """SelfCheckGPT's unigram (max) score: the rarest token's negative log-probability under a
-    unigram model of the samples and the response, divided by that of a token seen once (a
-    word no sample has), so 1.0 means "this sentence says something no sample says", whatever
-    the length of the samples. Max beat the average (NonFact AUC-PR 89.5 vs 85.6, unscaled, on
-    the 60 WikiBio passages); the scaling, which makes one threshold fit short chat answers and
-    long passages alike, costs some ranking (85.1)."""
+def combine(unigram: UnigramScores, nli: Sequence[float], weight: float = COMBINED_WEIGHT) -> tuple[float, list[float]]:
+    """(event score, sentence scores) of ``combined``: weight x unigram + (1 - weight) x NLI."""
+    per = [weight * a + (1 - weight) * b for a, b in zip(unigram.sentence_scores, nli)]
+    return weight * unigram.event_score + (1 - weight) * (float(np.mean(nli)) if len(nli) else 0.0), per
+
+
+def unigram_scores(sentences: Sequence[str], samples: Sequence[str]) -> UnigramScores:
+    """The unigram signal of one response (public for the benchmark)."""
+    return _unigram(sentences, samples)
+
+
+def _unigram(sentences: Sequence[str], samples: Sequence[str]) -> UnigramScores:
+    """SelfCheckGPT's unigram (max) signal: per sentence, the rarest token's negative
+    log-probability under an add-one smoothed unigram model of the samples and the response.
+    Lower-cased word tokens (punctuation never is a sentence's rarest token)."""
     counts: Counter = Counter()
     for text in [*samples, *sentences]:
         counts.update(t.lower() for t in _TOKEN.findall(text))
     total = sum(counts.values())
     vocab = len(counts) + 1
     ceiling = math.log((total + vocab) / 2)  # the NLL of a token seen once: only the response has it
-    out = []
+    raw = []
     for s in sentences:
         tokens = [t.lower() for t in _TOKEN.findall(s)]
-        if not tokens:
-            out.append(0.0)
-            continue
-        nll = max(-math.log((counts[t] + 1) / (total + vocab)) for t in tokens)
-        out.append(min(1.0, nll / ceiling))
-    return out
+        raw.append(max((-math.log((counts[t] + 1) / (total + vocab)) for t in tokens), default=0.0))
+    return UnigramScores(raw, ceiling)
 
 
 class CrossTrafficConsistency(UsesEmbeddings, Detector, NeedsEmbeddings, KeepsWindows):

@@ -1,14 +1,27 @@
-"""NLI for self-consistency: does a sample contradict a sentence? (SelfCheckGPT's NLI variant)
+"""NLI: does a premise entail, leave open or contradict a hypothesis?
 
-Takes any local cross-encoder NLI model path (sentence-transformers ``CrossEncoder`` or a
-Hugging Face sequence-classification checkpoint whose labels name ``contradiction`` and
-``entailment``). Nothing is downloaded. Score per (sentence, sample):
-P(contradiction) / (P(contradiction) + P(entailment)), averaged over the samples.
+Used by self-consistency (SelfCheckGPT's NLI variant: does a sample contradict a sentence?)
+and by grounding (does a context document support an answer's sentence?).
+
+Two backends, picked by what the path holds; nothing is ever downloaded:
+
+* the model we train and ship (``detectors/models/nli-minilm-l6/``: ``model.onnx`` int8,
+  ``tokenizer.json``, ``nli_config.json``; trained by ``detectors/training/train_nli.py``, card
+  in its README.md), run by onnxruntime, on CUDA where onnxruntime-gpu offers it;
+* any local sentence-transformers ``CrossEncoder`` or Hugging Face sequence-classification
+  checkpoint whose labels name ``contradiction`` and ``entailment`` (a larger production model),
+  run by torch on CUDA when present.
+
+Pairs are sorted by length and batched, so one call scores a whole micro-batch's pairs with
+little padding.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import threading
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -18,43 +31,214 @@ from .embeddings import pick_device
 from .errors import ConfigurationError
 from .offline import apply_offline_defaults
 
+SHIPPED_MODEL = Path(__file__).resolve().parent / "models" / "nli-minilm-l6"
+TRAIN_COMMAND = ".venv/bin/python -m detectors.training.train_nli"
+ENTAILMENT, NEUTRAL, CONTRADICTION = 0, 1, 2  # the columns of NLIScorer.probabilities
+
+_shared: dict[tuple[str, str | None], NLIScorer] = {}
+_shared_lock = threading.Lock()
+
+
+def resolve_model(model_path: str | None) -> Path:
+    """The model directory: the shipped one for None/"default", else the given local path."""
+    path = SHIPPED_MODEL if model_path in (None, "", "default") else Path(str(model_path))
+    if not path.exists():
+        if path == SHIPPED_MODEL:
+            raise ConfigurationError(
+                f"the shipped NLI model is missing at {path}: train it with `{TRAIN_COMMAND}` "
+                "or set nli_model to a local cross-encoder directory (models are never downloaded)"
+            )
+        raise ConfigurationError(f"NLI model path {str(model_path)!r} does not exist (models are never downloaded)")
+    return path
+
 
 class NLIScorer:
-    def __init__(self, model_path: str, device: str | None = None, batch_size: int = 32):
-        if not Path(model_path).exists():
-            raise ConfigurationError(f"NLI model path {model_path!r} does not exist (models are never downloaded)")
-        self.model_path = model_path
+    """3-way NLI probabilities for (premise, hypothesis) pairs. Thread-safe after loading."""
+
+    def __init__(self, model_path: str | None = None, device: str | None = None, batch_size: int = 32, max_length: int = 256):
+        self.path = resolve_model(model_path)
+        self.model_path = str(self.path)
         self._device = device
         self.batch_size = batch_size
-        self._model = None
+        self.max_length = max_length
         self._lock = threading.Lock()
+        self._run = None  # callable(premises, hypotheses) -> probs (n, 3) in our column order
+        self.backend = "onnx" if (self.path / "model.onnx").exists() else "torch"
+
+    @classmethod
+    def shared(cls, model_path: str | None = None, device: str | None = None) -> NLIScorer:
+        """The one scorer of this process for a model (consistency and grounding share it)."""
+        key = (str(resolve_model(model_path)), device)
+        with _shared_lock:
+            scorer = _shared.get(key)
+            if scorer is None:
+                scorer = _shared[key] = cls(key[0], device)
+            return scorer
+
+    # -- loading -----------------------------------------------------------------------------------
 
     def _load(self):
         with self._lock:
-            if self._model is None:
+            if self._run is None:
                 apply_offline_defaults()
-                from sentence_transformers import CrossEncoder
+                self._run = self._load_onnx() if self.backend == "onnx" else self._load_torch()
+            return self._run
 
-                device = pick_device(self._device)
-                model = CrossEncoder(self.model_path, device=device, local_files_only=True)
-                labels = {v.lower(): int(k) for k, v in model.config.id2label.items()}
-                if "contradiction" not in labels or "entailment" not in labels:
-                    raise ConfigurationError(f"{self.model_path}: labels {sorted(labels)} lack contradiction/entailment")
-                self._contra, self._entail = labels["contradiction"], labels["entailment"]
-                self._model = model
-            return self._model
+    def _load_onnx(self):
+        import onnxruntime as ort
+        from tokenizers import Tokenizer
+
+        config = json.loads((self.path / "nli_config.json").read_text()) if (self.path / "nli_config.json").exists() else {}
+        labels = [x.lower() for x in config.get("labels", ("entailment", "neutral", "contradiction"))]
+        order = _column_order(labels, self.model_path)
+        self.max_length = min(self.max_length, int(config.get("max_length", self.max_length)))
+        tokenizer = Tokenizer.from_file(str(self.path / "tokenizer.json"))
+        tokenizer.enable_truncation(self.max_length, strategy="only_first")
+        tokenizer.enable_padding(pad_id=tokenizer.token_to_id("[PAD]") or 0)
+        options = ort.SessionOptions()
+        options.log_severity_level = 3
+        providers = ["CPUExecutionProvider"]
+        if pick_device(self._device).startswith("cuda") and "CUDAExecutionProvider" in ort.get_available_providers():
+            providers.insert(0, "CUDAExecutionProvider")
+        session = ort.InferenceSession(str(self.path / "model.onnx"), options, providers=providers)
+        inputs = {i.name for i in session.get_inputs()}
+
+        def run(premises: Sequence[str], hypotheses: Sequence[str]) -> np.ndarray:
+            enc = tokenizer.encode_batch(list(zip(premises, hypotheses)))
+            feed = {
+                "input_ids": np.array([e.ids for e in enc], dtype=np.int64),
+                "attention_mask": np.array([e.attention_mask for e in enc], dtype=np.int64),
+                "token_type_ids": np.array([e.type_ids for e in enc], dtype=np.int64),
+            }
+            logits = session.run(None, {k: v for k, v in feed.items() if k in inputs})[0]
+            return _softmax(logits)[:, order]
+
+        return run
+
+    def _load_torch(self):
+        from sentence_transformers import CrossEncoder
+
+        model = CrossEncoder(self.model_path, device=pick_device(self._device), local_files_only=True, max_length=self.max_length)
+        labels = [model.config.id2label[i].lower() for i in range(len(model.config.id2label))]
+        order = _column_order(labels, self.model_path)
+
+        def run(premises: Sequence[str], hypotheses: Sequence[str]) -> np.ndarray:
+            logits = model.predict(
+                list(zip(premises, hypotheses)), batch_size=self.batch_size, convert_to_numpy=True, show_progress_bar=False
+            )
+            return _softmax(np.asarray(logits))[:, order]
+
+        return run
 
     def warm_up(self) -> None:
-        self._load()
+        self.probabilities(["warm-up"], ["warm-up"])
+
+    # -- scoring -----------------------------------------------------------------------------------
+
+    def probabilities(self, premises: Sequence[str], hypotheses: Sequence[str]) -> np.ndarray:
+        """(n, 3) probabilities: columns ENTAILMENT, NEUTRAL, CONTRADICTION."""
+        if len(premises) != len(hypotheses):
+            raise ValueError("premises and hypotheses differ in length")
+        out = np.zeros((len(premises), 3), dtype=np.float32)
+        if not premises:
+            return out
+        run = self._load()
+        order = sorted(range(len(premises)), key=lambda i: len(premises[i]) + len(hypotheses[i]))
+        for start in range(0, len(order), self.batch_size):
+            idx = order[start : start + self.batch_size]
+            out[idx] = run([premises[i] for i in idx], [hypotheses[i] for i in idx])
+        return out
 
     def contradiction_scores(self, sentences: Sequence[str], samples: Sequence[str]) -> list[float]:
-        if not sentences or not samples:
-            return [1.0 if not samples else 0.0 for _ in sentences]
-        model = self._load()
-        pairs = [(sample, sentence) for sentence in sentences for sample in samples]
-        logits = np.asarray(model.predict(pairs, batch_size=self.batch_size, convert_to_numpy=True, show_progress_bar=False))
-        logits = logits - logits.max(axis=1, keepdims=True)
-        probs = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
-        c, e = probs[:, self._contra], probs[:, self._entail]
+        """SelfCheckGPT-NLI: per sentence, the mean over samples of P(contradiction) / (P(contradiction) + P(entailment))."""
+        return self.contradiction_scores_many([sentences], [samples])[0]
+
+    def contradiction_scores_many(self, sentences: Sequence[Sequence[str]], samples: Sequence[Sequence[str]]) -> list[list[float]]:
+        """Several responses' sentences in one batched pass."""
+        premises: list[str] = []
+        hypotheses: list[str] = []
+        for sents, smp in zip(sentences, samples):
+            for s in sents:
+                for x in smp:
+                    premises.append(x)
+                    hypotheses.append(s)
+        probs = self.probabilities(premises, hypotheses)
+        c, e = probs[:, CONTRADICTION], probs[:, ENTAILMENT]
         per_pair = c / np.maximum(c + e, 1e-9)
-        return per_pair.reshape(len(sentences), len(samples)).mean(axis=1).tolist()
+        out, pos = [], 0
+        for sents, smp in zip(sentences, samples):
+            if not smp:
+                out.append([1.0 for _ in sents])
+                continue
+            n = len(sents) * len(smp)
+            out.append(per_pair[pos : pos + n].reshape(len(sents), len(smp)).mean(axis=1).tolist() if sents else [])
+            pos += n
+        return out
+
+
+def _softmax(logits: np.ndarray) -> np.ndarray:
+    z = np.asarray(logits, dtype=np.float32)
+    z = np.exp(z - z.max(axis=1, keepdims=True))
+    return z / z.sum(axis=1, keepdims=True)
+
+
+def _column_order(labels: Sequence[str], where: str) -> list[int]:
+    index = {name: i for i, name in enumerate(labels)}
+    if "contradiction" not in index or "entailment" not in index:
+        raise ConfigurationError(f"{where}: labels {sorted(index)} lack contradiction/entailment")
+    neutral = index.get("neutral", next((i for i in range(len(labels)) if i not in (index["entailment"], index["contradiction"])), None))
+    if neutral is None:
+        raise ConfigurationError(f"{where}: a 3-way NLI model is needed, labels are {labels}")
+    return [index["entailment"], neutral, index["contradiction"]]
+
+
+class NLIRation:
+    """Which events get the NLI stage: a share of events (chosen by a hash of the event id, so
+    every worker and every replay picks the same ones) and a budget of pairs per second (a token
+    bucket holding at most one second's worth). The others fall back to the cheap method, and the
+    finding says which method judged it. Thread-safe."""
+
+    def __init__(self, share: float = 1.0, pairs_per_second: float | None = None, clock=time.monotonic):
+        if not 0.0 <= share <= 1.0:
+            raise ConfigurationError(f"nli_share must be within 0..1, got {share}")
+        if pairs_per_second is not None and pairs_per_second <= 0:
+            raise ConfigurationError(f"nli_pairs_per_second must be positive or None, got {pairs_per_second}")
+        self.share = share
+        self.rate = pairs_per_second
+        self._clock = clock
+        self._tokens = float(pairs_per_second or 0.0)
+        self._last = clock()
+        self._lock = threading.Lock()
+        self.skipped_share = 0
+        self.skipped_budget = 0
+
+    def chosen(self, event_id: str) -> bool:
+        """Is this event in the configured share?"""
+        if self.share >= 1.0:
+            return True
+        h = int.from_bytes(hashlib.blake2b(event_id.encode("utf-8"), digest_size=8).digest(), "big") / 2**64
+        return h < self.share
+
+    def take(self, pairs: int) -> bool:
+        """Spend ``pairs`` of the budget if it has them (an unlimited budget always has)."""
+        if self.rate is None:
+            return True
+        with self._lock:
+            now = self._clock()
+            self._tokens = min(self.rate, self._tokens + (now - self._last) * self.rate)
+            self._last = now
+            if pairs <= self._tokens or (pairs > self.rate and self._tokens >= self.rate):
+                self._tokens -= pairs  # one oversized request may run when the bucket is full
+                return True
+            return False
+
+    def admit(self, event_id: str, pairs: int) -> bool:
+        if not self.chosen(event_id):
+            with self._lock:
+                self.skipped_share += 1
+            return False
+        if not self.take(pairs):
+            with self._lock:
+                self.skipped_budget += 1
+            return False
+        return True

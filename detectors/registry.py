@@ -24,6 +24,7 @@ REGISTRY: dict[str, str] = {
     "cross_consistency": "consistency:CrossTrafficConsistency",
     "drift": "drift:EmbeddingDriftDetector",
     "descriptor_drift": "descriptor_drift:DescriptorDriftDetector",
+    "grounding": "grounding:GroundingDetector",
 }
 
 

@@ -1,0 +1,241 @@
+"""Grounding (RAG): is each sentence of the answer supported by the event's ``context`` documents?
+
+For every response sentence that makes a claim (questions and sentences of fewer than
+``min_words`` words are left out), the detector finds the document chunk that supports it
+best:
+
+* ``nli`` (the default): the probability that the chunk *entails* the sentence, from the
+  NLI model we train and ship (or any local cross-encoder, ``nli_model``). Documents longer
+  than the model's window are split into overlapping chunks of ``chunk_words`` words;
+* ``lexical`` (the fallback: no model, or events the NLI budget does not admit): the share of
+  the sentence's content words (numbers included) that the chunk contains.
+
+A sentence's score is the probability that nothing supports it (1 - the best support). The
+event's ``score`` is the highest sentence score (a continuous figure that ranks events), and
+``unsupported_share`` the share of sentences at or over the threshold. The finding names
+the unsupported sentences, masked (PII and secrets replaced) and cut to 160 characters, and
+the document that came closest to supporting each. Evaluation on labelled claim/evidence
+pairs (VitaminC, FEVER): ``bench/bench_grounding.py``.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import cached_property
+
+import numpy as np
+
+from .base import Detector, EventLike, Finding, Severity
+from .consistency import split_sentences
+from .errors import ConfigurationError
+
+METHODS = ("nli", "lexical")
+# Chosen on the VitaminC validation split (premise-hash 10-13, never trained on) as the best
+# F1 for "not supported"; reported on the test split and on FEVER by bench/bench_grounding.py.
+DEFAULT_THRESHOLDS = {"nli": 0.5, "lexical": 0.5}
+_WORD = re.compile(r"\w+", re.UNICODE)
+_STOP = frozenset(
+    """a an the and or but if of to in on at by for with from as is are was were be been being it its this that these
+    those there their they them he she his her we our you your i me my not no so than then also which who whom whose
+    what when where why how all any each some such can could would should will shall may might must do does did has
+    have had into over under about after before between during up down out off very just only more most other""".split()
+)
+
+
+@dataclass(frozen=True)
+class GroundingResult:
+    score: float  # 0..1, higher = less supported: the highest sentence score
+    sentence_scores: list[float]  # per checked sentence: P(no document supports it)
+    sentences: list[str]  # the checked sentences (claims)
+    best_document: list[int]  # per sentence: the index of the context document that came closest
+    unsupported_share: float  # share of sentences at or over the threshold
+    method: str  # nli or lexical
+
+
+class GroundingDetector(Detector):
+    """Flags responses whose sentences the event's context documents do not support."""
+
+    name = "grounding"
+
+    def __init__(
+        self,
+        method: str = "nli",
+        threshold: float | None = None,
+        nli_model: str | None = None,
+        chunk_words: int = 160,
+        chunk_overlap: int = 40,
+        min_words: int = 4,
+        max_sentences: int = 24,
+        max_chunks: int = 12,
+        nli_share: float = 1.0,
+        nli_pairs_per_second: float | None = None,
+    ):
+        from .nli import NLIRation, resolve_model
+
+        if method not in METHODS:
+            raise ConfigurationError(f"unknown grounding method {method!r}; one of {', '.join(METHODS)}")
+        if not 0 <= chunk_overlap < chunk_words:
+            raise ConfigurationError("chunk_overlap must be at least 0 and below chunk_words")
+        self.method = method
+        self.threshold = DEFAULT_THRESHOLDS[method] if threshold is None else threshold
+        self.nli_model = str(resolve_model(nli_model)) if method == "nli" else nli_model
+        self.chunk_words = chunk_words
+        self.chunk_overlap = chunk_overlap
+        self.min_words = min_words
+        self.max_sentences = max_sentences
+        self.max_chunks = max_chunks
+        self.ration = NLIRation(nli_share, nli_pairs_per_second)
+        self._redactor_lock = threading.Lock()
+        self._redactor = None
+
+    @cached_property
+    def _nli(self):
+        from .nli import NLIScorer
+
+        return NLIScorer.shared(self.nli_model)
+
+    def warm_up(self) -> None:
+        if self.method == "nli":
+            self._nli.warm_up()
+
+    # -- pieces ------------------------------------------------------------------------------------
+
+    def claims(self, response: str) -> list[str]:
+        """The sentences to check: not questions, at least ``min_words`` words; at most ``max_sentences``."""
+        out = [s for s in split_sentences(response) if not s.rstrip().endswith("?") and len(_WORD.findall(s)) >= self.min_words]
+        return out[: self.max_sentences]
+
+    def chunks(self, context: Sequence[str]) -> list[tuple[int, str]]:
+        """(document index, chunk text): overlapping windows of ``chunk_words`` words; at most ``max_chunks``."""
+        out: list[tuple[int, str]] = []
+        step = self.chunk_words - self.chunk_overlap
+        for d, doc in enumerate(context):
+            words = doc.split()
+            if not words:
+                continue
+            for start in range(0, max(1, len(words) - self.chunk_overlap), step):
+                out.append((d, " ".join(words[start : start + self.chunk_words])))
+                if start + self.chunk_words >= len(words):
+                    break
+        return out[: self.max_chunks]
+
+    # -- scoring -----------------------------------------------------------------------------------
+
+    def score(self, response: str, context: Sequence[str]) -> GroundingResult:
+        return self.score_many([response], [context])[0]
+
+    def score_many(
+        self, responses: Sequence[str], contexts: Sequence[Sequence[str]], use_nli: Sequence[bool] | None = None
+    ) -> list[GroundingResult]:
+        """Several responses at once: every (chunk, sentence) pair of those the NLI stage
+        admits goes through the model in one batched call; the others are judged lexically."""
+        claims = [self.claims(r) for r in responses]
+        chunks = [self.chunks(c) for c in contexts]
+        nli_on = [self.method == "nli"] * len(responses) if use_nli is None else [self.method == "nli" and u for u in use_nli]
+        premises: list[str] = []
+        hypotheses: list[str] = []
+        for i, (cl, ch) in enumerate(zip(claims, chunks)):
+            if nli_on[i]:
+                for s in cl:
+                    for _, text in ch:
+                        premises.append(text)
+                        hypotheses.append(s)
+        entail = np.zeros(0, dtype=np.float32)
+        if premises:
+            from .nli import ENTAILMENT
+
+            entail = self._nli.probabilities(premises, hypotheses)[:, ENTAILMENT]
+        pos = 0
+        out = []
+        for i, (cl, ch) in enumerate(zip(claims, chunks)):
+            if not cl or not ch:
+                support = np.zeros((len(cl), max(1, len(ch))), dtype=np.float32)
+                method = "nli" if nli_on[i] else "lexical"
+            elif nli_on[i]:
+                n = len(cl) * len(ch)
+                support = entail[pos : pos + n].reshape(len(cl), len(ch))
+                pos += n
+                method = "nli"
+            else:
+                support = np.array([[_coverage(s, text) for _, text in ch] for s in cl], dtype=np.float32)
+                method = "lexical"
+            best = support.argmax(axis=1) if len(cl) else np.zeros(0, dtype=int)
+            scores = [float(1.0 - support[k, best[k]]) for k in range(len(cl))]
+            threshold = self.threshold if method == self.method else DEFAULT_THRESHOLDS[method]
+            out.append(
+                GroundingResult(
+                    score=max(scores, default=0.0),
+                    sentence_scores=scores,
+                    sentences=cl,
+                    best_document=[ch[int(b)][0] if ch else -1 for b in best],
+                    unsupported_share=float(np.mean([s >= threshold for s in scores])) if scores else 0.0,
+                    method=method,
+                )
+            )
+        return out
+
+    # -- the detector hook -------------------------------------------------------------------------
+
+    def score_batch(self, events: Sequence[EventLike]) -> list[Finding]:
+        checked = [e for e in events if e.response.strip() and any(d.strip() for d in e.context)]
+        if not checked:
+            return []
+        use_nli = None
+        if self.method == "nli":
+            use_nli = [
+                self.ration.admit(e.event_id, len(self.claims(e.response)) * len(self.chunks(e.context))) for e in checked
+            ]
+        results = self.score_many([e.response for e in checked], [list(e.context) for e in checked], use_nli)
+        findings = []
+        for event, r in zip(checked, results):
+            threshold = self.threshold if r.method == self.method else DEFAULT_THRESHOLDS[r.method]
+            if r.score < threshold:
+                continue
+            unsupported = [k for k, s in enumerate(r.sentence_scores) if s >= threshold]
+            findings.append(
+                Finding.for_event(
+                    event,
+                    detector=self.name,
+                    kind="ungrounded_response",
+                    severity=Severity.HIGH if r.unsupported_share >= 0.5 else Severity.MEDIUM,
+                    score=r.score,
+                    summary=(
+                        f"{len(unsupported)} of {len(r.sentences)} sentences are not supported by the "
+                        f"{len(event.context)} context documents (score {r.score:.2f}, {r.method})"
+                    ),
+                    details={
+                        "method": r.method,
+                        "unsupported_share": round(r.unsupported_share, 4),
+                        "sentence_scores": [round(s, 4) for s in r.sentence_scores],
+                        "unsupported": [
+                            {"sentence": k, "text": self._masked(r.sentences[k]), "closest_document": r.best_document[k], "score": round(r.sentence_scores[k], 4)}
+                            for k in unsupported[:5]
+                        ],
+                    },
+                )
+            )
+        return findings
+
+    def _masked(self, sentence: str) -> str:
+        """The sentence with PII and secrets masked (rule: findings carry masked values only), cut to 160 characters."""
+        with self._redactor_lock:
+            if self._redactor is None:
+                from .pii import PIILeakDetector
+
+                self._redactor = PIILeakDetector()
+            redactor = self._redactor
+        text = redactor.redact(sentence)
+        return text if len(text) <= 160 else text[:159] + "…"
+
+
+def _content(text: str) -> set[str]:
+    return {w for w in (t.lower() for t in _WORD.findall(text)) if w not in _STOP}
+
+
+def _coverage(sentence: str, chunk: str) -> float:
+    """Share of the sentence's content words that the chunk contains (1.0 for a sentence without any)."""
+    words = _content(sentence)
+    return len(words & _content(chunk)) / len(words) if words else 1.0
