@@ -22,6 +22,7 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet --no-deps selfcheckgpt==0.1.7  # the reference scorer for bench/bench_consistency.py
 	touch $(STAMP)
 
 install: $(STAMP)

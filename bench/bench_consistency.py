@@ -126,13 +126,21 @@ def main() -> None:
     samples = [p["gpt3_text_samples"] for p in data]
     t0 = time.perf_counter()
     uni = [unigram_scores(s, smp) for s, smp in zip(sents, samples)]
-    rows["streamwarden unigram"] = ([np.asarray(u.sentence_scores) for u in uni], [u.event_score for u in uni], n_sent / (time.perf_counter() - t0))
+    rows["streamwarden unigram"] = (
+        [np.asarray(u.sentence_scores) for u in uni],
+        [u.event_score for u in uni],
+        n_sent / (time.perf_counter() - t0),
+    )
     if not args.skip_embedding:
         det = SelfConsistencyDetector(method="embedding")
         det.warm_up()
         t0 = time.perf_counter()
         res = det.score_many(sents, samples)
-        rows["streamwarden embedding"] = ([np.asarray(r.sentence_scores) for r in res], [r.score for r in res], n_sent / (time.perf_counter() - t0))
+        rows["streamwarden embedding"] = (
+            [np.asarray(r.sentence_scores) for r in res],
+            [r.score for r in res],
+            n_sent / (time.perf_counter() - t0),
+        )
     nli_det = SelfConsistencyDetector(method="nli", nli_model=args.nli_model)
     nli_det.warm_up()
     t0 = time.perf_counter()
@@ -148,7 +156,11 @@ def main() -> None:
         grid.append((metrics(data, TUNE, [np.asarray(c[1]) for c in comb], [c[0] for c in comb])[0], w))
     tuned_w = max(grid)[1]
     comb = [combine(u, n, COMBINED_WEIGHT) for u, n in zip(uni, nli_sent)]
-    rows["streamwarden combined"] = ([np.asarray(c[1]) for c in comb], [c[0] for c in comb], 1 / (1 / rows["streamwarden unigram"][2] + 1 / nli_rate))
+    rows["streamwarden combined"] = (
+        [np.asarray(c[1]) for c in comb],
+        [c[0] for c in comb],
+        1 / (1 / rows["streamwarden unigram"][2] + 1 / nli_rate),
+    )
 
     print(f"{'report split (30-59)':<36}{'NonFact':>9}{'Factual':>9}{'Pearson':>9}{'sentences/s':>13}")
     for name, (nf, f, r) in PAPER.items():
@@ -163,7 +175,9 @@ def main() -> None:
 
     print("\ncombined weight of unigram, by tuning-split NonFact AUC-PR: " + ", ".join(f"{w:.1f}: {a:.2f}" for a, w in grid))
     print(f"  best on the tuning split {tuned_w:.1f}; the code ships COMBINED_WEIGHT = {COMBINED_WEIGHT}")
-    print("\nevent thresholds (best F1 on the tuning split for 'at least half the passage inaccurate'), then the report split at the shipped threshold:")
+    print(
+        "\nevent thresholds (best F1 on the tuning split for 'at least half the passage inaccurate'), then the report split at the shipped threshold:"
+    )
     for method in ("unigram", "nli", "combined", "embedding"):
         key = f"streamwarden {method}"
         if key not in rows:

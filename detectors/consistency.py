@@ -43,7 +43,7 @@ from functools import cached_property
 import numpy as np
 
 from .base import Detector, EventLike, Finding, Severity
-from .contracts import KeepsWindows, NeedsEmbeddings
+from .contracts import ExposesGauges, Gauge, KeepsWindows, NeedsEmbeddings
 from .embeddings import UsesEmbeddings
 from .errors import ConfigurationError
 
@@ -91,7 +91,7 @@ class UnigramScores:
         return float(np.mean([min(1.0, r / self.ceiling) for r in self.raw])) if self.raw else 0.0
 
 
-class SelfConsistencyDetector(UsesEmbeddings, Detector, NeedsEmbeddings):
+class SelfConsistencyDetector(UsesEmbeddings, Detector, NeedsEmbeddings, ExposesGauges):
     """Scores each event's response against its ``samples``; flags likely hallucinations."""
 
     name = "consistency"
@@ -145,6 +145,10 @@ class SelfConsistencyDetector(UsesEmbeddings, Detector, NeedsEmbeddings):
             self.embeddings.warm_up()
         if self.method in ("nli", "combined"):
             self._nli.warm_up()
+
+    def gauges(self) -> list[Gauge]:
+        """For nli and combined: how many events the NLI stage judged, and how many went to unigram alone."""
+        return self.ration.gauges(self.name) if self.method in ("nli", "combined") else []
 
     # -- scoring ---------------------------------------------------------------------------------
 
@@ -217,9 +221,7 @@ class SelfConsistencyDetector(UsesEmbeddings, Detector, NeedsEmbeddings):
             return []
         use_nli = None
         if self.method in ("nli", "combined"):
-            use_nli = [
-                self.ration.admit(e.event_id, len(split_sentences(e.response)) * len(e.samples)) for e in checked
-            ]
+            use_nli = [self.ration.admit(e.event_id, len(split_sentences(e.response)) * len(e.samples)) for e in checked]
         results = self.score_many([e.response for e in checked], [list(e.samples) for e in checked], use_nli)
         findings = []
         for event, r in zip(checked, results):

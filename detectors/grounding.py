@@ -25,12 +25,17 @@ import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from .base import Detector, EventLike, Finding, Severity
 from .consistency import split_sentences
+from .contracts import ExposesGauges, Gauge
 from .errors import ConfigurationError
+
+if TYPE_CHECKING:
+    from .pii import PIILeakDetector
 
 METHODS = ("nli", "lexical")
 # Chosen on the VitaminC validation split (premise-hash 10-13, never trained on) as the best
@@ -38,10 +43,106 @@ METHODS = ("nli", "lexical")
 DEFAULT_THRESHOLDS = {"nli": 0.5, "lexical": 0.5}
 _WORD = re.compile(r"\w+", re.UNICODE)
 _STOP = frozenset(
-    """a an the and or but if of to in on at by for with from as is are was were be been being it its this that these
-    those there their they them he she his her we our you your i me my not no so than then also which who whom whose
-    what when where why how all any each some such can could would should will shall may might must do does did has
-    have had into over under about after before between during up down out off very just only more most other""".split()
+    [
+        "a",
+        "an",
+        "the",
+        "and",
+        "or",
+        "but",
+        "if",
+        "of",
+        "to",
+        "in",
+        "on",
+        "at",
+        "by",
+        "for",
+        "with",
+        "from",
+        "as",
+        "is",
+        "are",
+        "was",
+        "were",
+        "be",
+        "been",
+        "being",
+        "it",
+        "its",
+        "this",
+        "that",
+        "these",
+        "those",
+        "there",
+        "their",
+        "they",
+        "them",
+        "he",
+        "she",
+        "his",
+        "her",
+        "we",
+        "our",
+        "you",
+        "your",
+        "i",
+        "me",
+        "my",
+        "not",
+        "no",
+        "so",
+        "than",
+        "then",
+        "also",
+        "which",
+        "who",
+        "whom",
+        "whose",
+        "what",
+        "when",
+        "where",
+        "why",
+        "how",
+        "all",
+        "any",
+        "each",
+        "some",
+        "such",
+        "can",
+        "could",
+        "would",
+        "should",
+        "will",
+        "shall",
+        "may",
+        "might",
+        "must",
+        "do",
+        "does",
+        "did",
+        "has",
+        "have",
+        "had",
+        "into",
+        "over",
+        "under",
+        "about",
+        "after",
+        "before",
+        "between",
+        "during",
+        "up",
+        "down",
+        "out",
+        "off",
+        "very",
+        "just",
+        "only",
+        "more",
+        "most",
+        "other",
+    ]
 )
 
 
@@ -55,7 +156,7 @@ class GroundingResult:
     method: str  # nli or lexical
 
 
-class GroundingDetector(Detector):
+class GroundingDetector(Detector, ExposesGauges):
     """Flags responses whose sentences the event's context documents do not support."""
 
     name = "grounding"
@@ -89,7 +190,7 @@ class GroundingDetector(Detector):
         self.max_chunks = max_chunks
         self.ration = NLIRation(nli_share, nli_pairs_per_second)
         self._redactor_lock = threading.Lock()
-        self._redactor = None
+        self._redactor: PIILeakDetector | None = None
 
     @cached_property
     def _nli(self):
@@ -100,6 +201,10 @@ class GroundingDetector(Detector):
     def warm_up(self) -> None:
         if self.method == "nli":
             self._nli.warm_up()
+
+    def gauges(self) -> list[Gauge]:
+        """How many events the NLI stage judged, and how many its share or budget left to the lexical check."""
+        return self.ration.gauges(self.name) if self.method == "nli" else []
 
     # -- pieces ------------------------------------------------------------------------------------
 
@@ -185,9 +290,7 @@ class GroundingDetector(Detector):
             return []
         use_nli = None
         if self.method == "nli":
-            use_nli = [
-                self.ration.admit(e.event_id, len(self.claims(e.response)) * len(self.chunks(e.context))) for e in checked
-            ]
+            use_nli = [self.ration.admit(e.event_id, len(self.claims(e.response)) * len(self.chunks(e.context))) for e in checked]
         results = self.score_many([e.response for e in checked], [list(e.context) for e in checked], use_nli)
         findings = []
         for event, r in zip(checked, results):
@@ -211,7 +314,12 @@ class GroundingDetector(Detector):
                         "unsupported_share": round(r.unsupported_share, 4),
                         "sentence_scores": [round(s, 4) for s in r.sentence_scores],
                         "unsupported": [
-                            {"sentence": k, "text": self._masked(r.sentences[k]), "closest_document": r.best_document[k], "score": round(r.sentence_scores[k], 4)}
+                            {
+                                "sentence": k,
+                                "text": self._masked(r.sentences[k]),
+                                "closest_document": r.best_document[k],
+                                "score": round(r.sentence_scores[k], 4),
+                            }
                             for k in unsupported[:5]
                         ],
                     },

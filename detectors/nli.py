@@ -27,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .contracts import Gauge
 from .embeddings import pick_device
 from .errors import ConfigurationError
 from .offline import apply_offline_defaults
@@ -209,6 +210,7 @@ class NLIRation:
         self._tokens = float(pairs_per_second or 0.0)
         self._last = clock()
         self._lock = threading.Lock()
+        self.admitted = 0
         self.skipped_share = 0
         self.skipped_budget = 0
 
@@ -241,4 +243,12 @@ class NLIRation:
             with self._lock:
                 self.skipped_budget += 1
             return False
+        with self._lock:
+            self.admitted += 1
         return True
+
+    def gauges(self, detector: str) -> list[Gauge]:
+        """Events so far, by what the ration decided: ``streamwarden_nli_stage_events{detector, outcome}``."""
+        with self._lock:
+            counts = {"admitted": self.admitted, "skipped_share": self.skipped_share, "skipped_budget": self.skipped_budget}
+        return [Gauge("nli_stage_events", {"detector": detector, "outcome": k}, float(v)) for k, v in counts.items()]

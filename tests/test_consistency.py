@@ -3,8 +3,10 @@ import json
 import numpy as np
 import pytest
 
-from detectors.consistency import CrossTrafficConsistency, SelfConsistencyDetector, split_sentences
+from detectors import nli
+from detectors.consistency import CrossTrafficConsistency, SelfConsistencyDetector, split_sentences, unigram_scores
 from detectors.embeddings import EmbeddingService
+from detectors.errors import ConfigurationError
 
 from .conftest import make_event, shared_data
 
@@ -23,7 +25,7 @@ def test_split_sentences():
     assert split_sentences("version 2.5 is out") == ["version 2.5 is out"]
 
 
-@pytest.mark.parametrize("method", ["unigram", "embedding", "combined"])
+@pytest.mark.parametrize("method", ["unigram", "embedding", "nli", "combined"])
 def test_unsupported_sentences_score_higher_than_supported_ones(method):
     det = SelfConsistencyDetector(method=method)
     grounded = det.score(GROUNDED, SAMPLES)
@@ -48,11 +50,37 @@ def test_detector_flags_only_events_with_enough_samples_and_a_high_score():
     assert findings[0].kind == "inconsistent_response" and findings[0].details["n_samples"] == 3
 
 
-def test_unknown_method_and_nli_without_model_are_clear_errors():
+def test_unknown_method_and_a_missing_nli_model_are_clear_errors(monkeypatch, tmp_path):
     with pytest.raises(ValueError, match="unknown method"):
         SelfConsistencyDetector(method="magic")
-    with pytest.raises(ValueError, match="nli_model"):
+    monkeypatch.setattr(nli, "SHIPPED_MODEL", tmp_path / "gone")
+    with pytest.raises(ConfigurationError, match="detectors.training.train_nli"):
         SelfConsistencyDetector(method="nli")
+    SelfConsistencyDetector(method="unigram")  # needs no model
+
+
+def test_unigram_sentence_scores_rank_exactly_as_the_raw_signal_across_responses():
+    """The sentence score is one monotone map of SelfCheckGPT's unigram (max) NLL for every
+    response, whatever its samples; the event score is calibrated by the samples' volume."""
+    few = unigram_scores(["Lyon is home to bakers.", "Marie Curie won the Nobel Prize."], SAMPLES[:2])
+    many = unigram_scores(["Lyon is home to bakers.", "Marie Curie won the Nobel Prize."], SAMPLES * 6)
+    raw = few.raw + many.raw
+    scores = few.sentence_scores + many.sentence_scores
+    assert sorted(range(4), key=raw.__getitem__) == sorted(range(4), key=scores.__getitem__)
+    assert few.raw[0] > few.raw[1] and many.raw[0] > many.raw[1]  # "lyon"/"bakers" are in no sample
+    # A word no sample has is worth more with more samples (raw), not for the event score.
+    assert many.raw[0] > few.raw[0]
+    assert abs(many.event_score - few.event_score) < 0.15 and 0.0 <= few.event_score <= 1.0
+
+
+def test_nli_stage_outside_its_share_falls_back_to_unigram():
+    det = SelfConsistencyDetector(method="combined", nli_share=0.0)
+    event = make_event(response=MADE_UP, samples=SAMPLES)
+    findings = det.score_batch([event])
+    assert det.ration.skipped_share == 1
+    assert all(f.details["method"] == "unigram" for f in findings)
+    results = det.score_many([MADE_UP, MADE_UP], [SAMPLES, SAMPLES], use_nli=[True, False])
+    assert [r.method for r in results] == ["combined", "unigram"]
 
 
 def test_nli_variant_loads_a_local_cross_encoder(tmp_path):

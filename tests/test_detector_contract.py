@@ -38,7 +38,7 @@ OPTIONS = {
 CONFIGS = {name: (name, OPTIONS.get(name, {})) for name in registry.REGISTRY}
 CONFIGS["drift-publish"] = ("drift", {**OPTIONS["drift"], "mode": "publish", "reservoir_size": 8})
 # Built-in detectors that the traffic below must provoke, so the checks on findings are not vacuous.
-PROVOKED = {"descriptors", "pii", "bias", "consistency", "cross_consistency", "drift", "descriptor_drift"}
+PROVOKED = {"descriptors", "pii", "bias", "consistency", "cross_consistency", "drift", "descriptor_drift", "grounding"}
 FORBIDDEN_IMPORTS = {"kafka", "faust", "aiokafka", "mode", "torch", "streams"}
 
 EMAIL, CARD = "jane.doe@example.com", "4111 1111 1111 1111"
@@ -72,6 +72,16 @@ def traffic() -> list:
                 prompt="What is the capital of France?",
                 response="Zorblax the purple giraffe has ruled Lyon since 1990." if i % 2 else "The capital of France is Paris.",
                 samples=["The capital of France is Paris.", "Paris is the capital of France."],
+            )
+        )
+    for i in range(4):  # RAG answers: one supported by its document, one that the document contradicts
+        events.append(
+            make_event(
+                prompt="How much is the Pro plan?",
+                context=["The Pro plan costs 25 dollars a month and includes ten users.", "Support is open on weekdays."],
+                response="The Pro plan costs 25 dollars a month."
+                if i % 2
+                else "The Pro plan costs 90 dollars a month and includes a free phone.",
             )
         )
     events.append(make_event(prompt="Hello?", response=""))
