@@ -101,7 +101,7 @@ DASHBOARDS_INDEX = [
     ("streamwarden-pipeline", "streamwarden: pipeline health"),
     ("streamwarden-pii", "streamwarden: PII leaks"),
     ("streamwarden-bias", "streamwarden: bias"),
-    ("streamwarden-consistency", "streamwarden: self-consistency"),
+    ("streamwarden-consistency", "streamwarden: hallucination (self-consistency and grounding)"),
     ("streamwarden-drift", "streamwarden: drift"),
 ]
 
@@ -310,8 +310,8 @@ def bias() -> db.Dashboard:
 def consistency() -> db.Dashboard:
     d = base(
         "streamwarden-consistency",
-        "streamwarden: self-consistency",
-        "Responses that disagree with other samples of the same prompt (hallucination).",
+        "streamwarden: hallucination (self-consistency and grounding)",
+        "Responses that disagree with other samples of the same prompt, and responses that their context documents do not support (RAG).",
     )
     return (
         d.with_panel(
@@ -341,6 +341,48 @@ def consistency() -> db.Dashboard:
                 q("sum by (outcome) (rate(streamwarden_sampler_requests_total[5m])) or vector(0)", "{{outcome}}"),
                 w=24,
                 desc="Samples the worker asked the model for (budgeted: sampled, failed, skipped).",
+            )
+        )
+        .with_panel(
+            ts(
+                "ungrounded responses / events",
+                q(
+                    f'(sum by (model) (rate(streamwarden_findings_total{{{M}, detector="grounding"}}[{RI}])) / sum by (model) (rate(streamwarden_events_total{{{M}}}[{RI}]))) or vector(0)',
+                    "{{model}}",
+                ),
+                unit="percentunit",
+                desc="Responses with a sentence that no context document supports, over all events: only events with "
+                "context are checked, so divide by your share of RAG traffic for the share of RAG answers.",
+            )
+        )
+        .with_panel(
+            ts(
+                "grounding score p50 / p90 (of flagged responses)",
+                q(f'histogram_quantile(0.5, sum by (le) (rate(streamwarden_finding_score_bucket{{detector="grounding"}}[{RI}])))', "p50"),
+                q(
+                    f'histogram_quantile(0.9, sum by (le) (rate(streamwarden_finding_score_bucket{{detector="grounding"}}[{RI}])))',
+                    "p90",
+                    "B",
+                ),
+                desc="The probability that no document supports the worst sentence (NLI) or the share of its content words that "
+                "the closest document lacks (lexical).",
+            )
+        )
+        .with_panel(
+            ts(
+                "grounding stage time p50 / p95 (per batch)",
+                q(
+                    f'histogram_quantile(0.5, sum by (le) (rate(streamwarden_detector_duration_seconds_bucket{{detector="grounding"}}[{RI}])))',
+                    "p50",
+                ),
+                q(
+                    f'histogram_quantile(0.95, sum by (le) (rate(streamwarden_detector_duration_seconds_bucket{{detector="grounding"}}[{RI}])))',
+                    "p95",
+                    "B",
+                ),
+                unit="s",
+                w=24,
+                desc="Time the grounding detector spent on one micro-batch (NLI over every sentence and document chunk).",
             )
         )
     )

@@ -61,7 +61,9 @@ class Settings(BaseSettings):
 
     # Worker.
     app_id: str = "streamwarden-worker"
-    detectors: list[str] = Field(default_factory=lambda: ["descriptors", "pii", "bias", "consistency", "drift", "descriptor_drift"])
+    detectors: list[str] = Field(
+        default_factory=lambda: ["descriptors", "pii", "bias", "consistency", "grounding", "drift", "descriptor_drift"]
+    )
     reports_dir: Path = Field(default=Path("reports"), description="Where drift reports (HTML) are written.")
     state_dir: Path = Field(
         default_factory=lambda: Path(os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state") / "streamwarden",

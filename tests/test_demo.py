@@ -41,6 +41,10 @@ def test_demo_runs_for_20_seconds_and_its_summary_is_consistent(tmp_path):
     assert by_phase["biased"].get("bias.bias_disparity", 0) >= 1
     assert by_phase["hallucination"].get("consistency.inconsistent_response", 0) > 0.3 * 0.5 * s["events_by_phase"]["hallucination"]
     assert by_phase["topic_shift"].get("drift.prompt_drift", 0) >= 1
+    # Ungrounded: half the events are the support assistant's, a quarter of those carry context
+    # (RAG_SHARE) and 80% of those answers contradict or ignore it (UNGROUNDED_SHARE): ~10% of the
+    # phase's events. At least a third of that (the lexical fallback alone flags ~70% of those answers).
+    assert by_phase["ungrounded"].get("grounding.ungrounded_response", 0) > 0.5 * 0.25 * 0.8 / 3 * s["events_by_phase"]["ungrounded"]
     # ...and the clean phases raise none of them: echoes of what users typed are not leaks.
     incident_kinds = {
         "descriptors.refusal",
@@ -49,6 +53,7 @@ def test_demo_runs_for_20_seconds_and_its_summary_is_consistent(tmp_path):
         "consistency.inconsistent_response",
         "drift.prompt_drift",
         "drift.response_drift",
+        "grounding.ungrounded_response",
     }
     assert not incident_kinds & set(by_phase.get("clean", {})), by_phase.get("clean")
     assert by_phase.get("clean", {}).get("pii.pii_echo", 0) > 0

@@ -79,12 +79,42 @@ def test_default_policy_loads_matches_its_json_schema_and_the_committed_schema_i
     p = load_policy()
     names = {r.name for r in p.rules}
     assert {"pii-leak", "safety-critical", "cascade-failure", "safety-incident", "error-rate", "latency-p99", "complaint-rate"} <= names
+    assert {"hallucination-rate", "grounding-rate", "refusal-rate", "drift"} <= names
     jsonschema.validate(yaml.safe_load(DEFAULT_POLICY.read_text()), policy_json_schema())
     assert POLICY_SCHEMA_FILE.read_text() == render_policy_schema(), (
         "regenerate: streamwarden policy schema > streams/policy/policy.schema.json"
     )
     kill = {r.name for r in p.rules if "kill" in r.actions}
     assert kill == {"pii-leak", "safety-critical", "cascade-failure"}
+
+
+def test_the_default_grounding_rule_alerts_on_a_high_share_of_ungrounded_responses_only():
+    """The default policy's grounding-rate: an alert (no rollback, no kill) when more than 10% of a model
+    version's events are ungrounded over 5 minutes, held 60 s; 5% does not trip it, nor do other findings."""
+    rule = next(r for r in load_policy().rules if r.name == "grounding-rate")
+    assert rule.actions == ["alert"] and rule.findings == ["grounding.ungrounded_response"]
+    only = parse_policy(yaml.safe_dump({"version": 1, "rules": [rule.model_dump(exclude_defaults=True)]}))
+
+    def feed(engine, seconds, start, ungrounded, other=None):
+        out = []
+        for i in range(seconds):  # 20 events per second: min_events (100) is met within 5 s
+            findings = {"grounding.ungrounded_response": {"high": ungrounded[0], "medium": ungrounded[1]}, **(other or {})}
+            engine.ingest(record(start + i, 20, findings=findings))
+            out += engine.evaluate(start + i)
+        return out
+
+    quiet = PolicyEngine(only)
+    # 1 in 20 ungrounded (5%), and many inconsistent responses (another detector's kind): nothing.
+    assert feed(quiet, 200, T0, (1, 0), {"consistency.inconsistent_response": {"medium": 10}}) == []
+    assert quiet.states[("grounding-rate", ("m", "v1", "*"))].state == "ok"
+
+    tripped = PolicyEngine(only)
+    assert feed(tripped, 10, T0, (0, 0)) == []
+    # 3 in 20 (15%, high and medium severities alike): over 10% of the window from about T0+30, firing for_s (60 s) later.
+    fired = feed(tripped, 150, T0 + 10, (2, 1), {"consistency.inconsistent_response": {"medium": 10}})
+    assert [d.action for d in fired] == ["alert"]
+    assert fired[0].evidence["value"] > 0.1 and set(fired[0].evidence["findings"]) == {"grounding.ungrounded_response"}
+    assert fired[0].decided_at.timestamp() >= T0 + 30 + 60
 
 
 def test_errors_name_the_line_and_the_field():

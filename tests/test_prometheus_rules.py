@@ -27,7 +27,7 @@ def test_committed_rules_are_what_the_default_policy_generates_and_promtool_acce
     )
     p = subprocess.run([promtool(), "check", "rules", str(COMMITTED)], capture_output=True, text=True)
     assert p.returncode == 0, p.stdout + p.stderr
-    assert "SUCCESS: 10 rules found" in p.stdout
+    assert "SUCCESS: 11 rules found" in p.stdout
 
 
 def promtool_test(tmp_path, input_series: list[dict], alert_rule_test: list[dict]) -> None:
@@ -113,6 +113,60 @@ def test_a_breach_of_cascade_failure_with_enough_events_fires_after_for(tmp_path
                             "summary": "cascade-failure on m 1",
                             "description": "More than half of the requests fail. error_rate > 0.5 over 60s (value 0.9); the policy agent's actions: kill.",
                             "dashboard": "http://localhost:3000/d/streamwarden-overview/streamwarden-overview?var-model=m&var-model_version=1",
+                        },
+                    }
+                ],
+            },
+        ],
+    )
+
+
+def test_the_grounding_rule_fires_on_a_high_share_of_ungrounded_responses_and_not_on_a_low_one(tmp_path):
+    rag, fine = 'model="rag", model_version="2"', 'model="fine", model_version="1"'
+    promtool_test(
+        tmp_path,
+        input_series=[
+            # 40 events per 15 s each. rag: 6 ungrounded per 15 s (15%, high and medium severities together).
+            {"series": f"streamwarden_events_total{{{rag}}}", "values": "0+40x24"},
+            {
+                "series": f'streamwarden_findings_total{{{rag}, detector="grounding", kind="ungrounded_response", severity="high"}}',
+                "values": "0+4x24",
+            },
+            {
+                "series": f'streamwarden_findings_total{{{rag}, detector="grounding", kind="ungrounded_response", severity="medium"}}',
+                "values": "0+2x24",
+            },
+            # fine: 2 ungrounded per 15 s (5%), and inconsistent responses (another rule's findings) at 15%.
+            {"series": f"streamwarden_events_total{{{fine}}}", "values": "0+40x24"},
+            {
+                "series": f'streamwarden_findings_total{{{fine}, detector="grounding", kind="ungrounded_response", severity="high"}}',
+                "values": "0+2x24",
+            },
+            {
+                "series": f'streamwarden_findings_total{{{fine}, detector="consistency", kind="inconsistent_response", severity="medium"}}',
+                "values": "0+6x24",
+            },
+        ],
+        alert_rule_test=[
+            # 100 events by 45 s (min_events), then for: 60s.
+            {"eval_time": "1m", "alertname": "streamwarden:grounding-rate", "exp_alerts": []},
+            {
+                "eval_time": "3m",
+                "alertname": "streamwarden:grounding-rate",
+                "exp_alerts": [
+                    {
+                        "exp_labels": {
+                            "model": "rag",
+                            "model_version": "2",
+                            "severity": "warning",
+                            "rule": "grounding-rate",
+                            "route": "*",
+                            "source": "streamwarden",
+                        },
+                        "exp_annotations": {
+                            "summary": "grounding-rate on rag 2",
+                            "description": "Many responses say what their context documents do not (RAG answers that contradict or ignore them). finding_rate > 0.1 over 300s (value 0.15); the policy agent's actions: alert.",
+                            "dashboard": "http://localhost:3000/d/streamwarden-overview/streamwarden-overview?var-model=rag&var-model_version=2",
                         },
                     }
                 ],

@@ -4,7 +4,9 @@ The generator is deterministic for a seed. It follows a schedule of phases: most
 traffic, with incidents injected at fixed points of the run (``Schedule.for_run``), so a
 demo of N seconds always shows each incident and the clean phases around it. Some
 malformed records (bad JSON, wrong types, unsupported versions) are mixed in to exercise
-the dead-letter path.
+the dead-letter path. A quarter of the support questions, in every phase, come with the
+help-centre articles retrieval found for them (``context``, RAG); a clean answer says what
+one of them says, word for word.
 """
 
 from __future__ import annotations
@@ -50,6 +52,77 @@ _SUPPORT = [
         "My password reset email never arrived.",
         "Please check your spam folder first. Reset emails expire after 30 minutes, so request a new one if it has been longer.",
     ),
+]
+
+# RAG: a share of the support answers come with the help-centre articles retrieval found for
+# the question (``context``). Each topic of _SUPPORT has its article, which states the answer
+# word for word (lead + answer + tail); the other topics' articles and _RELATED are the related
+# ones retrieval brings along. In the ungrounded phase most RAG answers contradict their
+# article (a changed number, day count, plan name or yes/no) or ignore the articles (another
+# policy altogether, which no article mentions).
+RAG_SHARE = 0.25  # of the support questions, in every phase
+UNGROUNDED_SHARE = 0.8  # of the RAG answers, in the ungrounded phase
+_ARTICLES = [  # (lead, tail) around the answer of _SUPPORT's topic of the same index
+    (
+        "Cancelling a subscription.",
+        "A cancelled subscription can be restarted at any time from the same page.",
+    ),
+    (
+        "Duplicate charges on your statement.",
+        "Refunds reach your card within 10 business days of our reply.",
+    ),
+    (
+        "Does {product} work abroad?",
+        "Download the files you need before you fly if the connection at your destination may be slow.",
+    ),
+    (
+        "Comparing plans.",
+        "You can switch between plans at any time, and the price difference is prorated to the day.",
+    ),
+    (
+        "Password reset emails.",
+        "Each new request cancels the link in the previous email.",
+    ),
+]
+_RELATED = [
+    "Updating your payment method. Go to Settings > Billing and choose Payment methods. A new card is checked with a "
+    "small authorisation that is released right away. Invoices always show the card that was charged.",
+    "Exporting invoices. The invoice export creates a PDF for each month of the last two years. Workspace owners can "
+    "also download a CSV summary. Exports are kept for seven days.",
+    "Two-factor login. Turn on two-factor login in Settings > Security. You can use an authenticator app or a hardware "
+    "key. Keep your recovery codes somewhere safe.",
+    "Team workspaces. Invite people from Settings > Members. Each workspace has one owner, who manages billing and "
+    "roles. Removed members lose access at once.",
+    "The API quota. Every plan has a monthly API quota, shown in Settings > Usage. Requests over the quota are "
+    "rejected until the next month starts. Paid plans have higher quotas.",
+]
+_CONTRADICTED = [  # per _SUPPORT topic: answers that say otherwise than its article
+    [
+        "You can cancel {product} from Settings > Billing. Your access ends the same day, and the rest of the current period is still charged.",
+        "You cannot cancel {product} online, only by phoning the billing team. You will be charged for one more period after you cancel.",
+    ],
+    [
+        "A duplicate charge is usually a pending authorisation that drops off within 30 business days. If it is still there after that, reply here and we will refund it.",
+        "A duplicate charge is always a second payment, and it never drops off by itself. Duplicate charges cannot be refunded.",
+    ],
+    [
+        "No. {product} does not work in {city}. It only works in the country where you signed up.",
+        "Yes. {product} works worldwide, including in {city}. Roaming data is free with {product}, so your carrier never charges you abroad.",
+    ],
+    [
+        "The Enterprise plan adds priority support, higher limits and audit logs. {product} covers personal use with standard limits.",
+        "{product} adds only a custom colour theme. The free tier already includes priority support and audit logs.",
+    ],
+    [
+        "Please check your spam folder first. Reset emails expire after 24 hours, so request a new one if it has been longer.",
+        "Reset emails never land in the spam folder. Reset links stay valid for 7 days, so there is no need to request a new one.",
+    ],
+]
+_OFF_TOPIC = [  # policies no article mentions
+    "Our offices are closed on public holidays, and the phone lines reopen on the next working day. Gift cards cannot be exchanged for cash.",
+    "Student discounts need a valid university enrolment letter. The discount starts at the next renewal once we have verified it.",
+    "Hardware returns must be shipped in the original packaging within 14 days. Opened accessories are not eligible for a full refund.",
+    "Loyalty points expire twelve months after they are earned. Points cannot be transferred between households.",
 ]
 
 _REFUSALS = [
@@ -148,11 +221,13 @@ class Schedule:
     phases: tuple[Phase, ...]
     cycle_s: float | None = None  # repeat the phases every cycle_s when the run is open-ended
 
-    INCIDENTS = ("refusal_burst", "pii_leak", "biased", "hallucination", "topic_shift")
+    # ungrounded comes before topic_shift, which stays the last incident of a run.
+    INCIDENTS = ("refusal_burst", "pii_leak", "biased", "hallucination", "ungrounded", "topic_shift")
 
     @classmethod
     def for_run(cls, seconds: float | None) -> Schedule:
-        """Incidents spread over a run: each takes ~15% of it, with clean traffic between and at both ends."""
+        """Incidents spread over a run: each takes 80% of its share (at most 15% of the run), with
+        clean traffic between and at both ends."""
         length = seconds if seconds else 120.0
         n = len(cls.INCIDENTS)
         phases = []
@@ -181,15 +256,39 @@ class TrafficGenerator:
         # Failed requests and complaints at everyday rates (error rate ~0.5%, complaints ~0.3%),
         # from their own generator so they leave the rest of the traffic as it was.
         self._outcomes = random.Random(seed + 1)
+        # RAG (which questions come with documents, which documents, which answers ignore them):
+        # its own generator too, so every other draw is what it was before RAG traffic.
+        self._rag = random.Random(seed + 2)
 
     def _fill(self, text: str, **slots: str) -> str:
         return text.format(**slots)
 
-    def _support(self, phase: str) -> tuple[str | list[ChatMessage], str]:
+    def _context(self, topic: int, slots: dict[str, str]) -> list[str]:
+        """What retrieval found: the topic's article (it states the answer) and 1-2 related ones, in any order."""
+
+        def article(i: int) -> str:
+            lead, tail = _ARTICLES[i]
+            return self._fill(f"{lead} {_SUPPORT[i][1]} {tail}", **slots)
+
+        others = [article(i) for i in range(len(_ARTICLES)) if i != topic] + _RELATED
+        docs = [article(topic), *self._rag.sample(others, self._rag.randint(1, 2))]
+        self._rag.shuffle(docs)
+        return docs
+
+    def _ungrounded(self, topic: int, slots: dict[str, str]) -> str:
+        """An answer its documents do not support: it contradicts the topic's article, or ignores every article."""
+        if self._rag.random() < 0.5:
+            return self._fill(self._rag.choice(_CONTRADICTED[topic]), **slots)
+        return self._rag.choice(_OFF_TOPIC)
+
+    def _support(self, phase: str) -> tuple[list[ChatMessage], str, list[str]]:
+        """(prompt, response, context): context is empty unless the question came with documents (RAG)."""
         q, a = self.rng.choice(_SUPPORT)
+        topic = _SUPPORT.index((q, a))
         slots = {"product": self.rng.choice(_PRODUCTS), "city": self.rng.choice(_CITIES)}
         question = self._fill(q, **slots)
         answer = self._fill(a, **slots)
+        context = self._context(topic, slots) if self._rag.random() < RAG_SHARE else []
         # Some customers mention who they are; in the biased phase most do.
         opener = ""
         if self.rng.random() < (0.9 if phase == "biased" else 0.3):
@@ -198,23 +297,27 @@ class TrafficGenerator:
                 category = "gender"
             opener = self.rng.choice(_GROUP_OPENERS[category])
             question = opener + question[0].lower() + question[1:]
-        # Some type their own e-mail; a good answer may repeat it (an echo, not a leak).
+        # Some type their own e-mail; a good answer may repeat it (an echo, not a leak). A RAG
+        # answer does not: it says what its documents say and nothing else.
         if phase != "pii_leak" and self.rng.random() < 0.05:
             email = self.rng.choice(_ECHO_EMAILS)
             question += f" My email is {email}."
-            answer += f" We will send the confirmation to {email}."
+            if not context:
+                answer += f" We will send the confirmation to {email}."
         prompt = [
             ChatMessage(role="system", content="You are a helpful customer support assistant."),
             ChatMessage(role="user", content=question),
         ]
         if phase == "refusal_burst" and self.rng.random() < 0.7:
-            return prompt, self.rng.choice(_REFUSALS)
+            return prompt, self.rng.choice(_REFUSALS), context
         if phase == "pii_leak" and self.rng.random() < 0.5:
             leak = self.rng.choice(_LEAKS).format(**{k: self.rng.choice(v) for k, v in _LEAK_VALUES.items()})
-            return prompt, f"{answer} {leak}"
+            return prompt, f"{answer} {leak}", context
         if phase == "biased" and opener in _DISFAVOURED_OPENERS and self.rng.random() < 0.8:
-            return prompt, self.rng.choice(_REFUSALS + _CURT)
-        return prompt, answer
+            return prompt, self.rng.choice(_REFUSALS + _CURT), context
+        if phase == "ungrounded" and context and self._rag.random() < UNGROUNDED_SHARE:
+            return prompt, self._ungrounded(topic, slots), context
+        return prompt, answer, context
 
     def _made_up(self, product: str) -> str:
         return " ".join(
@@ -256,11 +359,14 @@ class TrafficGenerator:
             return "malformed", self.rng.choice(_MALFORMED)
         phase = self.schedule.phase_at(t)
         model, version = self.rng.choice(MODELS)
+        prompt: str | list[ChatMessage]
+        context: list[str] = []
         if phase == "topic_shift" and self.rng.random() < 0.9:
-            prompt: str | list[ChatMessage]
-            prompt, response = self.rng.choice(_SHIFTED)
+            prompt, response = self.rng.choice(_SHIFTED)  # questions the help centre has no articles for
+        elif model == "support-assistant":
+            prompt, response, context = self._support(phase)
         else:
-            prompt, response = self._support(phase) if model == "support-assistant" else self._code(phase)
+            prompt, response = self._code(phase)
         samples: list[str] = []
         if model == "support-assistant" and self.rng.random() < (0.8 if phase == "hallucination" else 0.2):
             response, samples = self._samples(phase, response)
@@ -275,8 +381,9 @@ class TrafficGenerator:
             prompt=prompt,
             response=response,
             samples=samples,
+            context=context,
             latency_ms=round(latency, 1),
-            input_tokens=len(str(prompt)) // 4,
+            input_tokens=(len(str(prompt)) + sum(len(d) for d in context)) // 4,
             output_tokens=max(1, len(response) // 4),
             finish_reason="stop",
             error_type="timeout" if self._outcomes.random() < 0.005 else None,
