@@ -9,7 +9,7 @@ import pytest
 from detectors.consistency import split_sentences
 from detectors.grounding import GroundingDetector
 from streams.events.schema import InferenceEvent
-from streams.local.traffic import RAG_SHARE, UNGROUNDED_SHARE, Phase, Schedule, TrafficGenerator
+from streams.local.traffic import _REFUSALS, RAG_SHARE, UNGROUNDED_SHARE, Phase, Schedule, TrafficGenerator
 
 
 def events(phase: str, n: int, seed: int = 3) -> list:
@@ -66,6 +66,9 @@ def test_a_share_of_the_support_questions_come_with_documents_in_every_phase(pha
     assert all(not e.context for e in evs if e.model != "support-assistant")
     if phase == "topic_shift":  # most questions are off the help centre's topics: nothing is retrieved
         assert 0 < len(with_context) < 0.1 * len(support)
+    elif phase in ("refusal_burst", "biased"):  # refusals come without documents: they make no claim
+        assert 0 < len(with_context) / len(support) < RAG_SHARE - 0.03
+        assert not [e for e in with_context if e.response in _REFUSALS]
     else:
         assert abs(len(with_context) / len(support) - RAG_SHARE) < 0.06
     for e in with_context:

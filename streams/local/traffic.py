@@ -308,13 +308,15 @@ class TrafficGenerator:
             ChatMessage(role="system", content="You are a helpful customer support assistant."),
             ChatMessage(role="user", content=question),
         ]
+        # A refusal makes no claim for the documents to support: those events go without them, so
+        # that the refusal and bias incidents do not show as grounding failures.
         if phase == "refusal_burst" and self.rng.random() < 0.7:
-            return prompt, self.rng.choice(_REFUSALS), context
+            return prompt, self.rng.choice(_REFUSALS), []
         if phase == "pii_leak" and self.rng.random() < 0.5:
             leak = self.rng.choice(_LEAKS).format(**{k: self.rng.choice(v) for k, v in _LEAK_VALUES.items()})
             return prompt, f"{answer} {leak}", context
         if phase == "biased" and opener in _DISFAVOURED_OPENERS and self.rng.random() < 0.8:
-            return prompt, self.rng.choice(_REFUSALS + _CURT), context
+            return prompt, self.rng.choice(_REFUSALS + _CURT), []
         if phase == "ungrounded" and context and self._rag.random() < UNGROUNDED_SHARE:
             return prompt, self._ungrounded(topic, slots), context
         return prompt, answer, context
