@@ -55,6 +55,8 @@ def events(n: int) -> list[InferenceEvent]:
                 ],
                 response=response,
                 samples=[response, response.replace("Write", "Mail")],
+                # RAG: the grounding detector's NLI model runs too (its document does not state the answer).
+                context=["Account owners are listed under Settings > Members.", "Support answers within one business day."],
                 latency_ms=100.0 + i,
             )
         )

@@ -81,6 +81,7 @@ def test_the_workers_detectors_make_no_outbound_call_from_a_fresh_start(tmp_path
     assert seen["environment"]["HF_HUB_OFFLINE"] == "1" and seen["environment"]["TRANSFORMERS_OFFLINE"] == "1"
     # It did run: PII leaks found, a drift report built (evidently).
     assert {"pii_leak"} <= {f["kind"] for f in seen["findings"] if f["detector"] == "pii"}
+    assert {"ungrounded_response"} <= {f["kind"] for f in seen["findings"] if f["detector"] == "grounding"}  # the NLI model ran
     assert seen["reports"] and all(Path(p).exists() for p in seen["reports"])
     # The control: tldextract's module-level extractor, from that fresh cache, does try to download.
     assert any("publicsuffix.org" in a for a in seen["control"]), seen["control"]
