@@ -10,6 +10,12 @@ best:
 * ``lexical`` (the fallback: no model, or events the NLI budget does not admit): the share of
   the sentence's content words (numbers included) that the chunk contains.
 
+The NLI stage is rationed: ``nli_share`` of the events (by event id) and at most
+``nli_pairs_per_second`` (chunk, sentence) pairs per second, 50 by default, about a third of
+what the int8 model scores on two CPU cores beside the rest of the worker; raise it (or set
+``None``) on a GPU or a larger machine. What the ration leaves goes to the lexical check, and
+``streamwarden_nli_stage_events{detector, outcome}`` counts both.
+
 A sentence's score is the probability that nothing supports it (1 - the best support). The
 event's ``score`` is the highest sentence score (a continuous figure that ranks events), and
 ``unsupported_share`` the share of sentences at or over the threshold. The finding names
@@ -172,7 +178,7 @@ class GroundingDetector(Detector, ExposesGauges):
         max_sentences: int = 24,
         max_chunks: int = 12,
         nli_share: float = 1.0,
-        nli_pairs_per_second: float | None = None,
+        nli_pairs_per_second: float | None = 50.0,
     ):
         from .nli import NLIRation, resolve_model
 
