@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import random
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -21,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from detectors.nli import ENTAILMENT, NLIScorer
-from detectors.training.train_nli import DEFAULT_DATA, LABELS, OOD_SOURCE, TRAIN_SOURCES, _rows, split_of
+from detectors.training.train_nli import DEFAULT_DATA, LABELS, OOD_SOURCE, TRAIN_SOURCES, _rows, load_pairs, split_of
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -73,6 +74,17 @@ def main(argv: list[str] | None = None) -> None:
         supported = np.array([r["label"] == "entailment" for r in rs])
         two = float(((ps.argmax(axis=1) == ENTAILMENT) == supported).mean())
         fever[g] = {"3-way accuracy": round(three, 4), "supported-vs-not accuracy": round(two, 4), "n": n}
+    # The training script's learning-curve sample (fp32, in training) scored again by the int8 model: the cost of quantising.
+    data = load_pairs(args.data)
+    val = random.Random(13).sample(data["val"], min(500, len(data["val"])))
+    vp = scorer.probabilities([p for p, _, _, _ in val], [h for _, h, _, _ in val])
+    int8_acc = float((vp.argmax(axis=1) == np.array([y for _, _, y, _ in val])).mean())
+    config = json.loads((scorer.path / "nli_config.json").read_text()) if (scorer.path / "nli_config.json").exists() else {}
+    curve = config.get("learning_curve") or [{}]
+    report["validation sample (500): fp32 at the end of training vs int8 shipped"] = {
+        "fp32": curve[-1].get("val_acc"),
+        "int8": round(int8_acc, 4),
+    }
     report["pairs/s (test split, this machine)"] = round(rate, 1)
     print(json.dumps(report, indent=2))
 
