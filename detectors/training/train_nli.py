@@ -17,7 +17,7 @@ the SelfCheckGPT benchmark are not read here at all.
 
 Seeded (``--seed``) and with a fixed number of steps, so a rerun gives the same model up to
 float non-associativity across thread counts. Cost on this project's 2-core CPU machine:
-see the model card (``--steps 2600`` took ~55 minutes); on a GPU, a few minutes.
+see the model card (the default 1,500 steps took 40 minutes); on a GPU, a few minutes.
 
     .venv/bin/python -m detectors.training.train_nli [--data ../shared/data] [--steps N] [--out DIR]
 """
