@@ -11,9 +11,11 @@ is probably grounded; one the samples do not support is probably made up. Method
   over sentences of ``raw / ceiling``, where ``ceiling`` is the NLL of a word that no sample
   has, so one threshold fits short chat answers with three samples and long passages with
   twenty alike;
-* ``nli``: the NLI model (the one we train and ship, or any local cross-encoder): per
-  sentence, the mean over samples of P(contradiction) / (P(contradiction) + P(entailment)),
-  SelfCheckGPT's NLI variant;
+* ``nli``: the NLI model (the one we train and ship, or any local cross-encoder), as
+  SelfCheckGPT's NLI variant but with the samples split into sentences: a sample supports a
+  sentence as much as its best-entailing sentence does, and the sentence score is 1 - the
+  mean support over the samples (a small model reads sentence pairs far better than whole
+  passages: see :meth:`detectors.nli.NLIScorer.unsupported_scores_many`);
 * ``combined``: ``COMBINED_WEIGHT`` x unigram + the rest x NLI (sentence and event scores),
   the weight chosen on the benchmark's tuning split;
 * ``embedding``: each response sentence against the sentences of every sample with the
@@ -51,8 +53,10 @@ METHODS = ("unigram", "nli", "combined", "embedding")
 # Event-level thresholds, each chosen on WikiBio passages 0-29 (the tuning split) as the best
 # F1 for "at least half the passage's sentences are inaccurate"; reported on passages 30-59 by
 # bench/bench_consistency.py.
-DEFAULT_THRESHOLDS = {"unigram": 0.95, "embedding": 0.5, "combined": 0.7, "nli": 0.5}
-COMBINED_WEIGHT = 0.5  # of unigram in combined; the rest is NLI (tuned on passages 0-29)
+# unigram ships above its tuning-split best (0.858): chat answers logged with a verbatim
+# sample put a word that only the response and that sample share at ~0.92, which 0.858 flags.
+DEFAULT_THRESHOLDS = {"unigram": 0.95, "embedding": 0.5, "combined": 0.87, "nli": 0.68}
+COMBINED_WEIGHT = 0.9  # of unigram in combined; the rest is NLI (the best NonFact AUC-PR on passages 0-29)
 UNIGRAM_SCALE = 4.0  # the sentence score's monotone map: raw / (raw + UNIGRAM_SCALE)
 _SENTENCE_END = re.compile(r"(?:(?<=[.!?])|(?<=[.!?][\"')\]]))\s+(?=[\"'(\[]?[A-Z0-9])")
 _TOKEN = re.compile(r"\w+", re.UNICODE)
@@ -173,7 +177,14 @@ class SelfConsistencyDetector(UsesEmbeddings, Detector, NeedsEmbeddings, Exposes
             return [self._result(u.event_score, u.sentence_scores, s, "unigram", smp) for u, s, smp in zip(uni, sents, samples)]
         nli_on = [True] * n if use_nli is None else list(use_nli)
         picked = [i for i in range(n) if nli_on[i]]
-        nli_scores = dict(zip(picked, self._nli.contradiction_scores_many([sents[i] for i in picked], [samples[i] for i in picked])))
+        nli_scores = dict(
+            zip(
+                picked,
+                self._nli.unsupported_scores_many(
+                    [sents[i] for i in picked], [[split_sentences(x) or [x] for x in samples[i]] for i in picked]
+                ),
+            )
+        )
         out = []
         for i in range(n):
             u, s, smp = uni[i], sents[i], samples[i]
@@ -221,7 +232,10 @@ class SelfConsistencyDetector(UsesEmbeddings, Detector, NeedsEmbeddings, Exposes
             return []
         use_nli = None
         if self.method in ("nli", "combined"):
-            use_nli = [self.ration.admit(e.event_id, len(split_sentences(e.response)) * len(e.samples)) for e in checked]
+            use_nli = [
+                self.ration.admit(e.event_id, len(split_sentences(e.response)) * sum(len(split_sentences(x)) or 1 for x in e.samples))
+                for e in checked
+            ]
         results = self.score_many([e.response for e in checked], [list(e.samples) for e in checked], use_nli)
         findings = []
         for event, r in zip(checked, results):
