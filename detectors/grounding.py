@@ -245,9 +245,10 @@ class GroundingDetector(Detector, ExposesGauges):
     ) -> list[GroundingResult]:
         """Several responses at once: every (chunk, sentence) pair of those the NLI stage
         admits goes through the model in one batched call; the others are judged lexically."""
-        claims = [self.claims(r) for r in responses]
-        chunks = [self.chunks(c) for c in contexts]
-        nli_on = [self.method == "nli"] * len(responses) if use_nli is None else [self.method == "nli" and u for u in use_nli]
+        return self._score([self.claims(r) for r in responses], [self.chunks(c) for c in contexts], use_nli)
+
+    def _score(self, claims: list[list[str]], chunks: list[list[tuple[int, str]]], use_nli: Sequence[bool] | None) -> list[GroundingResult]:
+        nli_on = [self.method == "nli"] * len(claims) if use_nli is None else [self.method == "nli" and u for u in use_nli]
         premises: list[str] = []
         hypotheses: list[str] = []
         for i, (cl, ch) in enumerate(zip(claims, chunks)):
@@ -296,10 +297,12 @@ class GroundingDetector(Detector, ExposesGauges):
         checked = [e for e in events if e.response.strip() and any(d.strip() for d in e.context)]
         if not checked:
             return []
+        claims = [self.claims(e.response) for e in checked]  # split once: the ration's cost estimate and the scoring share them
+        chunks = [self.chunks(e.context) for e in checked]
         use_nli = None
         if self.method == "nli":
-            use_nli = [self.ration.admit(e.event_id, len(self.claims(e.response)) * len(self.chunks(e.context))) for e in checked]
-        results = self.score_many([e.response for e in checked], [list(e.context) for e in checked], use_nli)
+            use_nli = [self.ration.admit(e.event_id, len(cl) * len(ch)) for e, cl, ch in zip(checked, claims, chunks)]
+        results = self._score(claims, chunks, use_nli)
         findings = []
         for event, r in zip(checked, results):
             threshold = self.threshold if r.method == self.method else DEFAULT_THRESHOLDS[r.method]

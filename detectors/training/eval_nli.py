@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> None:
     groups: dict[str, list[int]] = defaultdict(list)
     for i, r in enumerate(rows):
         groups[r["source"]].append(i)
-        if r.get("hard") is True or (r["source"] == "snli" and r.get("hard")):
+        if r.get("hard"):
             groups[f"{r['source']} hard"].append(i)
     report: dict[str, object] = {"test split, 3-way accuracy": {}, "model": scorer.model_path}
     table = report["test split, 3-way accuracy"]

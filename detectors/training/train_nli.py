@@ -91,15 +91,19 @@ def _batches(pairs, tokenizer, batch_size: int, max_len: int, rng: random.Random
             batches.extend(part[k : k + batch_size] for k in range(0, len(part), batch_size))
         rng.shuffle(batches)
         for b in batches:
-            enc = tokenizer(
-                [pairs[j][0] for j in b],
-                [pairs[j][1] for j in b],
-                truncation="only_first",
-                max_length=max_len,
-                padding=True,
-                return_tensors="pt",
-            )
-            yield enc, [pairs[j][2] for j in b]
+            yield _encode(tokenizer, pairs, b, max_len), [pairs[j][2] for j in b]
+
+
+def _encode(tokenizer, pairs, idx: list[int], max_len: int):
+    """The pairs ``idx`` as one padded tensor batch, the premise truncated first."""
+    return tokenizer(
+        [pairs[j][0] for j in idx],
+        [pairs[j][1] for j in idx],
+        truncation="only_first",
+        max_length=max_len,
+        padding=True,
+        return_tensors="pt",
+    )
 
 
 def predict(model, tokenizer, pairs, max_len: int, batch_size: int = 64) -> np.ndarray:
@@ -111,15 +115,7 @@ def predict(model, tokenizer, pairs, max_len: int, batch_size: int = 64) -> np.n
     with torch.inference_mode():
         for i in range(0, len(order), batch_size):
             idx = order[i : i + batch_size]
-            enc = tokenizer(
-                [pairs[j][0] for j in idx],
-                [pairs[j][1] for j in idx],
-                truncation="only_first",
-                max_length=max_len,
-                padding=True,
-                return_tensors="pt",
-            )
-            out[idx] = torch.softmax(model(**enc).logits, dim=-1).numpy()
+            out[idx] = torch.softmax(model(**_encode(tokenizer, pairs, idx, max_len)).logits, dim=-1).numpy()
     model.train()
     return out
 
