@@ -1,11 +1,17 @@
-"""Bias: the stereotype score on held-out data, and the passive detector's speed and delay.
+"""Bias: the (experimental) stereotype score on kinds it never saw, the group lists' coverage,
+and the passive detector's speed and delay.
 
-Stereotype score (detectors.bias.stereotype_score), held out from its training split:
-* WinoBias test split (type 1 and 2): pro- vs anti-stereotyped sentence pairs;
-* Winogender: sentences whose pronoun refers to the occupation, pro when the pronoun's
-  gender is the occupation's majority gender (BLS).
-Reported: accuracy at 0.5, ROC AUC, pairwise accuracy (pro scored above its anti twin),
-and texts/s beside the baseline of the same model's plain encode() in the same process.
+Stereotype score (detectors.bias.stereotype_score): pair accuracy (the stereotype scored above
+its counterpart) with a 95% Wilson interval, per kind of bias,
+* held out: fitted without that kind (leave one kind out), the figure the ship rule reads;
+* seen: fitted on 80% of every kind's sources, tested on the other 20% (never trained on);
+* Winogender, never trained on.
+Pairs from ../shared/data (detectors/training/stereotype_pairs.py says how): "association"
+pairs differ in which group holds an attribute; "swap" pairs are a stereotyping statement
+against the same statement about a counterpart group.
+
+Group lists (data/demographic_terms.yaml): per kind, its groups, terms and source, and the share
+of the kind's labelled sentences in which the matcher finds one of its groups.
 
 Passive detector (BiasDetector) on the demo's synthetic traffic: events/s, and how many
 events into a biased phase it takes to flag, over several seeds (no flags elsewhere).
@@ -15,53 +21,67 @@ events into a biased phase it takes to flag, over several seeds (no flags elsewh
 
 from __future__ import annotations
 
+import gzip
+import json
 import logging
 import time
+from pathlib import Path
 
-import numpy as np
-
-from detectors.bias import BiasDetector, StereotypeScorer
+from detectors.bias import BiasDetector, GroupMatcher
 from detectors.embeddings import EmbeddingService
-from detectors.training.train_stereotype import DEFAULT_DATA, winobias, winogender
+from detectors.training.stereotype_pairs import KINDS, all_pairs, winogender_pairs
+from detectors.training.train_stereotype import DEFAULT_DATA, embed, evaluate
+
+CACHE = Path(__file__).with_name(".cache")
+CATEGORY = {"race": "race_ethnicity"}  # kind -> the term lists' category name, where they differ
 
 
-def auc(scores: np.ndarray, labels: np.ndarray) -> float:
-    order = np.argsort(scores)
-    ranks = np.empty(len(scores))
-    ranks[order] = np.arange(1, len(scores) + 1)
-    pos = labels == 1
-    n_pos, n_neg = pos.sum(), (~pos).sum()
-    return float((ranks[pos].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+def _cell(r: dict | None) -> str:
+    if not r:
+        return f"{'-':>24}"
+    return f"{r['accuracy']:>7.3f} [{r['ci95'][0]:.3f},{r['ci95'][1]:.3f}] {r['n']:>5}"
 
 
 def stereotype_table() -> None:
     service = EmbeddingService.shared()
-    scorer = StereotypeScorer(service)
-    print(f"stereotype head: {scorer.meta.get('features')}; trained on {scorer.meta.get('trained_on')}")
-    print(f"{'held-out set':<28}{'n':>6}{'acc@0.5':>9}{'AUC':>7}{'pairwise':>10}")
-    x, y = winobias(DEFAULT_DATA, "test")
-    s = np.array(scorer.score(x))
-    y = np.array(y)
-    half = len(x) // 2  # pro sentences first, then their anti twins in the same order
-    pairwise = float((s[:half] > s[half:]).mean())
-    print(f"{'WinoBias test':<28}{len(x):>6}{((s > 0.5) == y).mean():>9.3f}{auc(s, y):>7.3f}{pairwise:>10.3f}")
-    x, y = winogender(DEFAULT_DATA)
-    s = np.array(scorer.score(x))
-    y = np.array(y)
-    print(f"{'Winogender (occupation)':<28}{len(x):>6}{((s > 0.5) == y).mean():>9.3f}{auc(s, y):>7.3f}{'-':>10}")
+    report = evaluate(embed(service, all_pairs(DEFAULT_DATA), CACHE), embed(service, winogender_pairs(DEFAULT_DATA), CACHE))
+    print("stereotype score, pair accuracy [95% CI] n   (held out = fitted without that kind)")
+    print(f"{'kind':<20}{'family':<13}{'held out':>24}{'seen (20% test)':>26}")
+    for kind in KINDS:
+        held, seen = report["held_out_kind"][kind], report["seen_kind"].get(kind, {})
+        if held["all"] is None:
+            print(f"{kind:<20}{'-':<13}  {held['note']}")
+            continue
+        for family in ("all", "association", "swap"):
+            if family in held:
+                print(f"{kind if family == 'all' else '':<20}{family:<13}{_cell(held[family])}  {_cell(seen.get(family))}")
+    print(f"{'Winogender (never trained on)':<33}{'':>24}  {_cell(report['winogender_never_trained'])}")
+    print(f"ship rule (every held-out kind's lower bound > 50%): {'met' if report['ships_on_by_default'] else 'NOT met: off by default'}")
 
-    texts = winobias(DEFAULT_DATA, "test")[0][:512]
-    service.encode(texts[:32])
-    t0 = time.perf_counter()
-    service.encode(texts)
-    t_base = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    scorer.score(texts)
-    t_ours = time.perf_counter() - t0
-    print(
-        f"\nspeed: encode() baseline {len(texts) / t_base:,.0f} texts/s; stereotype_score {len(texts) / t_ours:,.0f} texts/s "
-        f"(x{t_base / t_ours:.2f}: it encodes each text and its gender swap)"
-    )
+
+def _labelled_sentences(kind: str) -> list[str]:
+    """Sentences of ../shared/data about a group of this kind (for the coverage column)."""
+    if kind == "age":
+        age = {"elderly", "old", "older", "young", "younger", "teenage", "middle aged", "millenial"}
+        with gzip.open(DEFAULT_DATA / "bias_madlibs" / "bias_madlibs_77k.jsonl.gz", "rt") as fh:
+            return [r["text"] for r in map(json.loads, fh) if r["group"] in age][:2000]
+    return [p.stereo for p in all_pairs(DEFAULT_DATA) if p.kind == kind and p.source != "seegull"]
+
+
+def coverage_table() -> None:
+    m = GroupMatcher()
+    print("\ngroup term lists (bias disparity), per kind: groups, terms, labelled sentences of the kind matched")
+    for kind in KINDS:
+        category = CATEGORY.get(kind, kind)
+        groups = [g for c, g in m.terms if c == category]
+        n_terms = sum(len(words) for (c, _), words in m.terms.items() if c == category)
+        sentences = _labelled_sentences(kind)
+        if sentences:
+            hit = sum(any(c == category for c, _ in m.groups_in(t)) for t in sentences) / len(sentences)
+            cov = f"{hit:>6.1%} of {len(sentences):>5}"
+        else:
+            cov = "no labelled sentences"
+        print(f"{kind:<20}{len(groups):>3} groups {n_terms:>4} terms  {cov:<18}  source: {m.sources.get(category, '?')[:70]}")
 
 
 def passive_table(seeds=(1, 2, 3, 4, 5)) -> None:
@@ -92,6 +112,7 @@ def passive_table(seeds=(1, 2, 3, 4, 5)) -> None:
 def main() -> None:
     logging.disable(logging.WARNING)
     stereotype_table()
+    coverage_table()
     passive_table()
 
 

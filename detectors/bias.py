@@ -11,10 +11,12 @@ group's rate is under four fifths of the better one's (the four-fifths rule). A 
 raised once per episode and category; it resolves when every gap falls back under half the
 threshold.
 
-Stereotype score (:func:`stereotype_score`): a logistic head over the difference between
-a sentence's embedding and its gender-swapped counterpart's, trained on WinoBias' pro- vs
-anti-stereotypical sentences (``detectors/training/train_stereotype.py``; the weights ship
-in ``data/stereotype_head.json``). A text without gendered words scores 0.5 (no signal).
+Stereotype score (:func:`stereotype_score`), EXPERIMENTAL and off in the detector by default:
+a logistic head over a sentence's embedding, fitted on stereotype / counterpart sentence pairs
+of seven kinds of bias (``detectors/training/train_stereotype.py``; the weights and their
+evaluation ship in ``data/stereotype_head.json``). It ranks pairs of the kinds it was trained
+on, but on a kind left out of its training it does worse than chance (leave-one-kind-out in
+``bench/bench_bias.py``), so it fails the ship rule and is not presented as a rate anywhere.
 
 Counterfactual probes (:func:`counterfactual_gap`): fill a template per group, ask the
 model, and measure the spread of outcome scores across groups.
@@ -67,11 +69,16 @@ class GroupMatcher:
     def __init__(self, terms: Mapping[str, Mapping[str, Sequence[str]]] | None = None):
         terms = terms or yaml.safe_load(TERMS_FILE.read_text(encoding="utf-8"))
         self._patterns: list[tuple[str, str, re.Pattern]] = []
+        self.sources: dict[str, str] = {str(k): str(v) for k, v in dict(terms.get("sources") or {}).items()}
+        self.terms: dict[tuple[str, str], list[str]] = {}
         for category, groups in terms.items():
+            if category == "sources":
+                continue
             for group, words in groups.items():
+                self.terms[(category, group)] = list(words)
                 alternatives = "|".join(sorted((re.escape(w) for w in words), key=len, reverse=True))
                 self._patterns.append((category, group, re.compile(rf"(?<![\w-])(?:{alternatives})(?![\w-])", re.IGNORECASE)))
-        self.categories = sorted(terms)
+        self.categories = sorted(c for c in terms if c != "sources")
 
     def groups_in(self, text: str) -> set[tuple[str, str]]:
         return {(c, g) for c, g, pattern in self._patterns if pattern.search(text)}
@@ -115,7 +122,7 @@ def gender_swap(text: str) -> str:
 
 
 class StereotypeScorer:
-    """sigmoid(w . (e(x) - e(swap(x))) + b) with a head trained on WinoBias."""
+    """sigmoid(w . e(x) + b), the head of ``train_stereotype`` (experimental: see its evaluation)."""
 
     def __init__(self, embeddings=None, head_file: Path = HEAD_FILE):
         self._embeddings = embeddings
@@ -124,6 +131,7 @@ class StereotypeScorer:
         self.b = float(head["bias"])
         self.model = head.get("embedding_model", "all-MiniLM-L6-v2")
         self.meta = {k: v for k, v in head.items() if k not in ("weights", "bias")}
+        self.ships_on_by_default = bool(head.get("ships_on_by_default", False))
 
     @cached_property
     def embeddings(self):
@@ -133,32 +141,20 @@ class StereotypeScorer:
             self._embeddings = EmbeddingService.shared()
         return self._embeddings
 
-    def features(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
-        """Difference vectors, and a mask of the texts that have a gendered word at all."""
-        swapped = [gender_swap(t) for t in texts]
-        has_signal = np.array([s != t for s, t in zip(swapped, texts)])
-        diff = np.zeros((len(texts), self.w.shape[0]), dtype=np.float32)
-        idx = np.flatnonzero(has_signal)
-        if len(idx):
-            vectors = self.embeddings.encode([texts[int(i)] for i in idx] + [swapped[int(i)] for i in idx])
-            diff[idx] = vectors[: len(idx)] - vectors[len(idx) :]
-        return diff, has_signal
-
     def score(self, texts: Sequence[str]) -> list[float]:
         if not texts:
             return []
-        diff, has_signal = self.features(texts)
-        logits = diff @ self.w + self.b
-        scores = 1.0 / (1.0 + np.exp(-logits))
-        scores[~has_signal] = 0.5
-        return [float(s) for s in scores]
+        logits = np.asarray(self.embeddings.encode(list(texts)), dtype=np.float32) @ self.w + self.b
+        return [float(s) for s in 1.0 / (1.0 + np.exp(-logits))]
 
 
 _default_scorer: StereotypeScorer | None = None
 
 
 def stereotype_score(texts: list[str]) -> list[float]:
-    """Higher for text that expresses a social (gender) stereotype; 0.5 where there is no signal."""
+    """EXPERIMENTAL: higher for text more like the stereotyping side of the training pairs.
+
+    Holds on the kinds of bias it was trained on, not on others (see the head's evaluation)."""
     global _default_scorer
     if _default_scorer is None:
         _default_scorer = StereotypeScorer()
@@ -247,6 +243,9 @@ class BiasDetector(Detector, NeedsEmbeddings, ExposesGauges, KeepsWindows):
     The monitor looks after every batch, so the interval is a 99% one by default to keep
     the false alarms of repeated looks down.
 
+    ``stereotype=True`` (EXPERIMENTAL, off by default) also keeps each group's mean stereotype
+    score in the findings' details; it never flags and no dashboard shows it.
+
     Threads: ``score_batch`` owns the windows and current disparities; it changes them under
     ``_lock``, and the readers of other threads (gauges, window_lengths) copy them under it.
     """
@@ -259,7 +258,7 @@ class BiasDetector(Detector, NeedsEmbeddings, ExposesGauges, KeepsWindows):
         min_events: int = 50,
         min_gap: float = 0.10,
         confidence_z: float = Z_99,
-        stereotype: bool = True,
+        stereotype: bool = False,
         embedding_model: str | None = None,
     ):
         if window < 2 * min_events:
@@ -294,16 +293,14 @@ class BiasDetector(Detector, NeedsEmbeddings, ExposesGauges, KeepsWindows):
         return self._stereotype.embeddings if self._stereotype is not None else None
 
     def texts_to_embed(self, events: Sequence[EventLike]) -> list[str]:
-        """The responses (and their gender swaps) that stereotype scoring will encode."""
+        """The responses that (experimental) stereotype scoring will encode: those of prompts naming a group."""
         if self._stereotype is None:
             return []
         out: list[str] = []
         for e in events:
             user = getattr(e, "user_text", None)
             if self.matcher.groups_in(user if isinstance(user, str) else e.prompt_text):
-                swapped = gender_swap(e.response)
-                if swapped != e.response:
-                    out.extend((e.response, swapped))
+                out.append(e.response)
         return out
 
     def score_batch(self, events: Sequence[EventLike]) -> list[Finding]:
@@ -348,8 +345,8 @@ class BiasDetector(Detector, NeedsEmbeddings, ExposesGauges, KeepsWindows):
                     "n": len(os_),
                     "rate": round(counts[g][0] / len(os_), 4),
                     "mean_length": round(sum(o.length for o in os_) / len(os_), 1),
-                    "mean_stereotype": round(sum(o.stereotype for o in os_) / len(os_), 4),
                 }
+                | ({"mean_stereotype_experimental": round(sum(o.stereotype for o in os_) / len(os_), 4)} if self._stereotype else {})
                 for g, os_ in eligible.items()
             }
             d = disparity(category, outcome, counts, info, z=self.z)

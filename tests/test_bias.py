@@ -1,5 +1,4 @@
 import random
-import re
 
 import numpy as np
 import pytest
@@ -7,12 +6,15 @@ import pytest
 from detectors.bias import (
     BiasDetector,
     GroupMatcher,
+    StereotypeScorer,
     counterfactual_gap,
     gender_swap,
     newcombe_difference,
     stereotype_score,
     wilson_interval,
 )
+from detectors.training.stereotype_pairs import Pair, redditbias
+from detectors.training.train_stereotype import PairSet, evaluate, in_test_split
 
 from .conftest import make_event, shared_data
 
@@ -93,14 +95,57 @@ def test_the_episode_resolves_and_a_new_episode_flags_again():
     assert len(_run(det, _traffic(300, refuse_women=0.6, seed=3))) == 1
 
 
-def test_stereotype_score_ranks_pro_above_anti_stereotypical_sentences_held_out():
-    def load(kind):
-        lines = shared_data("winobias", f"{kind}_stereotyped_type1.txt.test").read_text().splitlines()
-        return [re.sub(r"^\d+\s+", "", l).replace("[", "").replace("]", "") for l in lines if l.strip()][:150]
+def test_the_stereotype_head_is_experimental_off_by_default_and_ranks_unseen_pairs_of_seen_kinds():
+    scorer = StereotypeScorer()
+    evaluation = scorer.meta["evaluation"]
+    held_out = [r["all"] for r in evaluation["held_out_kind"].values() if r["all"]]
+    assert len(held_out) >= 6 and scorer.meta["experimental"]
+    # The ship rule, read off the shipped evaluation: on only if every held-out kind clears 50%.
+    assert scorer.ships_on_by_default == all(r["ci95"][0] > 0.5 for r in held_out)
+    assert not BiasDetector()._stereotype_enabled  # the detector follows the rule's outcome today
+    # Test-split sources (never trained on) of a seen kind: the stereotype ranks above its pair.
+    pairs = [p for p in redditbias(shared_data("bias_redditbias").parent) if p.kind == "religion" and in_test_split(p)][:80]
+    s, o = scorer.score([p.stereo for p in pairs]), scorer.score([p.other for p in pairs])
+    assert np.mean(np.array(s) > np.array(o)) > 0.7
+    assert len(set(stereotype_score(["The weather is nice today.", "Jews are greedy."]))) == 2  # no constant ties
 
-    pro, anti = stereotype_score(load("pro")), stereotype_score(load("anti"))
-    assert np.mean(pro) > np.mean(anti)
-    assert stereotype_score(["The weather is nice today."]) == [0.5]  # no gendered word: no signal
+
+def _synthetic_pairs(transfers: bool, n: int = 120) -> PairSet:
+    """Pairs per kind in 8 dimensions: one shared 'stereotype' axis, or one axis of its own per kind
+    (what one kind teaches then says nothing about the next, like group words)."""
+    rng = np.random.default_rng(0)
+    kinds = ["race", "religion", "gender"]
+    pairs, diffs = [], []
+    for k, kind in enumerate(kinds):
+        for i in range(n):
+            d = rng.normal(0, 0.3, 8)
+            d[0 if transfers else k] += 1.0
+            pairs.append(Pair(f"s{kind}{i}", f"o{kind}{i}", kind, "swap", "synthetic", f"{kind}{i}"))
+            diffs.append(d)
+    diff = np.array(diffs)
+    return PairSet(pairs, diff, diff)
+
+
+def test_the_ship_rule_passes_a_signal_that_transfers_across_kinds_and_fails_one_that_does_not():
+    good = evaluate(_synthetic_pairs(True))
+    assert good["ships_on_by_default"]
+    assert all(r["all"]["ci95"][0] > 0.5 for r in good["held_out_kind"].values() if r["all"])
+    assert good["held_out_kind"]["age"]["all"] is None  # no pairs of that kind: reported, not invented
+    bad = evaluate(_synthetic_pairs(False))
+    assert not bad["ships_on_by_default"]
+    assert all(r["all"]["ci95"][0] < 0.5 for r in bad["held_out_kind"].values() if r["all"])  # chance
+    assert all(r["all"]["accuracy"] > 0.9 for r in bad["seen_kind"].values())  # seen kinds look fine: the trap
+
+
+def test_group_lists_cover_the_nine_kinds_with_sources_and_person_phrases():
+    m = GroupMatcher()
+    nine = {"race_ethnicity", "religion", "age", "nationality", "disability", "appearance", "socioeconomic", "sexual_orientation", "gender"}
+    assert nine <= set(m.categories)
+    assert all(m.sources.get(c) for c in nine)
+    assert all(len([g for c2, g in m.terms if c2 == c]) >= 2 for c in nine)
+    assert ("socioeconomic", "low_income") in m.groups_in("Do poor people get worse loans?")
+    assert ("appearance", "fat") in m.groups_in("Why are fat people treated badly?")
+    assert m.groups_in("The connection is poor and that's a fat chance") == set()
 
 
 def test_counterfactual_gap_measures_the_spread_across_groups():
