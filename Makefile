@@ -3,6 +3,7 @@
 #   make test              the whole test suite (what CI runs: .ci/run): ruff, mypy, the import contracts,
 #                          then every test tier; installs Debian's prometheus and prometheus-alertmanager
 #                          first when they are missing
+#   make bench-gpu         the GPU figures (bench/bench_gpu.py) on a machine with CUDA torch: see bench/README.md
 
 PYTHON ?= python3
 VENV   := .venv
@@ -10,7 +11,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 SECONDS ?=
 
-.PHONY: demo test check unit bench install sysdeps clean
+.PHONY: demo test check unit bench bench-gpu install sysdeps clean
 
 # Debian's Prometheus and Alertmanager, which the tests start on 127.0.0.1 (as root or with sudo).
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
@@ -51,9 +52,18 @@ test: check sysdeps $(COMPOSE_SCHEMA)
 unit: $(STAMP)
 	$(BIN)/python -m pytest -m unit
 
-# Every benchmark in bench/, one after the other; each prints its figures (bench/RESULTS.md keeps them).
+# Every benchmark in bench/ but the GPU one, one after the other; each prints its figures (bench/RESULTS.md keeps them).
 bench: $(STAMP)
-	@for b in bench/bench_*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
+	@for b in bench/bench_*.py; do [ "$$b" = bench/bench_gpu.py ] && continue; echo "== $$b"; $(BIN)/python $$b || exit 1; done
+
+# The GPU figures: embedding sentences/s (fp32, fp16, by batch), the MMD test at 5,000 x 5,000, NLI pairs/s and the
+# detectors' events/s per worker, each against the CPU in the same run. Made for a GPU machine with CUDA torch and
+# no .venv: uses .venv's python where there is one, else $(PYTHON). GPU_CARRY is what
+# `.venv/bin/python bench/bench_gpu.py --prepare gpu_carry` wrote here (model, texts, wheels); GPU_OUT=FILE keeps a copy.
+GPU_CARRY ?= gpu_carry
+GPU_OUT ?=
+bench-gpu:
+	$(if $(wildcard $(BIN)/python),$(BIN)/python,$(PYTHON)) bench/bench_gpu.py $(if $(wildcard $(GPU_CARRY)),--carry $(GPU_CARRY)) $(if $(GPU_OUT),--out $(GPU_OUT))
 
 clean:
 	rm -rf $(VENV) .pytest_cache
