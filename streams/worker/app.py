@@ -26,7 +26,7 @@ from typing import Any, cast
 import faust
 from faust.types import TP
 
-from detectors import registry
+from detectors import embeddings, registry
 from detectors.contracts import PublishesSamples, declared
 from detectors.drift import DriftMerger, EmbeddingDriftDetector
 from streams import kafka_clients
@@ -53,6 +53,7 @@ class Worker:
             import torch
 
             torch.set_num_threads(settings.torch_threads)
+        embeddings.configure(backend=settings.embedding_backend, threads=settings.torch_threads)
         self.detectors = registry.build(settings.detectors, settings.detector_kwargs())
         for detector in self.detectors:
             detector.warm_up()

@@ -1,0 +1,70 @@
+"""The embedding service's two backends: the same vectors, and the fallbacks."""
+
+import builtins
+
+import numpy as np
+import pytest
+
+from detectors import embeddings
+from detectors.embeddings import EmbeddingService, default_model_path, onnx_file
+from detectors.errors import ConfigurationError
+
+from .conftest import shared_data
+
+pytestmark = pytest.mark.unit
+
+
+def _sentences(n: int = 64) -> list[str]:
+    import json
+
+    rows = [json.loads(line) for line in shared_data("factver_fever_eval", "fever_eval.jsonl").read_text().splitlines()[:n]]
+    texts = [r.get("premise") or r.get("evidence") or r.get("text") for r in rows]
+    texts += ["", "a", "Short.", "word " * 400]  # empty, tiny, and longer than the model's 256 tokens
+    return [t for t in texts if isinstance(t, str)]
+
+
+def test_auto_takes_onnx_on_a_cpu_and_its_vectors_agree_with_torch():
+    auto = EmbeddingService(device="cpu")
+    assert auto.backend == "onnx" and onnx_file(default_model_path()) is not None
+    torch = EmbeddingService(device="cpu", backend="torch")
+    texts = _sentences()
+    a, t = auto.encode(texts), torch.encode(texts)
+    assert a.shape == t.shape == (len(texts), 384) and a.dtype == np.float32
+    assert np.allclose(np.linalg.norm(a, axis=1), 1.0, atol=1e-4)
+    cosine = (a * t).sum(axis=1)
+    assert cosine.min() >= 0.99, cosine.min()
+    # Neighbours agree too: the nearest other text of each text is the same under both backends.
+    na, nt = (a @ a.T - 2 * np.eye(len(a))).argmax(1), (t @ t.T - 2 * np.eye(len(t))).argmax(1)
+    assert (na == nt).mean() >= 0.9
+    assert auto.dimension == torch.dimension == 384
+
+
+def test_without_onnxruntime_auto_falls_back_to_torch_and_onnx_says_why(monkeypatch):
+    real_import = builtins.__import__
+
+    def no_onnxruntime(name, *args, **kwargs):
+        if name == "onnxruntime" or name.startswith("onnxruntime."):
+            raise ImportError("No module named 'onnxruntime'")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_onnxruntime)
+    assert EmbeddingService(device="cpu").backend == "torch"
+    with pytest.raises(ConfigurationError, match="needs onnxruntime"):
+        _ = EmbeddingService(device="cpu", backend="onnx").backend
+    assert EmbeddingService(device="cpu").encode(["still works"]).shape == (1, 384)
+
+
+def test_a_model_without_an_onnx_file_runs_on_torch_and_bad_backends_are_refused(tmp_path, monkeypatch):
+    monkeypatch.setattr(embeddings, "onnx_file", lambda model: None)
+    assert EmbeddingService(device="cpu").backend == "torch"
+    with pytest.raises(ConfigurationError, match="no ONNX file"):
+        _ = EmbeddingService(device="cpu", backend="onnx").backend
+    with pytest.raises(ConfigurationError, match="one of auto, onnx, torch"):
+        EmbeddingService(backend="tensorflow")
+    assert onnx_file(str(tmp_path)) is None
+    (tmp_path / "onnx").mkdir()
+    (tmp_path / "onnx" / "model.onnx").write_bytes(b"")
+    monkeypatch.undo()
+    assert onnx_file(str(tmp_path)) == tmp_path / "onnx" / "model.onnx"
+    with pytest.raises(ConfigurationError, match="runs on the CPU"):
+        _ = EmbeddingService(device="cuda", backend="onnx").backend
