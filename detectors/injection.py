@@ -16,7 +16,8 @@ Two layers score a text, 0..1:
   than the model's window is scored on its head and its tail, the higher wins.
 
 The text's score is the noisy-or of the two; it is flagged at ``threshold`` (the shipped one was
-chosen on a tuning split, see ``bench/bench_injection.py``). The ``category`` is the strongest rule
+chosen on a tuning split, see ``bench/bench_injection.py``), or when its rules alone reach
+:data:`RULE_FLAG` (the classifier knows jailbreaks only). The ``category`` is the strongest rule
 family that fired (or ``classifier``), and the ``kind`` of the finding follows from it and from where
 the text was: ``indirect_injection`` for a context document, ``jailbreak`` for role-play and the
 classifier (it learnt jailbreaks), ``prompt_injection`` for the rest.
@@ -65,6 +66,10 @@ HEAD_FILE = Path(__file__).with_name("data") / "injection_head.json"
 # the head file's own "threshold" wins when present.
 DEFAULT_THRESHOLD = 0.5
 RULES_ONLY_THRESHOLD = 0.5
+# With the classifier on, a text is also flagged when its rules alone score this much (one strong rule,
+# or several weaker ones): the classifier learnt jailbreaks only, and the combined threshold it was tuned
+# at (high: jailbreaks score near 1) would otherwise let a bare "print your system prompt" pass.
+RULE_FLAG = 0.75
 MAX_SCAN_CHARS = 100_000  # of a longer text, the first and last 50,000 characters are scanned
 WINDOW_CHARS = 1_500  # what the classifier reads of a text: its head (and its tail, when longer)
 EXCERPT_CHARS = 160
@@ -662,7 +667,7 @@ class InjectionDetector(UsesEmbeddings, Detector, NeedsEmbeddings, ExposesGauges
     def _result(self, text: str, hits: list[RuleHit], prob: float | None) -> InjectionResult:
         r = rule_score(hits)
         score = noisy_or([r, prob or 0.0])
-        flagged = bool(text.strip()) and score >= self.threshold
+        flagged = bool(text.strip()) and (score >= self.threshold or (prob is not None and self._threshold is None and r >= RULE_FLAG))
         best = max(hits, key=lambda h: (h.weight, -FAMILY_ORDER.index(h.family))) if hits else None
         if best is not None and (prob is None or best.weight >= prob * 0.8):
             category: str | None = best.family
