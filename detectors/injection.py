@@ -53,7 +53,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .base import Detector, EventLike, Finding, Severity
-from .contracts import ExposesGauges, Gauge, KeepsWindows, NeedsEmbeddings
+from .contracts import ExposesGauges, Gauge, NeedsEmbeddings
 from .embeddings import UsesEmbeddings
 from .errors import ConfigurationError
 
@@ -571,15 +571,15 @@ class ConversationWindows:
 # -- the detector ------------------------------------------------------------------------------------
 
 
-class InjectionDetector(UsesEmbeddings, Detector, NeedsEmbeddings, ExposesGauges, KeepsWindows):
+class InjectionDetector(UsesEmbeddings, Detector, NeedsEmbeddings, ExposesGauges):
     """Flags prompt injection and jailbreaks in the user's turns, and indirect injection in the context.
 
     ``classifier``: use the embedding head (default) or the rules alone. ``threshold``: the flag
     threshold of the combined score (default: the head's tuned threshold; rules alone:
     :data:`RULES_ONLY_THRESHOLD`). ``scan_context``: score each context document (indirect injection).
     ``max_conversations``/``max_turns``/``turn_decay``/``joined_turns``: the multi-turn memory (see
-    the module's docstring). ``score_batch`` changes the memory under ``_lock``; ``window_lengths``
-    and ``gauges`` copy from it under the lock.
+    the module's docstring). ``score_batch`` changes the memory under ``_lock``;
+    ``conversation_lengths`` and ``gauges`` copy from it under the lock.
     """
 
     name = "injection"
@@ -693,12 +693,15 @@ class InjectionDetector(UsesEmbeddings, Detector, NeedsEmbeddings, ExposesGauges
         decayed = [s * self.turn_decay ** (n - 1 - i) for i, s in enumerate(turn_scores)]
         return max(noisy_or(decayed), joined)
 
-    def window_bounds(self) -> dict[str, int]:
-        return {"conversation": self._conversations.max_turns}
+    # Not the KeepsWindows contract: its keys become metric labels, and conversation ids are
+    # unbounded user data. The gauges count the conversations held and evicted instead.
+    def conversation_bounds(self) -> dict[str, int]:
+        return {"conversations": self._conversations.max_conversations, "turns": self._conversations.max_turns}
 
-    def window_lengths(self) -> dict[tuple[str, ...], int]:
+    def conversation_lengths(self) -> dict[str, int]:
+        """Turns held per conversation key (model and conversation id), a copy taken under the lock."""
         with self._lock:
-            return {("conversation", key): n for key, n in self._conversations.lengths().items()}
+            return self._conversations.lengths()
 
     def gauges(self) -> list[Gauge]:
         with self._lock:

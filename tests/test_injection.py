@@ -268,12 +268,12 @@ def test_conversation_memory_is_bounded_lru():
     for i in range(5):
         for k in range(4):
             det.score_batch([make_event(prompt=f"turn {k}", metadata={"conversation_id": f"c{i}"})])
-    lengths = det.window_lengths()
-    assert len(lengths) == 3 and all(n <= det.window_bounds()["conversation"] for n in lengths.values())
-    assert {k[1].split("\x1f")[1] for k in lengths} == {"c2", "c3", "c4"}
+    lengths = det.conversation_lengths()
+    assert len(lengths) == 3 and all(n <= det.conversation_bounds()["turns"] for n in lengths.values())
+    assert {k.split("\x1f")[1] for k in lengths} == {"c2", "c3", "c4"}
     det.score_batch([make_event(prompt="again", metadata={"conversation_id": "c2"})])
     det.score_batch([make_event(prompt="new", metadata={"conversation_id": "c5"})])
-    assert {k[1].split("\x1f")[1] for k in det.window_lengths()} == {"c2", "c4", "c5"}
+    assert {k.split("\x1f")[1] for k in det.conversation_lengths()} == {"c2", "c4", "c5"}
     assert {g.name: g.value for g in det.gauges()}["injection_conversations_evicted"] == 3
 
 
