@@ -30,8 +30,8 @@ from pathlib import Path
 
 import numpy as np
 
-from detectors.injection import InjectionDetector
-from detectors.training.train_injection import EXTRA_TRAIN, load_attacks, load_benign, load_other_benign, prf, split_of
+from detectors.injection import InjectionDetector, windows
+from detectors.training.train_injection import EXTRA_TRAIN, embed_windows, load_attacks, load_benign, load_other_benign, prf, split_of
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
@@ -67,10 +67,32 @@ def main() -> None:
     detectors["rules+classifier"].warm_up()
     print(f"thresholds: rules+classifier {detectors['rules+classifier'].threshold}, rules only {detectors['rules only'].threshold}")
 
+    service = detectors["rules+classifier"].embeddings
+    assert service is not None
+    # Texts/s of the whole detector, encoding included, on 64 texts of the report split (CPU here).
+    sample = [a["text"] for a in attacks if split_of(a["text"]) == "report"][:32] + [
+        t for t in benign["wildguard"] if split_of(t) == "report"
+    ][:32]
+    t0 = time.perf_counter()
+    detectors["rules+classifier"].score_many(sample)
+    print(
+        f"rules+classifier with encoding: {len(sample) / (time.perf_counter() - t0):.1f} texts/s (64 report texts, half of them long jailbreaks)"
+    )
+
+    # The training script's embeddings (bench/.cache: the same lists of texts, so its cache answers).
+    full_other = load_other_benign(args.data)
+    vectors: dict[str, np.ndarray] = {}
+    for texts in ([a["text"] for a in attacks] + benign["notinject"] + benign["wildguard"], *full_other.values()):
+        for t, vs in zip(texts, embed_windows(texts, service)):
+            vectors.update(zip(windows(t) or [""], vs))
+
     def run(det: InjectionDetector, texts: list[str]) -> tuple[np.ndarray, float]:
-        t0 = time.perf_counter()
-        flagged = np.array([r.flagged for r in det.score_many(texts)], dtype=bool)
-        return flagged, len(texts) / max(1e-9, time.perf_counter() - t0)
+        """Flags and texts/s; the classifier's rate excludes encoding (the line above has it)."""
+        with service.batch([]) as s:
+            s._batch_cache.update(vectors)  # type: ignore[union-attr]
+            t0 = time.perf_counter()
+            flagged = np.array([r.flagged for r in det.score_many(texts)], dtype=bool)
+            return flagged, len(texts) / max(1e-9, time.perf_counter() - t0)
 
     report_tp: dict[str, int] = {}
     print(f"\n{'split':<34}{'detector':<18}{'n':>6}{'prec':>7}{'recall':>8}{'F1':>7}{'texts/s':>9}")
@@ -99,7 +121,7 @@ def main() -> None:
 
     print(f"\n{'benign set':<34}{'detector':<18}{'n':>6}{'FPR':>7}{'prec+atk':>9}{'texts/s':>9}")
     sets = {
-        "NotInject (all; 1/3 trained on)": benign["notinject"],
+        "NotInject (all; 60 % trained on)": benign["notinject"],
         "NotInject report split": [t for t in benign["notinject"] if split_of(t) == "report"],
         "WildGuard-benign report split": [t for t in benign["wildguard"] if split_of(t) == "report"],
         **{f"{k} ({'report split' if k in EXTRA_TRAIN else 'never trained on'})": v for k, v in other.items() if k != "brown_paragraphs"},
@@ -114,9 +136,11 @@ def main() -> None:
     docs = other["brown_paragraphs"]
     for name, det in detectors.items():
         events = [_Event(f"doc{i}", "Summarise the documents.", docs[i : i + 4]) for i in range(0, len(docs), 4)]
-        t0 = time.perf_counter()
-        findings = [f for e in events for f in det.score_batch([e]) if f.kind == "indirect_injection"]
-        rate = len(docs) / max(1e-9, time.perf_counter() - t0)
+        with service.batch([]) as s:
+            s._batch_cache.update(vectors)  # type: ignore[union-attr]
+            t0 = time.perf_counter()
+            findings = [f for e in events for f in det.score_batch([e]) if f.kind == "indirect_injection"]
+            rate = len(docs) / max(1e-9, time.perf_counter() - t0)
         flagged_docs = sum(len(f.details["flagged_documents"]) for f in findings)
         print(f"{'Brown paragraphs (report) as docs':<34}{name:<18}{len(docs):>6}{flagged_docs / len(docs):>7.3f}{'':>9}{rate:>9.0f}")
 
