@@ -7,7 +7,7 @@ In one process, on the same texts (the demo's responses and Brown paragraphs):
 * drift judgement: the MMD permutation test (alpha 0.01) on Brown genre shifts and on
   same-genre windows, the same draws embedded by each backend: detection and false alarms.
 
-    .venv/bin/python bench/bench_embeddings.py [--texts 1024] [--reps 40] [--size 50]
+    .venv/bin/python bench/bench_embeddings.py [--texts 1024] [--reps 40] [--size 50] [--per-genre 300]
 """
 
 from __future__ import annotations
@@ -45,6 +45,7 @@ def main() -> None:
     ap.add_argument("--texts", type=int, default=1024)
     ap.add_argument("--reps", type=int, default=40)
     ap.add_argument("--size", type=int, default=50)
+    ap.add_argument("--per-genre", type=int, default=300, help="Brown paragraphs per genre (the drift draws' pool)")
     args = ap.parse_args()
     logging.disable(logging.WARNING)
     backends = {"torch": EmbeddingService(device="cpu", backend="torch"), "onnx": EmbeddingService(device="cpu", backend="onnx")}
@@ -54,7 +55,7 @@ def main() -> None:
     rng = random.Random(0)
     for g in genres:
         rng.shuffle(paras[g])
-        paras[g] = paras[g][:300]
+        paras[g] = paras[g][: args.per_genre]
     sets = {"demo responses": demo_responses(args.texts), "Brown paragraphs": [p for g in genres for p in paras[g]][: args.texts]}
 
     print(f"{'texts':<18}{'backend':<8}{'sentences/s':>13}{'x torch':>9}")
@@ -74,7 +75,7 @@ def main() -> None:
     draws = []
     for i in range(args.reps):
         g, same = others[i % len(others)], genres[i % len(genres)]
-        a, b, s = rng.sample(range(300), 2 * args.size), rng.sample(range(300), args.size), rng.sample(range(300), 2 * args.size)
+        a, b, s = (rng.sample(range(args.per_genre), k) for k in (2 * args.size, args.size, 2 * args.size))
         draws.append(((base, a[: args.size]), (g, b), (same, s[: args.size]), (same, s[args.size :])))
     print(f"\ndrift judgement: MMD alpha 0.01, windows of {args.size}, {args.reps} draws (shift: {base} vs the others; same: one genre)")
     print(f"{'backend':<8}{'detection':>11}{'false alarms':>14}")

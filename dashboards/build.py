@@ -103,6 +103,7 @@ DASHBOARDS_INDEX = [
     ("streamwarden-bias", "streamwarden: bias"),
     ("streamwarden-consistency", "streamwarden: hallucination (self-consistency and grounding)"),
     ("streamwarden-drift", "streamwarden: drift"),
+    ("streamwarden-attacks", "streamwarden: attacks and harm"),
 ]
 
 
@@ -388,6 +389,68 @@ def consistency() -> db.Dashboard:
     )
 
 
+def attacks() -> db.Dashboard:
+    d = base(
+        "streamwarden-attacks",
+        "streamwarden: attacks and harm",
+        "Jailbreak and prompt-injection attempts in users' turns, instructions hidden in context documents (indirect "
+        "injection), and toxic responses.",
+    )
+    return (
+        d.with_panel(
+            ts(
+                "attempts / events, by kind",
+                q(
+                    f'(sum by (model, kind) (rate(streamwarden_findings_total{{{M}, detector="injection"}}[{RI}])) / ignoring (kind) group_left '
+                    f"sum by (model) (rate(streamwarden_events_total{{{M}}}[{RI}]))) or vector(0)",
+                    "{{model}} {{kind}}",
+                ),
+                unit="percentunit",
+                desc="Events whose user turns (jailbreak, prompt_injection, multi_turn_injection) or context documents "
+                "(indirect_injection) the injection detector flagged, over all events.",
+            )
+        )
+        .with_panel(
+            ts(
+                "attempts/s by attack family",
+                q(
+                    f'sum by (category) (rate(streamwarden_finding_categories_total{{{M}, detector="injection"}}[{RI}])) or vector(0)',
+                    "{{category}}",
+                ),
+                desc="The rule family that explains each flag (instruction_override, role_play, prompt_extraction, "
+                "exfiltration, ai_directive, encoded_payload), or 'classifier' when only the model saw it.",
+            )
+        )
+        .with_panel(
+            ts(
+                "toxic responses / events",
+                q(
+                    f'(sum by (model, model_version) (rate(streamwarden_findings_total{{{M}, detector="toxicity"}}[{RI}])) / '
+                    f"sum by (model, model_version) (rate(streamwarden_events_total{{{M}}}[{RI}]))) or vector(0)",
+                    "{{model}} {{model_version}}",
+                ),
+                unit="percentunit",
+                desc="Per model version, so that a canary's jump shows beside the stable version.",
+            )
+        )
+        .with_panel(
+            ts(
+                "injection stage time p50 / p95 (per batch)",
+                q(
+                    f'histogram_quantile(0.5, sum by (le) (rate(streamwarden_detector_duration_seconds_bucket{{detector="injection"}}[{RI}])))',
+                    "p50",
+                ),
+                q(
+                    f'histogram_quantile(0.95, sum by (le) (rate(streamwarden_detector_duration_seconds_bucket{{detector="injection"}}[{RI}])))',
+                    "p95",
+                    "B",
+                ),
+                unit="s",
+            )
+        )
+    )
+
+
 def drift() -> db.Dashboard:
     d = base(
         "streamwarden-drift",
@@ -435,7 +498,15 @@ def drift() -> db.Dashboard:
     )
 
 
-BUILDERS = {"overview": overview, "pipeline": pipeline, "pii": pii, "bias": bias, "consistency": consistency, "drift": drift}
+BUILDERS = {
+    "overview": overview,
+    "pipeline": pipeline,
+    "pii": pii,
+    "bias": bias,
+    "consistency": consistency,
+    "drift": drift,
+    "attacks": attacks,
+}
 
 
 def render_all() -> dict[str, str]:

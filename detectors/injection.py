@@ -583,6 +583,7 @@ class InjectionDetector(UsesEmbeddings, Detector, NeedsEmbeddings, ExposesGauges
     """
 
     name = "injection"
+    categories = FAMILIES  # the worker counts findings per category (streamwarden_finding_categories_total)
 
     def __init__(
         self,

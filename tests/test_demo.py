@@ -45,6 +45,12 @@ def test_demo_runs_for_20_seconds_and_its_summary_is_consistent(tmp_path):
     # (RAG_SHARE) and 80% of those answers contradict or ignore it (UNGROUNDED_SHARE): ~10% of the
     # phase's events. At least a third of that (the lexical fallback alone flags ~70% of those answers).
     assert by_phase["ungrounded"].get("grounding.ungrounded_response", 0) > 0.5 * 0.25 * 0.8 / 3 * s["events_by_phase"]["ungrounded"]
+    # Attack: 40% of the users try a jailbreak or an injection (ATTACK_SHARE), and half the RAG
+    # questions' documents carry instructions (INDIRECT_SHARE): most are flagged, by kind.
+    attack = by_phase["attack"]
+    attempts = attack.get("injection.prompt_injection", 0) + attack.get("injection.jailbreak", 0)
+    assert attempts > 0.4 * 0.7 * s["events_by_phase"]["attack"], attack
+    assert attack.get("injection.indirect_injection", 0) >= 1, attack
     # ...and the clean phases raise none of them: echoes of what users typed are not leaks.
     incident_kinds = {
         "descriptors.refusal",
@@ -54,6 +60,10 @@ def test_demo_runs_for_20_seconds_and_its_summary_is_consistent(tmp_path):
         "drift.prompt_drift",
         "drift.response_drift",
         "grounding.ungrounded_response",
+        "injection.prompt_injection",
+        "injection.jailbreak",
+        "injection.indirect_injection",
+        "injection.multi_turn_injection",
     }
     assert not incident_kinds & set(by_phase.get("clean", {})), by_phase.get("clean")
     assert by_phase.get("clean", {}).get("pii.pii_echo", 0) > 0

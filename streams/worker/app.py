@@ -62,6 +62,10 @@ class Worker:
             self.detectors, settings.max_event_bytes, settings.otlp_topic_name if settings.otlp_enabled else None, self.otlp_decoder
         )
         self.metrics = WorkerMetrics()
+        for detector in self.detectors:
+            categories = getattr(detector, "categories", None)  # a bounded label set, declared by the detector
+            if categories:
+                self.metrics.declared_categories[detector.name] = frozenset(categories)
         self.windows = WindowAggregator(self.worker_id)
         # Detectors run off the event loop (they may be CPU- or GPU-bound), one batch at a time:
         # the agent awaits each batch, so in-flight work is bounded and consumption slows with it.

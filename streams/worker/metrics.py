@@ -116,6 +116,14 @@ class WorkerMetrics:
             ["model", "model_version", "detector", "kind", "severity"],
             registry=r,
         )
+        self.finding_categories = PromCounter(
+            "streamwarden_finding_categories_total",
+            "Findings by the category their detector gives them (attack family, harm category); "
+            "one count per category a finding names; categories a detector does not declare count as 'other'.",
+            ["model", "model_version", "detector", "kind", "category"],
+            registry=r,
+        )
+        self.declared_categories: dict[str, frozenset[str]] = {}
         self.dead_letters = PromCounter(
             "streamwarden_dead_letters_total", "Records sent to the dead-letter topic, by reason.", ["reason"], registry=r
         )
@@ -247,6 +255,13 @@ class WorkerMetrics:
             self.findings.labels(*labels).inc(n)
         for f in result.findings:
             self.finding_score.labels(f.detector, f.kind).observe(f.score)
+        for f in result.findings:
+            declared = self.declared_categories.get(f.detector)
+            if declared is None:
+                continue
+            named = f.details.get("categories") or ([f.details["category"]] if f.details.get("category") else [])
+            for category in dict.fromkeys(c if c in declared else "other" for c in named if isinstance(c, str)):
+                self.finding_categories.labels(f.model, f.model_version, f.detector, f.kind, category).inc()
         for f in result.findings:
             if f.detector == "pii":
                 for e in f.details.get("entities", ()):
