@@ -5,6 +5,8 @@
 * The model loads lazily, on first use or :meth:`EmbeddingService.warm_up`, never at import.
 * CUDA when present (in fp16), CPU otherwise; texts are encoded in batches, and identical
   texts inside one call are encoded once.
+* A bounded LRU of vectors across batches (``cache_entries``, 10,000 by default, keyed by a
+  hash of the text): repeated prompts, system messages and templated answers are encoded once.
 * Two backends, the same vectors (cosine >= 0.99, tests/test_embeddings.py): ``torch``
   (sentence-transformers; any model, CUDA) and ``onnx`` (an int8 ONNX export run by
   onnxruntime, faster on CPU). ``auto`` (the default, setting ``embedding_backend``) takes onnx
@@ -15,10 +17,12 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
 import threading
+from collections import OrderedDict
 from collections.abc import Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -126,7 +130,14 @@ def pick_device(device: str | None = None) -> str:
 
 
 class EmbeddingService:
-    def __init__(self, model: str | None = None, device: str | None = None, batch_size: int | None = None, backend: str | None = None):
+    def __init__(
+        self,
+        model: str | None = None,
+        device: str | None = None,
+        batch_size: int | None = None,
+        backend: str | None = None,
+        cache_entries: int = 10_000,
+    ):
         self.model_name = model or default_model_path()
         if model and not Path(model).exists():
             raise ConfigurationError(f"embedding model path {model!r} does not exist (models are never downloaded)")
@@ -139,6 +150,12 @@ class EmbeddingService:
         self._model: Any = None
         self._lock = threading.Lock()
         self._batch_cache: dict[str, np.ndarray] | None = None
+        # Across batches: a bounded LRU of vectors keyed by a hash of the text (production traffic
+        # repeats prompts and system messages). 10,000 entries of 384 floats: about 16 MB.
+        self.cache_entries = max(0, int(cache_entries))
+        self._lru: OrderedDict[bytes, np.ndarray] = OrderedDict()
+        self._lru_lock = threading.Lock()
+        self.cache_hits = 0
 
     @classmethod
     def shared(cls, model: str | None = None, device: str | None = None) -> EmbeddingService:
@@ -240,13 +257,46 @@ class EmbeddingService:
         unique: dict[str, int] = {}
         order = [unique.setdefault(t, len(unique)) for t in texts]
         missing = [t for t in unique if cache is None or t not in cache]
-        fresh = dict(zip(missing, self._forward(missing))) if missing else {}
+        fresh = self._from_lru(missing)
+        missing = [t for t in missing if t not in fresh]
+        if missing:
+            vectors = self._forward(missing)
+            fresh.update(zip(missing, vectors))
+            self._to_lru(missing, vectors)
         if cache is not None:
             cache.update(fresh)
             table = [cache[t] for t in unique]
         else:
             table = [fresh[t] for t in unique]
         return np.stack(table)[order]
+
+    def clear_cache(self) -> None:
+        """Forget the vectors kept across batches."""
+        with self._lru_lock:
+            self._lru.clear()
+
+    def _from_lru(self, texts: list[str]) -> dict[str, np.ndarray]:
+        if not self.cache_entries or not texts:
+            return {}
+        out = {}
+        with self._lru_lock:
+            for t in texts:
+                key = hashlib.blake2b(t.encode("utf-8", "surrogatepass"), digest_size=16).digest()
+                v = self._lru.get(key)
+                if v is not None:
+                    self._lru.move_to_end(key)
+                    out[t] = v
+            self.cache_hits += len(out)
+        return out
+
+    def _to_lru(self, texts: list[str], vectors: np.ndarray) -> None:
+        if not self.cache_entries:
+            return
+        with self._lru_lock:
+            for t, v in zip(texts, vectors):
+                self._lru[hashlib.blake2b(t.encode("utf-8", "surrogatepass"), digest_size=16).digest()] = v
+            while len(self._lru) > self.cache_entries:
+                self._lru.popitem(last=False)
 
     @contextmanager
     def batch(self, texts: Sequence[str]):

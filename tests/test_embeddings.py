@@ -68,3 +68,22 @@ def test_a_model_without_an_onnx_file_runs_on_torch_and_bad_backends_are_refused
     assert onnx_file(str(tmp_path)) == tmp_path / "onnx" / "model.onnx"
     with pytest.raises(ConfigurationError, match="runs on the CPU"):
         _ = EmbeddingService(device="cuda", backend="onnx").backend
+
+
+def test_repeated_texts_are_encoded_once_across_batches_and_the_cache_stays_bounded():
+    service = EmbeddingService(device="cpu", cache_entries=3)
+    first = service.encode(["alpha", "beta", "gamma"])
+    texts_before = service.texts_encoded
+    again = service.encode(["gamma", "beta", "alpha"])
+    assert service.texts_encoded == texts_before and service.cache_hits == 3  # answered from the cache
+    assert np.array_equal(again, first[::-1])
+    service.encode(["delta"])  # evicts the least recently used: "gamma", the first hit of the last call
+    assert len(service._lru) == 3
+    service.encode(["alpha"])
+    assert service.texts_encoded == texts_before + 1  # still cached
+    service.encode(["gamma"])
+    assert service.texts_encoded == texts_before + 2  # evicted: encoded again
+    off = EmbeddingService(device="cpu", cache_entries=0)
+    off.encode(["alpha"])
+    off.encode(["alpha"])
+    assert off.texts_encoded == 2 and off.cache_hits == 0
