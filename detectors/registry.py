@@ -25,6 +25,7 @@ REGISTRY: dict[str, str] = {
     "drift": "drift:EmbeddingDriftDetector",
     "descriptor_drift": "descriptor_drift:DescriptorDriftDetector",
     "grounding": "grounding:GroundingDetector",
+    "toxicity": "toxicity:ToxicityDetector",  # not in the default list (settings.detectors): opt in
 }
 
 

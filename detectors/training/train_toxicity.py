@@ -8,8 +8,8 @@ anything else). Data and splits: ``toxicity_data`` (Davidson, HateCheck, ToxiGen
 
 * fitted on ``train``: each source weighs the same in total (madlibs half: it is augmentation),
   classes balanced within a source;
-* C (from a short grid) and each threshold (the best F1 on the tune split, sources weighted
-  alike) chosen on ``tune``;
+* C (from a short grid: the best mean AUC over the sources) and each threshold (the best F0.5
+  on the tune split, sources weighted alike) chosen on ``tune``;
 * every figure of the evaluation is on ``report``, which nothing was chosen on.
 
 The evaluation written into the head: per source precision / recall / F1 / AUC on ``report``;
@@ -110,12 +110,12 @@ def auc(y: np.ndarray, s: np.ndarray) -> float | None:
     return round(float(roc_auc_score(y, s)), 4)
 
 
-def prf(y: np.ndarray, flagged: np.ndarray, w: np.ndarray | None = None) -> dict[str, Any]:
+def prf(y: np.ndarray, flagged: np.ndarray, w: np.ndarray | None = None, beta: float = 1.0) -> dict[str, Any]:
     w = np.ones(len(y)) if w is None else w
     tp, fp, fn = (w * (flagged & y)).sum(), (w * (flagged & ~y)).sum(), (w * (~flagged & y)).sum()
     p = tp / (tp + fp) if tp + fp else 0.0
     r = tp / (tp + fn) if tp + fn else 0.0
-    f = 2 * p * r / (p + r) if p + r else 0.0
+    f = (1 + beta**2) * p * r / (beta**2 * p + r) if p + r else 0.0
     return {
         "n": int(len(y)),
         "positives": int(y.sum()),
@@ -126,14 +126,15 @@ def prf(y: np.ndarray, flagged: np.ndarray, w: np.ndarray | None = None) -> dict
 
 
 def best_threshold(y: np.ndarray, s: np.ndarray, sources: np.ndarray) -> float:
-    """The threshold of the best F1, each source weighing the same (chosen on the tune split)."""
+    """The threshold of the best F0.5 (precision counts twice: a monitor's false alarms cost more than a miss, as for
+    grounding), each source weighing the same (chosen on the tune split)."""
     w = np.zeros(len(y))
     for src in set(sources):
         m = sources == src
         w[m] = 1.0 / m.sum()
     grid = np.round(np.arange(0.05, 0.96, 0.01), 2)
-    f1 = [prf(y, s >= t, w)["f1"] for t in grid]
-    return float(grid[int(np.argmax(f1))])
+    f05 = [prf(y, s >= t, w, beta=0.5)["f1"] for t in grid]
+    return float(grid[int(np.argmax(f05))])
 
 
 @dataclass
