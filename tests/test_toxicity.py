@@ -66,8 +66,11 @@ def test_clear_cases_of_the_report_split_rank_right(det):
     s_clean = np.array([r.score for r in det.score_many(clean)])
     auc = (s_toxic[:, None] > s_clean[None, :]).mean()
     assert auc >= 0.9, auc
-    assert (s_toxic >= det.threshold).mean() >= 0.75
-    assert (s_clean >= det.threshold).mean() <= 0.2
+    # At the shipped threshold (the best F0.5 on the tune split: precision first), on the report split most of
+    # these toxic texts and few of the clean ones are flagged (the head's report figures: precision 0.95 / 0.82
+    # on Davidson / HateCheck, recall 0.73 / 0.71 with the rules).
+    assert (s_toxic >= det.threshold).mean() >= 0.7
+    assert (s_clean >= det.threshold).mean() <= 0.15
 
 
 def test_false_positives_per_identity_term_stay_within_a_bounded_spread(det):
@@ -83,8 +86,10 @@ def test_false_positives_per_identity_term_stay_within_a_bounded_spread(det):
     flagged = iter(r.flagged for r in det.score_many(texts))
     fpr = {g: np.mean([next(flagged) for _ in ts]) for g, ts in per_term.items()}
     overall = float(np.mean(list(fpr.values())))
-    assert overall <= 0.15, overall
-    assert max(fpr.values()) <= 0.5, sorted(fpr.items(), key=lambda kv: -kv[1])[:5]
+    # The bound is what the head's evaluation justifies (all 20 report sentences per term: overall 2.6%, the worst
+    # term, 'homosexual', 30%; sexual-orientation terms and 'muslim' stay above the rest: see the README).
+    assert overall <= 0.06, overall
+    assert max(fpr.values()) <= 0.3, sorted(fpr.items(), key=lambda kv: -kv[1])[:5]
 
 
 def test_empty_huge_and_non_text_input(det):
@@ -108,9 +113,7 @@ def test_chunks_and_normalisation():
 def test_a_toxic_response_to_a_clean_prompt_is_the_signal(det):
     clean_prompt_toxic_answer = make_event(prompt="Can you help me with my invoice?", response=TOXIC)
     toxic_prompt_clean_answer = make_event(prompt=TOXIC, response=CLEAN)
-    toxic_both = make_event(
-        prompt="You stupid worthless bot, you are garbage.", response="Shut up, you pathetic idiot. You are worthless garbage."
-    )
+    toxic_both = make_event(prompt=TOXIC, response="Shut up, you pathetic idiot. You are worthless garbage and everyone hates you.")
     clean_both = make_event(prompt="Can you help me with my invoice?", response=CLEAN)
     findings = {f.event_id: f for f in det.score_batch([clean_prompt_toxic_answer, toxic_prompt_clean_answer, toxic_both, clean_both])}
     assert set(findings) == {clean_prompt_toxic_answer.event_id, toxic_both.event_id}
