@@ -218,7 +218,7 @@ def madlibs_fpr(d: Data, head: Head, split: str = "report") -> dict:
     m = d.mask(split, ("madlibs",)) & ~d.arr("toxic").astype(bool)
     flagged = head(d.x[m]) >= head.threshold
     groups = np.array([e.group for e in d.examples])[m]
-    terms = {}
+    terms: dict[str, dict[str, Any]] = {}
     for g in sorted(set(groups)):
         k, n = int(flagged[groups == g].sum()), int((groups == g).sum())
         lo, hi = wilson_interval(k, n)
