@@ -20,6 +20,7 @@ on; C and the thresholds were chosen on the TUNE split), unless a line says othe
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -27,7 +28,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from detectors.embeddings import EmbeddingService
-from detectors.toxicity import ToxicityDetector, normalise, rule_hits
+from detectors.toxicity import HEAD_FILE, ToxicityDetector, normalise, rule_hits
 from detectors.training.toxicity_data import SOURCES
 from detectors.training.train_toxicity import (
     Data,
@@ -95,8 +96,9 @@ def main() -> None:
     shipped = np.array([r.flagged for r in results])
     by_rules = np.array([any(h.flags_alone for h in r.hits) for r in results])
     y = d.arr("toxic").astype(bool)
-    tox = Head(det.head.w, det.head.b, det.head.threshold, 0.0)
-    hate = Head(det.head.hate_w, det.head.hate_b, det.head.hate_threshold, 0.0)
+    shipped_head = json.loads(HEAD_FILE.read_text(encoding="utf-8"))
+    tox = Head(det.head.w, det.head.b, det.head.threshold, shipped_head["toxic"]["c"])
+    hate = Head(det.head.hate_w, det.head.hate_b, det.head.hate_threshold, shipped_head["identity_hate"]["c"])
     peer_scores = {name: fn(texts) for name, fn in peers().items()}
     meta = det.head.meta
     print(
