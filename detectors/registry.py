@@ -26,6 +26,7 @@ REGISTRY: dict[str, str] = {
     "descriptor_drift": "descriptor_drift:DescriptorDriftDetector",
     "grounding": "grounding:GroundingDetector",
     "injection": "injection:InjectionDetector",
+    "toxicity": "toxicity:ToxicityDetector",  # not in the default list (settings.detectors): opt in
 }
 
 

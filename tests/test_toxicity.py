@@ -1,0 +1,146 @@
+"""Toxicity: the shipped heads offline, ranking on held-out data, per-identity-term false positives, bad input."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from detectors import registry
+from detectors.toxicity import CATEGORIES, ToxicityDetector, chunk_text, mask_span, normalise, rule_hits
+from streams.settings import Settings
+
+from .conftest import ROOT, make_event, shared_data
+
+TOXIC = "You are a worthless, disgusting idiot and everyone hates you."
+CLEAN = "Sure! You can change your plan under Settings, and the change applies from your next bill."
+
+
+@pytest.fixture(scope="module")
+def det() -> ToxicityDetector:
+    d = ToxicityDetector()
+    d.warm_up()
+    return d
+
+
+def test_registered_under_toxicity_and_off_by_default():
+    assert registry.REGISTRY["toxicity"] == "toxicity:ToxicityDetector"
+    assert "toxicity" not in Settings.model_fields["detectors"].default_factory()  # type: ignore[misc]
+    assert isinstance(registry.build(["toxicity"])[0], ToxicityDetector)
+
+
+def test_the_head_loads_and_scores_offline():
+    """In a fresh process with every outbound connection refused: the head and the embedding model load from disk."""
+    code = (
+        "import json; from tests.netguard import NetGuard; g = NetGuard().install(); "
+        "from detectors.toxicity import ToxicityDetector; d = ToxicityDetector(); "
+        f"r = d.score({TOXIC!r}); c = d.score({CLEAN!r}); "
+        "print(json.dumps({'attempts': g.attempts, 'toxic': r.score, 'clean': c.score, 'threshold': d.threshold, 'meta': sorted(d.head.meta)}))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=240, check=True)
+    got = json.loads(out.stdout.strip().splitlines()[-1])
+    assert got["attempts"] == []
+    assert got["toxic"] >= got["threshold"] > got["clean"]
+    assert {"evaluation", "trained", "counts"} <= set(got["meta"])
+
+
+def _report(source: str):
+    from detectors.training.toxicity_data import load
+
+    return [e for e in load(shared_data(source).parent, (source.split("_")[-1],)) if e.split == "report"]
+
+
+def test_clear_cases_of_the_report_split_rank_right(det):
+    """HateCheck's report split (templates never trained on): direct derogation and threats above neutral and
+    positive statements about the same groups; Davidson's report split: hate speech above 'neither'."""
+    hc = _report("bias_hatecheck")
+    toxic = [e.text for e in hc if e.kind in ("derog_neg_emote_h", "derog_dehum_h", "threat_dir_h")][:30]
+    clean = [e.text for e in hc if e.kind in ("ident_neutral_nh", "ident_pos_nh")][:30]
+    dv = _report("toxicity_davidson")
+    toxic += [e.text for e in dv if e.kind == "hate_speech"][:30]
+    clean += [e.text for e in dv if e.kind == "neither"][:30]
+    s_toxic = np.array([r.score for r in det.score_many(toxic)])
+    s_clean = np.array([r.score for r in det.score_many(clean)])
+    auc = (s_toxic[:, None] > s_clean[None, :]).mean()
+    assert auc >= 0.9, auc
+    # At the shipped threshold (the best F0.5 on the tune split: precision first), on the report split most of
+    # these toxic texts and few of the clean ones are flagged (the head's report figures: precision 0.95 / 0.82
+    # on Davidson / HateCheck, recall 0.73 / 0.71 with the rules).
+    assert (s_toxic >= det.threshold).mean() >= 0.7
+    assert (s_clean >= det.threshold).mean() <= 0.15
+
+
+def test_false_positives_per_identity_term_stay_within_a_bounded_spread(det):
+    """bias_madlibs' report split (adjectives never trained on): non-toxic sentences about each of 50 identity terms.
+    No term's false-positive rate may stand far from the others (the unintended-bias check of Dixon et al.)."""
+    rows = [e for e in _report("bias_madlibs") if not e.toxic]
+    per_term: dict[str, list[str]] = {}
+    for e in rows:
+        if len(per_term.setdefault(str(e.group), [])) < 10:
+            per_term[str(e.group)].append(e.text)
+    assert len(per_term) == 50
+    texts = [t for ts in per_term.values() for t in ts]
+    flagged = iter(r.flagged for r in det.score_many(texts))
+    fpr = {g: np.mean([next(flagged) for _ in ts]) for g, ts in per_term.items()}
+    overall = float(np.mean(list(fpr.values())))
+    # The bound is what the head's evaluation justifies (all 20 report sentences per term: overall 2.6%, the worst
+    # term, 'homosexual', 30%; sexual-orientation terms and 'muslim' stay above the rest: see the README).
+    assert overall <= 0.06, overall
+    assert max(fpr.values()) <= 0.3, sorted(fpr.items(), key=lambda kv: -kv[1])[:5]
+
+
+def test_empty_huge_and_non_text_input(det):
+    assert det.score("") == det.score("   \n\t") and not det.score("").flagged and det.score("").chunks == 0
+    huge = (CLEAN + " ") * 20_000  # about 1.8 MB
+    r = det.score(huge)
+    assert r.chunks == det.max_chunks and r.truncated and not r.flagged
+    assert det.score(huge + TOXIC).truncated  # what lies past max_chunks is left to the rules
+    for bad in (None, 42, b"bytes", ["a list"]):
+        with pytest.raises(TypeError):
+            det.score(bad)  # type: ignore[arg-type]
+    assert det.score_batch([]) == []
+
+
+def test_chunks_and_normalisation():
+    assert normalise("RT @someone: you &amp; me https://t.co/x") == "@user: you & me http"
+    chunks, truncated = chunk_text("word " * 1000, 100, 5)
+    assert len(chunks) == 5 and truncated and all(len(c) <= 100 for c in chunks)
+
+
+def test_a_toxic_response_to_a_clean_prompt_is_the_signal(det):
+    clean_prompt_toxic_answer = make_event(prompt="Can you help me with my invoice?", response=TOXIC)
+    toxic_prompt_clean_answer = make_event(prompt=TOXIC, response=CLEAN)
+    toxic_both = make_event(prompt=TOXIC, response="Shut up, you pathetic idiot. You are worthless garbage and everyone hates you.")
+    clean_both = make_event(prompt="Can you help me with my invoice?", response=CLEAN)
+    findings = {f.event_id: f for f in det.score_batch([clean_prompt_toxic_answer, toxic_prompt_clean_answer, toxic_both, clean_both])}
+    assert set(findings) == {clean_prompt_toxic_answer.event_id, toxic_both.event_id}
+    unprompted, prompted = findings[clean_prompt_toxic_answer.event_id], findings[toxic_both.event_id]
+    assert unprompted.kind == "toxic_response" and unprompted.details["prompt_toxic"] is False
+    assert prompted.kind == "toxic_response_prompted" and prompted.details["prompt_toxic"] is True
+    assert unprompted.severity.rank > prompted.severity.rank
+    assert "insult" in unprompted.details["categories"]
+    assert set(unprompted.details["categories"]) <= set(CATEGORIES)
+    dumped = unprompted.model_dump_json().lower()
+    for word in ("worthless", "disgusting", "idiot"):  # findings carry masked spans, never the words
+        assert word not in dumped
+
+
+def test_rules_explain_their_hits_masked(det):
+    hits = rule_hits("I am going to kill you. Go kill yourself.")
+    assert {(h.category, h.rule) for h in hits} >= {("threat", "intent_to_harm"), ("self_harm", "urging_self_harm")}
+    assert all("kill" not in h.masked for h in hits)
+    assert mask_span("kill you") == "k*** y**"
+    r = det.score("I am going to kill you.")
+    assert r.flagged and "threat" in r.categories
+    e = make_event(prompt="Hello there.", response="I am going to kill you.")
+    (f,) = det.score_batch([e])
+    assert f.severity.value == "critical" and "kill" not in f.model_dump_json()
+    assert not rule_hits("Please kill the process with Ctrl-C.") and not det.score("Please kill the process with Ctrl-C.").flagged
+
+
+def test_supportive_self_harm_talk_is_not_flagged(det):
+    r = det.score("If you are having thoughts of suicide, please reach out to a crisis line; you deserve support.")
+    assert not r.flagged, r
