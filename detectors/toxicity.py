@@ -16,7 +16,7 @@ Categories, each only where there is evidence:
 
 The detector (:class:`ToxicityDetector`, registered as ``toxicity``, off by default) scores
 each event's response and its prompt. A flagged response is a finding: ``toxic_response``
-(HIGH; CRITICAL with a threat or self-harm category) when the prompt was clean: the model
+(HIGH, threat and self-harm included: one finding must not trip the kill switch) when the prompt was clean: the model
 turned toxic on its own, the signal a rollout gate wants; ``toxic_response_prompted``
 (MEDIUM) when the prompt was toxic too. Findings carry scores, categories and masked
 spans, never the text.
@@ -220,6 +220,7 @@ class ToxicityDetector(Detector, NeedsEmbeddings):
     """Flags toxic responses; scores the prompt too, so that a toxic answer to a clean prompt stands out."""
 
     name = "toxicity"
+    categories = CATEGORIES  # the worker counts findings per category (streamwarden_finding_categories_total)
 
     def __init__(
         self,
@@ -348,7 +349,10 @@ class ToxicityDetector(Detector, NeedsEmbeddings):
                 kind, severity = "toxic_response_prompted", Severity.MEDIUM
             else:
                 kind = "toxic_response"
-                severity = Severity.CRITICAL if {"threat", "self_harm"} & set(r.categories) else Severity.HIGH
+                # HIGH, never CRITICAL: the policy kills a model on one critical finding, and one
+                # response (the threat rules' precision is 0.39 on HateCheck) is no ground for that; the
+                # toxic-rate rule rolls a version back on a rate instead.
+                severity = Severity.HIGH
             prompt_note = "prompt not scored" if p is None else f"the prompt was {'toxic' if prompt_toxic else 'clean'} ({p.score:.2f})"
             findings.append(
                 Finding.for_event(

@@ -137,7 +137,8 @@ def test_rules_explain_their_hits_masked(det):
     assert r.flagged and "threat" in r.categories
     e = make_event(prompt="Hello there.", response="I am going to kill you.")
     (f,) = det.score_batch([e])
-    assert f.severity.value == "critical" and "kill" not in f.model_dump_json()
+    # High, not critical: the policy's safety-critical rule would kill the model on one finding.
+    assert f.severity.value == "high" and f.details["categories"] and "kill" not in f.model_dump_json()
     assert not rule_hits("Please kill the process with Ctrl-C.") and not det.score("Please kill the process with Ctrl-C.").flagged
 
 
