@@ -68,7 +68,7 @@ def test_demo_runs_for_20_seconds_and_its_summary_is_consistent(tmp_path):
     assert not incident_kinds & set(by_phase.get("clean", {})), by_phase.get("clean")
     assert by_phase.get("clean", {}).get("pii.pii_echo", 0) > 0
     for phase, kinds in by_phase.items():
-        if phase not in ("clean", "refusal_burst", "biased"):  # a biased model refuses, too
+        if phase not in ("clean", "refusal_burst", "biased", "attack"):  # a biased model refuses, and so does an attacked one
             assert "descriptors.refusal" not in kinds, phase
         if phase != "pii_leak":
             assert "pii.pii_leak" not in kinds, phase

@@ -39,7 +39,7 @@ def test_the_schedule_places_every_incident_once_in_order_with_clean_traffic_bet
     assert "ungrounded" in Schedule.INCIDENTS and Schedule.INCIDENTS[-1] == "topic_shift"
     assert schedule.phase_at(0.0) == "clean" and schedule.phase_at(69.9) == "clean"
     lengths = {round(p.end_s - p.start_s, 6) for p in schedule.phases}
-    assert len(lengths) == 1 and 0.1 * 70 < lengths.pop() <= 0.15 * 70
+    assert len(lengths) == 1 and 0.08 * 70 < lengths.pop() <= 0.15 * 70  # 80% of 1/8 with seven incidents
     for a, b in zip(schedule.phases, schedule.phases[1:]):
         assert b.start_s - a.end_s >= 0.02 * 70  # a clean gap between two incidents
     assert schedule.phases[-1].end_s < 70.0
@@ -66,13 +66,13 @@ def test_a_share_of_the_support_questions_come_with_documents_in_every_phase(pha
     assert all(not e.context for e in evs if e.model != "support-assistant")
     if phase == "topic_shift":  # most questions are off the help centre's topics: nothing is retrieved
         assert 0 < len(with_context) < 0.1 * len(support)
-    elif phase in ("refusal_burst", "biased"):  # refusals come without documents: they make no claim
+    elif phase in ("refusal_burst", "biased", "attack"):  # refusals come without documents: they make no claim
         assert 0 < len(with_context) / len(support) < RAG_SHARE - 0.03
         assert not [e for e in with_context if e.response in _REFUSALS]
     else:
         assert abs(len(with_context) / len(support) - RAG_SHARE) < 0.06
     for e in with_context:
-        assert 2 <= len(e.context) <= 3 and len(set(e.context)) == len(e.context)
+        assert 2 <= len(e.context) <= (4 if phase == "attack" else 3) and len(set(e.context)) == len(e.context)  # + a poisoned one
         assert all(2 <= len(split_sentences(d)) <= 5 for d in e.context)
         assert e.input_tokens >= sum(len(d) for d in e.context) // 4
 
