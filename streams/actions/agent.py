@@ -127,16 +127,16 @@ class Dispatcher:
                 results["rollback"] = r.summary()
             else:
                 results["rollback"] = "skipped: no rollback_webhook_url"
-        url = incident_url(s, rec.episode_id)
+        page = incident_url(s, rec.episode_id)
         if rec.action in ("alert", "resolve"):
-            alert = notify.alertmanager_alert(rec, resolved=rec.action == "resolve", generator_url=url)
+            alert = notify.alertmanager_alert(rec, resolved=rec.action == "resolve", generator_url=page)
             for i, url in enumerate(s.alertmanager_urls):
                 results[f"alertmanager[{i}]"] = notify.send_alertmanager(url, [alert], s.webhook_attempts, self.sleep).summary()
         if rec.action in ("alert", "resolve", "should_advance", "should_rollback", "rollback", "kill"):
             for i, url in enumerate(s.alert_webhooks):
                 r = notify.post_json(
                     url,
-                    notify.webhook_payload(rec, incident_url=url),
+                    notify.webhook_payload(rec, incident_url=page),
                     key=self.key,
                     idempotency_key=rec.action_id,
                     attempts=s.webhook_attempts,
