@@ -63,7 +63,7 @@ def finding(i: int, t: float, kind="pii_leak", severity="high", model="m", versi
         "event_id": f"e{i}",
         "summary": "The response discloses EMAIL_ADDRESS the user did not provide.",
         "details": details
-        or {"entities": [{"entity_type": "EMAIL_ADDRESS", "masked": "d***@example.com", "hash": "ab12", "origin": "leak", "score": 1.0}]},
+        or {"entities": [{"entity_type": "EMAIL_ADDRESS", "masked": "d***@***.com", "hash": "ab12", "origin": "leak", "score": 1.0}]},
         "detected_at": at(t).isoformat(),
     }
 
@@ -144,7 +144,7 @@ def test_the_incident_page_is_self_contained_escaped_and_shows_masked_values_onl
     store.observe(T0 + 12, {("pii-leak", ("m", "v1", "*")): RuleState(state="firing", value=2.0)}, POLICY)
     html = render(store)
     assert "<script" not in html and "&lt;script&gt;" in html
-    assert "d***@example.com" in html and "ab12" not in html  # the masked form; not even the keyed hash
+    assert "d***@***.com" in html and "ab12" not in html  # the masked form; not even the keyed hash
     assert '<svg id="chart"' in html and "<polyline" in html and "threshold 1" in html
     # Nothing is loaded from elsewhere: the only absolute URL is the Grafana link, with the incident's time range.
     urls = re.findall(r'(?:src|href)="([^"]+)"', html)

@@ -9,14 +9,16 @@ evaluates give the chart. No Kafka in this module: the agent feeds it.
 
 Memory is bounded: at most ``max_incidents`` incidents (the oldest go first), ``max_findings``
 findings per incident (the first ones; the rest are counted), ``chart_points`` points per chart
-(halved in resolution when full, so a long incident keeps its whole span), and a short buffer
-of recent findings per model version (at most ``max_findings`` each, of at most
-``max_keys`` model versions) so that an incident that opens after its findings arrived finds them.
+(halved in resolution when full, so a long incident keeps its whole span), and a buffer of the
+recent findings per model version (at most ``max_findings`` each, no older than the longest
+window of a findings rule, of the ``max_keys`` model versions seen last) so that an incident
+that opens after its findings arrived finds them.
 """
 
 from __future__ import annotations
 
 import json
+import sys
 import threading
 from collections import OrderedDict, deque
 from collections.abc import Iterable
@@ -29,12 +31,11 @@ from streams.policy.rules import SEVERITIES, Policy, Rule
 
 Group = tuple[str, str, str]
 
-# What of a finding's details the page shows: masked forms and numbers, never more.
-_ENTITY_KEYS = ("entity_type", "masked", "origin", "score")
+# What of a finding's details the page shows: entity types, masked forms and numbers, never more.
 _DETAILS_CHARS = 400
 
 
-@dataclass
+@dataclass(slots=True)
 class FindingView:
     finding_id: str
     key: str  # detector.kind
@@ -46,7 +47,9 @@ class FindingView:
     route: str
     event_id: str | None
     at: float
-    details: dict[str, Any]
+    details: dict[str, Any]  # a drift finding's details (its report); else what the page shows, compact
+    entities: tuple[tuple[str, str], ...] = ()  # (entity type, masked form)
+    html: str | None = field(default=None, repr=False, compare=False)  # its table row, rendered once (it never changes)
 
     @property
     def is_drift(self) -> bool:
@@ -61,29 +64,33 @@ def finding_view(data: dict) -> FindingView | None:
         details = data.get("details") or {}
         if not isinstance(details, dict):
             details = {}
+        entities: tuple[tuple[str, str], ...] = ()
         if key.split(".", 1)[0] in ("drift", "descriptor_drift") or key.endswith("_drift"):
             kept = dict(details)  # the drift report: statistics, windows, tests (numbers and column names)
         else:
             kept = {}
-            entities = details.get("entities")
-            if isinstance(entities, list):
-                kept["entities"] = [{k: e.get(k) for k in _ENTITY_KEYS if k in e} for e in entities[:20] if isinstance(e, dict)]
+            raw = details.get("entities")
+            if isinstance(raw, list):
+                entities = tuple(
+                    (sys.intern(str(e.get("entity_type", "?"))), str(e.get("masked", ""))) for e in raw[:20] if isinstance(e, dict)
+                )
             rest = {k: v for k, v in details.items() if k != "entities" and isinstance(v, (int, float, str, bool))}
             if rest:
                 text = json.dumps(rest, sort_keys=True, default=str)
                 kept["other"] = text if len(text) <= _DETAILS_CHARS else text[:_DETAILS_CHARS] + "…"
         return FindingView(
             finding_id=str(data["finding_id"]),
-            key=key,
-            severity=str(data.get("severity", "info")),
+            key=sys.intern(key),  # the few distinct ones are shared by thousands of findings
+            severity=sys.intern(str(data.get("severity", "info"))),
             score=float(data.get("score") or 0.0),
             summary=str(data.get("summary", ""))[:500],
-            model=str(data.get("model", "")),
-            model_version=str(data.get("model_version", "")),
-            route=str(data.get("route") or ""),
+            model=sys.intern(str(data.get("model", ""))),
+            model_version=sys.intern(str(data.get("model_version", ""))),
+            route=sys.intern(str(data.get("route") or "")),
             event_id=data.get("event_id"),
             at=at,
             details=kept,
+            entities=entities,
         )
     except (KeyError, TypeError, ValueError):
         return None
@@ -164,7 +171,7 @@ class IncidentStore:
         max_incidents: int = 200,
         max_findings: int = 200,
         chart_points: int = 240,
-        max_keys: int = 1000,
+        max_keys: int = 64,
     ):
         self.policy = policy
         self.max_incidents = max_incidents
@@ -183,6 +190,9 @@ class IncidentStore:
 
     def rule(self, name: str) -> Rule | None:
         return next((r for r in self.policy.rules if r.name == name), None)
+
+    def _max_window(self) -> float:
+        return max((r.window_s for r in self.policy.rules if r.metric in ("finding_rate", "finding_count")), default=60.0)
 
     def set_policy(self, policy: Policy) -> None:
         with self.lock:
@@ -288,6 +298,9 @@ class IncidentStore:
             else:
                 self._recent.move_to_end(key)
             recent.append(f)
+            horizon = f.at - self._max_window() - 60.0
+            while recent and recent[0].at < horizon:
+                recent.popleft()
             for inc in self.incidents.values():
                 if inc.model == f.model and inc.model_version == f.model_version:
                     rule = self.rule(inc.rule)

@@ -111,14 +111,14 @@ def chart(inc: Incident, width: int = 720, height: int = 190) -> str:
         f'role="img" aria-label="{escape(inc.metric)} around the breach">',
         f'<rect x="{pad_l}" y="{pad_t}" width="{w}" height="{h}" fill="#fff" stroke="#d5d9e0"/>',
     ]
-    for label, t, colour in (
-        ("pending", inc.pending_at, "#e08a00"),
-        ("firing", inc.firing_at, "#c62828"),
-        ("resolved", inc.resolved_at, "#2e7d32"),
+    for label, t, colour, row in (
+        ("pending", inc.pending_at, "#e08a00", 0),
+        ("firing", inc.firing_at, "#c62828", 1),  # a line below: pending and firing are often the same moment
+        ("resolved", inc.resolved_at, "#2e7d32", 0),
     ):
         if t is not None and t0 <= t <= t1:
             parts.append(f'<line x1="{x(t):.1f}" x2="{x(t):.1f}" y1="{pad_t}" y2="{pad_t + h}" stroke="{colour}" stroke-width="1"/>')
-            parts.append(f'<text x="{x(t) + 3:.1f}" y="{pad_t + 11}" style="fill:{colour}">{label}</text>')
+            parts.append(f'<text x="{x(t) + 3:.1f}" y="{pad_t + 12 + 13 * row}" style="fill:{colour}">{label}</text>')
     if inc.threshold is not None:
         ty = y(float(inc.threshold))
         parts.append(f'<line x1="{pad_l}" x2="{pad_l + w}" y1="{ty:.1f}" y2="{ty:.1f}" stroke="#c62828" stroke-dasharray="5,4"/>')
@@ -156,8 +156,13 @@ def _outcome(results: dict[str, str] | None) -> str:
 
 
 def _finding_row(f: FindingView) -> str:
-    ents = f.details.get("entities") or []
-    masked = ", ".join(f"{escape(str(e.get('entity_type', '?')))} <code>{escape(str(e.get('masked', '')))}</code>" for e in ents)
+    if f.html is None:
+        f.html = _render_finding_row(f)
+    return f.html
+
+
+def _render_finding_row(f: FindingView) -> str:
+    masked = ", ".join(f"{escape(kind)} <code>{escape(form)}</code>" for kind, form in f.entities)
     other = f.details.get("other")
     extra = masked or (f"<code>{escape(other)}</code>" if other else "")
     return (
@@ -214,10 +219,14 @@ def incident_page(inc: Incident, viewer: Viewer, switch_engaged: bool, notice: s
     )
     acts = []
     for a in inc.actions:
-        what = a.action + (f" → {a.to_version}" if a.to_version else "") + (f" (fallback {a.fallback})" if a.action == "kill" else "")
+        what = (
+            a.action
+            + (f" → {a.to_version}" if a.to_version else "")
+            + (f" (fallback {a.fallback or 'none: 503'})" if a.action == "kill" else "")
+        )
         acts.append(
             f'<tr class="action-{escape(a.action)}"><td>{escape(ts(a.decided_at.timestamp()))}</td><td>{_pill(a.action, "critical" if a.action in ("kill", "rollback", "should_rollback") else "info")}</td>'
-            f"<td>{escape(what)}</td><td>{escape(a.by)}</td><td>{escape(a.reason)}</td><td>{_outcome(inc.outcomes.get(a.action_id))}</td></tr>"
+            f"<td>{escape(what)}</td><td>{escape(a.by)}</td><td>{escape(a.reason)}</td><td>{_outcome(inc.outcomes.get(a.action_id)) if a.by == 'policy' else 'applied (control topic)'}</td></tr>"
         )
     actions = (
         '<h2>Actions</h2><table id="actions"><tr><th>at</th><th>action</th><th>what</th><th>by</th><th>why</th><th>outcome</th></tr>'
