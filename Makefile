@@ -1,8 +1,8 @@
 # The two commands of the README. Each sets up what it needs in .venv first.
 #   make demo              the embedded broker, a worker, traffic and a live view (Ctrl-C stops; SECONDS=60 stops by itself)
 #   make test              the whole test suite (what CI runs: .ci/run): ruff, mypy, the import contracts,
-#                          then every test tier; installs Debian's prometheus and prometheus-alertmanager
-#                          first when they are missing
+#                          then every test tier; installs Debian's prometheus, prometheus-alertmanager,
+#                          chromium and chromium-driver first when they are missing
 #   make bench-gpu         the GPU figures (bench/bench_gpu.py) on a machine with CUDA torch: see bench/README.md
 
 PYTHON ?= python3
@@ -13,11 +13,14 @@ SECONDS ?=
 
 .PHONY: demo test check unit bench bench-gpu install sysdeps clean
 
-# Debian's Prometheus and Alertmanager, which the tests start on 127.0.0.1 (as root or with sudo).
+# Debian's Prometheus and Alertmanager, which the tests start on 127.0.0.1, and Chromium with its driver, which the
+# incident page's browser test drives (headless, through Selenium) (as root or with sudo).
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 sysdeps:
-	@command -v prometheus-alertmanager >/dev/null && command -v prometheus >/dev/null && command -v promtool >/dev/null || \
-	  { $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends prometheus prometheus-alertmanager >/dev/null; }
+	@command -v prometheus-alertmanager >/dev/null && command -v prometheus >/dev/null && command -v promtool >/dev/null && \
+	  command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
+	  { $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends \
+	    prometheus prometheus-alertmanager chromium chromium-driver >/dev/null; }
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)

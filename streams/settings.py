@@ -128,7 +128,9 @@ class Settings(BaseSettings):
     policy_file: Path | None = Field(default=None, description="The policy YAML (default: the packaged default policy).")
     policy_eval_interval_s: float = Field(default=1.0, gt=0, le=60)
     policy_web_host: str = "127.0.0.1"
-    policy_web_port: int = Field(default=6067, ge=0, le=65535, description="The policy agent's /metrics and /healthz.")
+    policy_web_port: int = Field(
+        default=6067, ge=0, le=65535, description="The policy agent's web UI (incidents), /metrics and /healthz (0: none)."
+    )
     alertmanager_urls: list[str] = Field(
         default_factory=list, description="Alertmanager base URLs (its v2 API), e.g. http://alertmanager:9093."
     )
@@ -139,6 +141,19 @@ class Settings(BaseSettings):
     rollback_webhook_url: str | None = Field(default=None, description="The deployment controller's rollback endpoint.")
     webhook_attempts: int = Field(default=6, ge=1, le=20, description="Tries per webhook call (backoff 0.5 s doubling).")
     alert_repeat_s: float = Field(default=60.0, gt=0, description="How often firing alerts are re-sent to Alertmanager.")
+    policy_public_url: str | None = Field(
+        default=None,
+        description="The policy agent's web UI as people reach it (put in alerts as the incident link); "
+        "default http://<policy_web_host>:<policy_web_port>.",
+    )
+    incident_max: int = Field(default=200, ge=1, le=100_000, description="Incidents the policy agent's web UI keeps (the oldest go first).")
+    incident_findings_max: int = Field(
+        default=200, ge=1, le=100_000, description="Findings kept per incident (the first ones; the rest are counted)."
+    )
+    incident_chart_points: int = Field(default=240, ge=16, le=10_000, description="Points of an incident's metric chart.")
+    incident_lookback_s: float = Field(
+        default=86_400.0, gt=0, description="How far back the agent re-reads the findings topic on start (the incidents' evidence)."
+    )
 
     # Gateway.
     gateway_host: str = Field(default="127.0.0.1", description="Bind address of the gateway.")

@@ -46,6 +46,7 @@ _INTEGRATION_MODULES = {
     "test_replay",
     "test_demo",
     "test_no_outbound",
+    "test_incident_page",
 }
 _SLOW_MODULES = {
     "test_demo",
@@ -55,6 +56,7 @@ _SLOW_MODULES = {
     "test_dashboards",
     "test_drift_workers",
     "test_fuzz_worker",
+    "test_incident_page",
 }
 
 

@@ -201,6 +201,15 @@ def test_pii_leak_burst_kills_rolls_back_alerts_and_survives_an_agent_restart(se
             # The agent and the gateway export what they did.
             agent_metrics = httpx.get(f"http://127.0.0.1:{agent_port}/metrics", timeout=5).text
             assert 'streamwarden_policy_rule_state{model="support-bot",model_version="v7",route="",rule="pii-leak"} 2.0' in agent_metrics
+
+            # The incident page of the restarted agent: rebuilt from the topics, the kill with its outcome, the findings.
+            def incident_page():
+                page = httpx.get(f"http://127.0.0.1:{agent_port}/incidents/{kills[0].episode_id}", timeout=5).text
+                return 'id="findings"' in page and "control:" in page and page
+
+            page = wait_for(incident_page, 30, 0.5, "the restarted agent's incident page")
+            assert 'class="action-kill"' in page and "pii.pii_leak" in page and LEAK not in page
+            assert a["generatorURL"] == f"http://127.0.0.1:{agent_port}/incidents/{kills[0].episode_id}"
             gw_metrics = httpx.get(f"{gw}/metrics", timeout=5).text
             assert 'streamwarden_killswitch_engaged{model="support-bot"} 1.0' in gw_metrics
             assert worker.proc.poll() is None and gateway.proc.poll() is None

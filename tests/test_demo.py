@@ -86,6 +86,9 @@ def test_demo_runs_for_20_seconds_and_its_summary_is_consistent(tmp_path):
     assert all(s["action_outcomes"][a["action_id"]] for a in kills), s["action_outcomes"]
     assert all(s["action_outcomes"].values()), s["action_outcomes"]  # every action's outcome says what happened
     assert s["pii_leak_first_event_to_action_s"]["kill"] > 0
+    # The summary gives the page of the incident that tripped the kill switch (the agent serves it while the demo runs).
+    kill = s["incident_urls"]["pii-leak support-assistant 2026.11.1"]
+    assert kill.startswith(s["incident_page"] + "incidents/")
 
 
 def _open_files() -> dict[int, str]:

@@ -12,20 +12,28 @@ where the last one stopped:
 3. each decision is written to the actions topic and acknowledged *before* any target is
    called; then the kill switch (control topic), the rollback webhook, Alertmanager and the
    generic webhooks are called from a dispatcher thread, and an ``outcome`` record closes it.
+
+It serves a web UI on ``policy_web_port`` (:mod:`streams.actions.web`): one page per incident
+(firing episode), rebuilt like the rest from the topics: it keeps reading the actions topic
+(outcomes, people's changes) and reads the findings topic from ``incident_lookback_s`` ago
+(the evidence); alerts and webhooks carry the incident's URL.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import queue
 import threading
 import time
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from streams.actions import notify
+from streams.actions.incidents import IncidentStore
 from streams.actions.killswitch import ControlWatcher, publish_state
-from streams.actions.log import action_json, consumer, producer, read_actions
+from streams.actions.log import action_json, consumer, parse_action, producer, read_actions
+from streams.actions.web import WebUI, incident_url
 from streams.events.schema import ActionRecord, KillSwitchState, MetricsRecord
 from streams.events.topics import topic_name, topic_specs
 from streams.policy.engine import PolicyEngine
@@ -119,15 +127,16 @@ class Dispatcher:
                 results["rollback"] = r.summary()
             else:
                 results["rollback"] = "skipped: no rollback_webhook_url"
+        page = incident_url(s, rec.episode_id)
         if rec.action in ("alert", "resolve"):
-            alert = notify.alertmanager_alert(rec, resolved=rec.action == "resolve")
+            alert = notify.alertmanager_alert(rec, resolved=rec.action == "resolve", generator_url=page)
             for i, url in enumerate(s.alertmanager_urls):
                 results[f"alertmanager[{i}]"] = notify.send_alertmanager(url, [alert], s.webhook_attempts, self.sleep).summary()
         if rec.action in ("alert", "resolve", "should_advance", "should_rollback", "rollback", "kill"):
             for i, url in enumerate(s.alert_webhooks):
                 r = notify.post_json(
                     url,
-                    notify.webhook_payload(rec),
+                    notify.webhook_payload(rec, incident_url=page),
                     key=self.key,
                     idempotency_key=rec.action_id,
                     attempts=s.webhook_attempts,
@@ -164,20 +173,27 @@ class PolicyAgent:
         self._rollouts: queue.Queue[dict] = queue.Queue()  # stages read from the control topic
         self._alerts: dict[str, ActionRecord] = {}  # episode -> firing alert, re-sent to Alertmanager
         self._last_repeat = time.monotonic()
+        self.store = IncidentStore(
+            self.policy,
+            max_incidents=settings.incident_max,
+            max_findings=settings.incident_findings_max,
+            chart_points=settings.incident_chart_points,
+        )
+        self.web: WebUI | None = None
 
     # -- the loop ------------------------------------------------------------------------
 
     def run(self) -> None:
         s = self.settings
         if s.policy_web_port:
-            start_http_server(s.policy_web_port, addr=s.policy_web_host, registry=self.metrics.registry)
+            self.web = WebUI(s, self.store, self.metrics.registry, ready=self.ready.is_set).start()
         prod = producer(s, "streamwarden-policy")
         dispatcher = Dispatcher(s, prod, self.metrics)
         worker = threading.Thread(target=self._dispatch_loop, args=(dispatcher, prod), name="streamwarden-dispatch", daemon=True)
         try:
             history, actions_consumer = read_actions(s, self.agent_id, prod=prod)
-            actions_consumer.close()
             self.engine.restore(history)
+            self.store.add_actions(history)  # the incidents, rebuilt; the consumer goes on reading (outcomes, people)
             undone = self._without_outcome(history)
             for rec in history:
                 if rec.action == "alert" and rec.episode_id:
@@ -188,10 +204,11 @@ class PolicyAgent:
             for rec in undone:
                 log.warning("re-dispatching %s %s (no outcome recorded)", rec.action, rec.action_id)
                 self._queue.put(rec)
-            watcher = ControlWatcher(s, on_rollout=self._rollouts.put).start()
+            watcher = ControlWatcher(s, on_rollout=self._rollouts.put, on_change=self.store.set_switch).start()
             watcher.ready.wait(30)
             self._apply_rollouts()
-            metrics_consumer = self._metrics_consumer()
+            metrics_consumer = self._consumer_since("metrics", "streamwarden-policy-metrics", self.engine.horizon_s + 60)
+            findings_consumer = self._consumer_since("findings", "streamwarden-policy-findings", s.incident_lookback_s)
             self.ready.set()
             log.info(
                 "policy agent %s: %d rules, %d past actions, %d to re-dispatch",
@@ -201,21 +218,31 @@ class PolicyAgent:
                 len(undone),
             )
             next_eval = time.monotonic()
+            caught_up = False
             while not self.stop_event.is_set():
-                for messages in metrics_consumer.poll(timeout_ms=100).values():
+                polled = metrics_consumer.poll(timeout_ms=100)
+                for messages in polled.values():
                     for m in messages:
                         self._ingest(m.value)
+                self._follow(actions_consumer, findings_consumer)
+                if not polled and not caught_up:  # the metrics re-read: the charts of the incidents rebuilt at start
+                    caught_up = True
+                    self._backfill(time.time())
                 if time.monotonic() >= next_eval:
                     self._apply_rollouts()
                     self.step(prod, time.time())
                     next_eval = time.monotonic() + s.policy_eval_interval_s
             metrics_consumer.close()
+            findings_consumer.close()
+            actions_consumer.close()
             watcher.stop()
         finally:
             self._queue.put(None)
             if worker.is_alive():
                 worker.join(30)
             prod.close(timeout=5)
+            if self.web is not None:
+                self.web.stop()
 
     def step(self, prod, now: float) -> list[ActionRecord]:
         """Evaluate once; write each decision (acknowledged) and queue it for dispatch."""
@@ -235,9 +262,10 @@ class PolicyAgent:
             elif rec.action == "resolve" and rec.episode_id:
                 self._alerts.pop(rec.episode_id, None)
             self._queue.put(rec)
+        self.store.observe(now, self.engine.states, self.engine.policy, self.engine.records_ingested)
         if self._alerts and self.settings.alertmanager_urls and time.monotonic() - self._last_repeat >= self.settings.alert_repeat_s:
             self._last_repeat = time.monotonic()
-            alerts = [notify.alertmanager_alert(a) for a in self._alerts.values()]
+            alerts = [notify.alertmanager_alert(a, generator_url=incident_url(self.settings, a.episode_id)) for a in self._alerts.values()]
             for url in self.settings.alertmanager_urls:
                 notify.send_alertmanager(url, alerts, attempts=1)
         return decisions
@@ -289,16 +317,47 @@ class PolicyAgent:
             self.metrics.bad_records.inc()
             log.warning("metrics topic: a record that is not a MetricsRecord was skipped")
 
-    def _metrics_consumer(self):
-        """All partitions of the metrics topic, from ``lookback`` ago (or the beginning)."""
+    def _follow(self, actions_consumer, findings_consumer) -> None:
+        """What arrived on the actions topic (outcomes, people's changes, the agent's own decisions) and the
+        findings topic, for the incidents."""
+        for messages in actions_consumer.poll(timeout_ms=0).values():
+            for m in messages:
+                rec = parse_action(m.value)
+                if rec is not None:
+                    self.store.add_action(rec)
+        for messages in findings_consumer.poll(timeout_ms=0, max_records=2000).values():
+            for m in messages:
+                try:
+                    data = json.loads(m.value or b"")
+                except ValueError:
+                    continue
+                if isinstance(data, dict):
+                    self.store.add_finding(data)
+
+    def _backfill(self, now: float) -> None:
+        """The charts of incidents rebuilt at start, from the metrics re-read (as far back as they reach)."""
+        step = max(self.settings.policy_eval_interval_s, 1.0)
+        for inc in self.store.needs_backfill():
+            rule = next((r for r in self.engine.policy.rules if r.name == inc.rule), None)
+            end = inc.resolved_at + max(60.0, inc.window_s) if inc.resolved_at is not None else now
+            if rule is None:
+                self.store.set_backfill(inc, [])
+                continue
+            start = inc.start - inc.window_s
+            n = max(2, min(self.store.chart_points, int((end - start) / step) + 1))
+            times = [start + i * (end - start) / (n - 1) for i in range(n)]
+            self.store.set_backfill(inc, self.engine.values(rule, inc.group, times))
+
+    def _consumer_since(self, role: str, client_id: str, lookback_s: float):
+        """All partitions of the topic of ``role``, from ``lookback_s`` ago (or the beginning)."""
         from kafka import TopicPartition
 
-        name = topic_name(self.settings, "metrics")
-        cons = consumer(self.settings, "streamwarden-policy-metrics")
-        parts = cons.partitions_for_topic(name) or range(topic_specs(self.settings)["metrics"].partitions)
+        name = topic_name(self.settings, role)
+        cons = consumer(self.settings, client_id)
+        parts = cons.partitions_for_topic(name) or range(topic_specs(self.settings)[role].partitions)
         tps = [TopicPartition(name, p) for p in sorted(parts)]
         cons.assign(tps)
-        since_ms = int((time.time() - self.engine.horizon_s - 60) * 1000)
+        since_ms = int((time.time() - lookback_s) * 1000)
         offsets = None
         if not self.settings.embedded:  # the embedded broker answers offset look-ups wrongly
             try:

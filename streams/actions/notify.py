@@ -117,6 +117,8 @@ def alertmanager_alert(rec: ActionRecord, resolved: bool = False, generator_url:
     }
     if rec.link:
         annotations["dashboard"] = rec.link
+    if generator_url:
+        annotations["incident"] = generator_url
     alert: dict[str, Any] = {"labels": labels, "annotations": annotations, "startsAt": rec.decided_at.isoformat()}
     if resolved:
         alert["endsAt"] = datetime.now(timezone.utc).isoformat()
@@ -132,8 +134,12 @@ def send_alertmanager(base_url: str, alerts: list[dict], attempts: int = 6, slee
     return post_json(base_url.rstrip("/") + "/api/v2/alerts", alerts, attempts=attempts, sleep=sleep)
 
 
-def webhook_payload(rec: ActionRecord) -> dict:
-    return {"type": "streamwarden.action", **rec.model_dump(mode="json")}
+def webhook_payload(rec: ActionRecord, incident_url: str | None = None) -> dict:
+    """Every action as JSON; ``incident_url``: the page of its incident in the policy agent's web UI."""
+    payload = {"type": "streamwarden.action", **rec.model_dump(mode="json")}
+    if incident_url:
+        payload["incident_url"] = incident_url
+    return payload
 
 
 def rollback_payload(rec: ActionRecord) -> dict:

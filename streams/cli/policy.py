@@ -20,7 +20,7 @@ def policy_run(
     ),
     bootstrap: Optional[str] = common.BootstrapOpt,
     embedded: Optional[bool] = common.EmbeddedOpt,
-    web_port: Optional[int] = typer.Option(None, help="Port of the agent's /metrics (0: none)."),
+    web_port: Optional[int] = typer.Option(None, help="Port of the agent's incident pages, /metrics and /healthz (0: none)."),
 ) -> None:
     """Run the policy agent: metrics topic in, decisions on the actions topic, then kill switch, rollback, alerts."""
     from streams.actions.agent import PolicyAgent

@@ -148,7 +148,9 @@ def _worker_ready(web_port: int) -> bool:
         return False
 
 
-def _view(tally: OutputTally, sent: _Sent, phase: str, elapsed: float, opts: DemoOptions, web_port: int, ready: bool) -> Group:
+def _view(
+    tally: OutputTally, sent: _Sent, phase: str, elapsed: float, opts: DemoOptions, web_port: int, ready: bool, agent_port: int = 0
+) -> Group:
     head = Table.grid(padding=(0, 2))
     total = f"/{opts.seconds:.0f}s" if opts.seconds else ""
     head.add_row(
@@ -158,6 +160,7 @@ def _view(tally: OutputTally, sent: _Sent, phase: str, elapsed: float, opts: Dem
             "worker: ready" if ready else "worker: loading models (events queue in Kafka meanwhile)", style="green" if ready else "yellow"
         ),
         Text(f"metrics: http://127.0.0.1:{web_port}/metrics", style="dim"),
+        Text(f"incidents: http://127.0.0.1:{agent_port}/", style="dim"),
     )
     counts = Table(title="pipeline", show_header=True, header_style="bold")
     for col in ("sent", "malformed sent", "processed", "events/s", "findings", "dead letters", "actions"):
@@ -238,6 +241,16 @@ def _time_to_action(sent: _Sent, log: list[dict]) -> dict[str, float]:
     return out
 
 
+def _incident_urls(port: int, log: list[dict]) -> dict[str, str]:
+    """The policy agent's page of each incident that tripped a kill or a rollback ('rule model version': URL);
+    the agent serves them while the demo runs."""
+    out: dict[str, str] = {}
+    for a in log:
+        if a["action"] in ("kill", "rollback") and a.get("episode_id"):
+            out.setdefault(f"{a.get('rule')} {a['model']} {a['model_version']}", f"http://127.0.0.1:{port}/incidents/{a['episode_id']}")
+    return out
+
+
 def _exited(what: str, code: int, log_path: Path, kept: bool) -> RuntimeError:
     """A process of the demo died: point at its log, or quote it when the log is a temporary file."""
     if kept:
@@ -265,11 +278,12 @@ def run_demo(settings: Settings, opts: DemoOptions, console: Console | None = No
         controller = StandInController()
         cleanup.callback(controller.stop)
         policy_file = demo_policy_file(workdir)
+        agent_port = free_port()
         agent_env = {
             **_worker_env(settings, 0),
             "STREAMWARDEN_POLICY_FILE": str(policy_file),
             "STREAMWARDEN_ROLLBACK_WEBHOOK_URL": controller.url,
-            "STREAMWARDEN_POLICY_WEB_PORT": str(free_port()),
+            "STREAMWARDEN_POLICY_WEB_PORT": str(agent_port),
         }
         web_port = free_port()
         log_path = opts.worker_log or workdir / "worker.log"
@@ -342,7 +356,7 @@ def run_demo(settings: Settings, opts: DemoOptions, console: Console | None = No
                     next_ready_check = elapsed + 1.0
                 if live and elapsed >= next_report:
                     with lock:
-                        live.update(_view(tally, sent, phase, elapsed, opts, web_port, ready))
+                        live.update(_view(tally, sent, phase, elapsed, opts, web_port, ready, agent_port))
                     next_report = elapsed + 0.25
                 elif not live and elapsed >= next_report:
                     with lock:
@@ -376,7 +390,7 @@ def run_demo(settings: Settings, opts: DemoOptions, console: Console | None = No
             total_s = time.monotonic() - start
             if live:
                 with lock:
-                    live.update(_view(tally, sent, "done", total_s, opts, web_port, True))
+                    live.update(_view(tally, sent, "done", total_s, opts, web_port, True, agent_port))
         finally:
             if live:
                 live.stop()
@@ -411,6 +425,8 @@ def run_demo(settings: Settings, opts: DemoOptions, console: Console | None = No
                     {k: r.get(k) for k in ("model", "from_version", "to_version", "rule", "action_id")} for r in controller.rollbacks
                 ],
                 "pii_leak_first_event_to_action_s": _time_to_action(sent, tally.action_log),
+                "incident_page": f"http://127.0.0.1:{agent_port}/",
+                "incident_urls": _incident_urls(agent_port, tally.action_log),
                 "metrics_records": tally.metrics_records,
                 "worker_log": str(opts.worker_log) if opts.worker_log else None,
             }

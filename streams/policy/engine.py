@@ -133,9 +133,9 @@ class PolicyEngine:
                 groups.setdefault(group, [])
         return groups
 
-    def evaluate_rule(self, rule: Rule, keys: list, now: float) -> Evaluation:
+    def evaluate_rule(self, rule: Rule, keys: list, now: float, until: float | None = None) -> Evaluation:
         since = now - rule.window_s
-        recs = [r for k in keys for r in self._records.get(k, ()) if r.window_end.timestamp() > since]
+        recs = [r for k in keys for r in self._records.get(k, ()) if since < r.window_end.timestamp() <= (until or float("inf"))]
         events = sum(r.events for r in recs)
         evidence: dict = {"metric": rule.metric, "op": rule.op, "threshold": rule.threshold, "window_s": rule.window_s, "events": events}
         value: float | None
@@ -171,6 +171,23 @@ class PolicyEngine:
                 evidence["gauge"] = worst[0]
         evidence["value"] = value
         return Evaluation(value, events, evidence)
+
+    def values(self, rule: Rule, group: Group, times: Iterable[float]) -> list[tuple[float, float]]:
+        """The rule's value for one group at past moments, from the records still held (an incident's chart
+        after a restart). Moments the records do not reach, or without a value, are left out."""
+        model, version, route = group
+        keys = [
+            k for k in self._records if rule.scope.matches(*k) and k[0] == model and k[1] == version and (route == "*" or k[2] == route)
+        ]
+        oldest = min((q[0].window_end.timestamp() for k in keys if (q := self._records[k])), default=None)
+        out = []
+        for t in times:
+            if oldest is None or t - rule.window_s < oldest - 1.0:
+                continue
+            value = self.evaluate_rule(rule, keys, t, until=t).value
+            if value is not None:
+                out.append((t, value))
+        return out
 
     def evaluate(self, now: float) -> list[ActionRecord]:
         self._prune(now)
@@ -217,6 +234,9 @@ class PolicyEngine:
 
     def _fire(self, rule: Rule, group: Group, ev: Evaluation, now: float, episode: str) -> list[ActionRecord]:
         reason = f"{rule.name}: {_describe(rule, ev)}"
+        pending_since = self.states[(rule.name, group)].pending_since
+        if pending_since is not None:  # the incident page's timeline, rebuilt from the actions topic
+            ev = Evaluation(ev.value, ev.events, {**ev.evidence, "pending_since": _ts(pending_since).isoformat()})
         actions = list(dict.fromkeys([*(a for a in rule.actions if a == "kill"), *(a for a in rule.actions if a == "rollback"), "alert"]))
         out = []
         for action in actions:
