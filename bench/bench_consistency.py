@@ -30,18 +30,12 @@ import numpy as np
 from scipy.stats import pearsonr
 
 from detectors.consistency import COMBINED_WEIGHT, DEFAULT_THRESHOLDS, SelfConsistencyDetector, combine, unigram_scores
+from detectors.training.scoring import auc_pr
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "selfcheckgpt_wikibio" / "wikibio_gpt3_hallucination_dev60.json"
 PAPER = {"BERTScore": (81.96, 44.23, 58.18), "unigram (max)": (85.63, 58.47, 64.71), "NLI (DeBERTa-v3-large)": (92.50, 66.08, 74.14)}
 LEVEL = {"accurate": 0.0, "minor_inaccurate": 0.5, "major_inaccurate": 1.0}
 TUNE, REPORT = range(0, 30), range(30, 60)
-
-
-def auc_pr(scores, labels) -> float:
-    order = np.argsort(-np.asarray(scores), kind="stable")
-    lab = np.asarray(labels, dtype=float)[order]
-    precision = np.cumsum(lab) / np.arange(1, len(lab) + 1)
-    return float((precision * lab).sum() / lab.sum())
 
 
 def metrics(data, idx, sentence_scores, event_scores) -> tuple[float, float, float]:

@@ -27,30 +27,10 @@ from pathlib import Path
 import numpy as np
 
 from detectors.grounding import DEFAULT_THRESHOLDS, GroundingDetector
+from detectors.training.scoring import auc_pr, best_threshold
 from detectors.training.train_nli import _rows, split_of
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-
-
-def auc_pr(scores, labels) -> float:
-    order = np.argsort(-np.asarray(scores), kind="stable")
-    lab = np.asarray(labels, dtype=float)[order]
-    precision = np.cumsum(lab) / np.arange(1, len(lab) + 1)
-    return float((precision * lab).sum() / lab.sum())
-
-
-def best_threshold(scores, labels, beta: float = 0.5) -> tuple[float, float]:
-    """The threshold with the best F-beta (beta 0.5: precision counts twice as much as recall,
-    as a monitor's false alarms cost more than a missed sentence)."""
-    scores, labels = np.asarray(scores), np.asarray(labels, dtype=bool)
-    best = (0.5, 0.0)
-    for t in np.unique(np.round(scores, 2)):
-        flagged = scores >= t
-        tp = (flagged & labels).sum()
-        f = (1 + beta**2) * tp / max(1, beta**2 * labels.sum() + flagged.sum())
-        if f > best[1]:
-            best = (float(t), float(f))
-    return best
 
 
 def main() -> None:

@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from detectors.injection import HEAD_FILE, InjectionDetector, noisy_or, rule_score, scan, windows
+from detectors.training.scoring import best_threshold, roc_auc
 
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_DATA = ROOT.parent / "shared" / "data"
@@ -125,31 +126,6 @@ def rule_scores(texts: Sequence[str]) -> np.ndarray:
     return np.array([rule_score(scan(t)) for t in texts])
 
 
-def auc(scores: np.ndarray, labels: np.ndarray) -> float:
-    """ROC AUC (Mann-Whitney)."""
-    order = np.argsort(scores, kind="stable")
-    ranks = np.empty(len(scores))
-    ranks[order] = np.arange(1, len(scores) + 1)
-    pos = labels.astype(bool)
-    n_pos, n_neg = pos.sum(), (~pos).sum()
-    return float((ranks[pos].sum() - n_pos * (n_pos + 1) / 2) / max(1, n_pos * n_neg))
-
-
-def best_threshold(scores: np.ndarray, labels: np.ndarray, beta: float = 0.5) -> tuple[float, float]:
-    """The threshold of the best F-beta (0.5: precision counts twice; a monitor's false alarms cost more)."""
-    labels = labels.astype(bool)
-    best = (0.5, -1.0)
-    for t in np.unique(np.round(scores, 2)):
-        if t <= 0:
-            continue
-        flagged = scores >= t
-        tp = (flagged & labels).sum()
-        f = (1 + beta**2) * tp / max(1, beta**2 * labels.sum() + flagged.sum())
-        if f > best[1]:
-            best = (float(t), float(f))
-    return best
-
-
 def prf(flagged: np.ndarray, labels: np.ndarray) -> dict[str, float]:
     labels = labels.astype(bool)
     tp = int((flagged & labels).sum())
@@ -191,7 +167,7 @@ def main() -> None:
     tuned = {}
     for c in C_GRID:
         w, b = fit(sel(tr), y[tr], c)
-        tuned[c] = auc(predict(w, b, sel(tu)), y[tu])
+        tuned[c] = roc_auc(predict(w, b, sel(tu)), y[tu])
     c_best = max(tuned, key=lambda c: tuned[c])
     w, b = fit(sel(tr), y[tr], c_best)
     p_all = predict(w, b, x)
@@ -203,14 +179,14 @@ def main() -> None:
         "C": c_best,
         "threshold_tuned_f0.5": {"combined": threshold, "f0.5": round(f_tune, 4), "rules_only": rules_threshold},
         "report_split": {
-            "classifier_auc": round(auc(p_all[rp], y[rp]), 4),
+            "classifier_auc": round(roc_auc(p_all[rp], y[rp]), 4),
             "combined": prf(combined[rp] >= threshold, y[rp]),
             "rules_only_at_0.5": prf(rs[rp] >= 0.5, y[rp]),
         },
     }
     # Length alone tells the sources apart: how well?
     lengths = np.log1p([len(t) for t in texts])
-    ev["length_only_auc_report"] = round(auc(lengths[rp], y[rp]), 4)
+    ev["length_only_auc_report"] = round(roc_auc(lengths[rp], y[rp]), 4)
 
     # Cross-source: leave one benign source out of training; its false-positive rate (all its rows).
     cross: dict[str, object] = {}
