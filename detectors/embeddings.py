@@ -275,14 +275,17 @@ class EmbeddingService:
         with self._lru_lock:
             self._lru.clear()
 
+    @staticmethod
+    def _key(text: str) -> bytes:
+        return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).digest()
+
     def _from_lru(self, texts: list[str]) -> dict[str, np.ndarray]:
         if not self.cache_entries or not texts:
             return {}
         out = {}
         with self._lru_lock:
             for t in texts:
-                key = hashlib.blake2b(t.encode("utf-8", "surrogatepass"), digest_size=16).digest()
-                v = self._lru.get(key)
+                v = self._lru.get(key := self._key(t))
                 if v is not None:
                     self._lru.move_to_end(key)
                     out[t] = v
@@ -294,7 +297,7 @@ class EmbeddingService:
             return
         with self._lru_lock:
             for t, v in zip(texts, vectors):
-                self._lru[hashlib.blake2b(t.encode("utf-8", "surrogatepass"), digest_size=16).digest()] = v
+                self._lru[self._key(t)] = v
             while len(self._lru) > self.cache_entries:
                 self._lru.popitem(last=False)
 
