@@ -181,12 +181,15 @@ def test_on_call_opens_the_alert_link_sees_the_evidence_and_releases_the_kill_sw
                 driver.find_element(By.NAME, "name").send_keys("oncall-alice")
                 driver.find_element(By.NAME, "token").send_keys(TOKEN)
                 driver.find_element(By.ID, "login-submit").click()
+                # The click returns before the POST's redirect lands: wait for it (CI read the login URL once).
+                wait_for(lambda: driver.current_url.startswith(link), 15, message="the redirect back to the incident")
                 assert driver.current_url.startswith(link), driver.current_url
                 form = driver.find_element(By.CSS_SELECTOR, "form.release")
                 form.find_element(By.NAME, "reason").send_keys("false positive: test data in the answer templates")
                 t_click = time.monotonic()
                 form.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
-                assert "released by oncall-alice" in driver.find_element(By.ID, "notice").text
+                notice = wait_for(lambda: driver.find_elements(By.ID, "notice"), 15, message="the page after the release")
+                assert "released by oncall-alice" in notice[0].text
 
                 # The gateway serves the model again, and the release is in the audit log.
                 wait_for(lambda: ask(gw, "How do I change my plan?").status_code == 200, 15, 0.1, "the gateway to serve the model again")
