@@ -46,7 +46,8 @@ class NeedsEmbeddings(Protocol):
 
     @abc.abstractmethod
     def texts_to_embed(self, events: Sequence[EventLike]) -> list[str]:
-        """Every text ``score_batch(events)`` will encode."""
+        """The texts ``score_batch(events)`` will encode, known before scoring. A detector may encode a
+        few more that depend on its scores (toxicity: the prompts of the responses it flagged)."""
 
 
 @runtime_checkable

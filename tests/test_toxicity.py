@@ -26,9 +26,9 @@ def det() -> ToxicityDetector:
     return d
 
 
-def test_registered_under_toxicity_and_off_by_default():
+def test_registered_under_toxicity_and_on_by_default():
     assert registry.REGISTRY["toxicity"] == "toxicity:ToxicityDetector"
-    assert "toxicity" not in Settings.model_fields["detectors"].default_factory()  # type: ignore[misc]
+    assert "toxicity" in Settings.model_fields["detectors"].default_factory()  # type: ignore[misc]
     assert isinstance(registry.build(["toxicity"])[0], ToxicityDetector)
 
 
@@ -145,3 +145,62 @@ def test_rules_explain_their_hits_masked(det):
 def test_supportive_self_harm_talk_is_not_flagged(det):
     r = det.score("If you are having thoughts of suicide, please reach out to a crisis line; you deserve support.")
     assert not r.flagged, r
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Shut up and read the manual, you worthless moron.",
+        "You're clearly too dumb to be writing code.",
+        "what a stupid question",
+        "Seriously? Any idiot could figure this out.",
+        "Honestly, you are a pathetic excuse for a programmer.",
+    ],
+)
+def test_insults_aimed_at_the_reader_flag_alone_even_inside_a_helpful_answer(det, text):
+    answer = "In Go: iterate once, re-pointing each node's next to the previous node; return the old tail."
+    for response in (f"{text} {answer}", f"{answer} {text}"):
+        r = det.score(response)
+        assert r.flagged and "insult" in r.categories, (response, r)
+        assert any(h.rule in ("directed_insult", "insulting_question", "any_idiot_could") and h.flags_alone for h in r.hits)
+        assert all(w not in h.masked for h in r.hits for w in ("moron", "stupid", "idiot", "dumb"))
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Empty your trash bin before you sync again.",
+        "You are not stupid for asking: the setting is well hidden.",
+        "Thank you so much, that fixed it!",
+        "Any fool-proof way to back up the database is better than none.",
+        "You can call me a fool for trying, but the rewrite worked.",
+    ],
+)
+def test_ordinary_sentences_near_the_insult_rules_do_not_trip_them(det, text):
+    assert not [h for h in rule_hits(text) if h.rule in ("directed_insult", "insulting_question", "any_idiot_could")], text
+    assert not det.score(text).flagged, text
+
+
+def test_only_responses_go_into_the_shared_pass_and_prompts_only_when_their_response_was_flagged(det):
+    class Spy:
+        def __init__(self, inner):
+            self.inner, self.calls = inner, []
+
+        def encode(self, texts):
+            self.calls.append(list(texts))
+            return self.inner.encode(texts)
+
+    spy = Spy(det.embeddings)
+    d = ToxicityDetector(embeddings=spy)  # type: ignore[arg-type]
+    events = [
+        make_event(prompt="Can you help me with my invoice?", response=TOXIC),
+        make_event(prompt="What is the refund window?", response=CLEAN),
+        make_event(prompt="And for annual plans?", response=CLEAN),
+    ]
+    assert d.texts_to_embed(events) == [TOXIC, CLEAN, CLEAN]
+    (f,) = d.score_batch(events)
+    assert f.event_id == events[0].event_id and f.kind == "toxic_response" and f.details["prompt_toxic"] is False
+    assert spy.calls == [[TOXIC, CLEAN, CLEAN], ["Can you help me with my invoice?"]]
+    spy.calls.clear()
+    assert ToxicityDetector(embeddings=spy).score_batch(events[1:]) == []  # type: ignore[arg-type]
+    assert spy.calls == [[CLEAN, CLEAN]]
