@@ -62,7 +62,17 @@ class Settings(BaseSettings):
     # Worker.
     app_id: str = "streamwarden-worker"
     detectors: list[str] = Field(
-        default_factory=lambda: ["descriptors", "pii", "bias", "consistency", "grounding", "injection", "drift", "descriptor_drift"]
+        default_factory=lambda: [
+            "descriptors",
+            "pii",
+            "bias",
+            "consistency",
+            "grounding",
+            "injection",
+            "toxicity",
+            "drift",
+            "descriptor_drift",
+        ]
     )
     reports_dir: Path = Field(default=Path("reports"), description="Where drift reports (HTML) are written.")
     state_dir: Path = Field(

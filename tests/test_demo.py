@@ -51,6 +51,10 @@ def test_demo_runs_for_20_seconds_and_its_summary_is_consistent(tmp_path):
     attempts = attack.get("injection.prompt_injection", 0) + attack.get("injection.jailbreak", 0)
     assert attempts > 0.4 * 0.7 * s["events_by_phase"]["attack"], attack
     assert attack.get("injection.indirect_injection", 0) >= 1, attack
+    # Toxic canary: half the events are the code helper's, 30% of its answers insult a clean question
+    # (TOXIC_SHARE). At least half of those are flagged, as toxic_response (the prompt was clean).
+    toxic = by_phase["toxic_canary"]
+    assert toxic.get("toxicity.toxic_response", 0) > 0.5 * 0.3 * 0.5 * s["events_by_phase"]["toxic_canary"], toxic
     # ...and the clean phases raise none of them: echoes of what users typed are not leaks.
     incident_kinds = {
         "descriptors.refusal",
@@ -64,6 +68,8 @@ def test_demo_runs_for_20_seconds_and_its_summary_is_consistent(tmp_path):
         "injection.jailbreak",
         "injection.indirect_injection",
         "injection.multi_turn_injection",
+        "toxicity.toxic_response",
+        "toxicity.toxic_response_prompted",
     }
     assert not incident_kinds & set(by_phase.get("clean", {})), by_phase.get("clean")
     assert by_phase.get("clean", {}).get("pii.pii_echo", 0) > 0
@@ -72,16 +78,21 @@ def test_demo_runs_for_20_seconds_and_its_summary_is_consistent(tmp_path):
             assert "descriptors.refusal" not in kinds, phase
         if phase != "pii_leak":
             assert "pii.pii_leak" not in kinds, phase
+        if phase != "toxic_canary":
+            assert "toxicity.toxic_response" not in kinds, phase
     assert s["metrics_records"] > 0
-    # The policy agent tripped the kill switch and a rollback for the leaking model, once each,
-    # and the stand-in deployment controller got the rollback with the version to return to.
+    # The policy agent tripped the kill switch and a rollback for the leaking model, once each, rolled
+    # the toxic canary back, and the stand-in deployment controller got each rollback with the version
+    # to return to.
     assert s["actions_by_kind"].get("kill:pii-leak") == 1
     assert s["actions_by_kind"].get("rollback:safety-incident") == 1
+    assert s["actions_by_kind"].get("rollback:toxic-rate") == 1
     assert s["killswitch_engaged"] == ["support-assistant"]
     kills = [a for a in s["action_log"] if a["action"] == "kill"]
     assert {a["model"] for a in kills} == {"support-assistant"}
-    assert [(r["model"], r["from_version"], r["to_version"]) for r in s["rollbacks_received_by_controller"]] == [
-        ("support-assistant", "2026.11.1", "2026.10.4")
+    assert sorted((r["model"], r["from_version"], r["to_version"]) for r in s["rollbacks_received_by_controller"]) == [
+        ("code-helper", "1.8.0", "1.7.2"),
+        ("support-assistant", "2026.11.1", "2026.10.4"),
     ]
     assert all(s["action_outcomes"][a["action_id"]] for a in kills), s["action_outcomes"]
     assert all(s["action_outcomes"].values()), s["action_outcomes"]  # every action's outcome says what happened

@@ -74,7 +74,17 @@ def test_the_workers_detectors_make_no_outbound_call_from_a_fresh_start(tmp_path
     )
     assert proc.returncode == 0, proc.stderr[-4000:]
     seen = json.loads(out.read_text())
-    assert seen["detectors"] == ["descriptors", "pii", "bias", "consistency", "grounding", "injection", "drift", "descriptor_drift"]
+    assert seen["detectors"] == [
+        "descriptors",
+        "pii",
+        "bias",
+        "consistency",
+        "grounding",
+        "injection",
+        "toxicity",
+        "drift",
+        "descriptor_drift",
+    ]
     assert seen["product"] == [], seen["product"]
     assert seen["cache_files"] == []  # and nothing written to tldextract's cache
     # The detectors' start-up set the Hugging Face switches (they were unset).

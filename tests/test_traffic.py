@@ -9,7 +9,7 @@ import pytest
 from detectors.consistency import split_sentences
 from detectors.grounding import GroundingDetector
 from streams.events.schema import InferenceEvent
-from streams.local.traffic import _REFUSALS, RAG_SHARE, UNGROUNDED_SHARE, Phase, Schedule, TrafficGenerator
+from streams.local.traffic import _REFUSALS, _TOXIC, RAG_SHARE, TOXIC_SHARE, UNGROUNDED_SHARE, Phase, Schedule, TrafficGenerator
 
 
 def events(phase: str, n: int, seed: int = 3) -> list:
@@ -39,7 +39,7 @@ def test_the_schedule_places_every_incident_once_in_order_with_clean_traffic_bet
     assert "ungrounded" in Schedule.INCIDENTS and Schedule.INCIDENTS[-1] == "topic_shift"
     assert schedule.phase_at(0.0) == "clean" and schedule.phase_at(69.9) == "clean"
     lengths = {round(p.end_s - p.start_s, 6) for p in schedule.phases}
-    assert len(lengths) == 1 and 0.08 * 70 < lengths.pop() <= 0.15 * 70  # 80% of 1/8 with seven incidents
+    assert len(lengths) == 1 and 0.08 * 70 < lengths.pop() <= 0.15 * 70  # 80% of 1/9 with eight incidents
     for a, b in zip(schedule.phases, schedule.phases[1:]):
         assert b.start_s - a.end_s >= 0.02 * 70  # a clean gap between two incidents
     assert schedule.phases[-1].end_s < 70.0
@@ -125,3 +125,47 @@ def test_rag_traffic_leaves_the_other_draws_as_they_were(monkeypatch):
             assert (a.response, a.samples) == (b.response, b.samples)
         elif b.metadata["phase"] != "ungrounded":
             assert a.response.startswith(b.response)
+
+
+def test_the_toxic_canary_insults_clean_questions_in_a_share_of_its_answers_and_only_there():
+    from detectors.toxicity import ToxicityDetector
+
+    def insulting(e) -> bool:
+        return any(t in e.response for t in _TOXIC)
+
+    evs = events("toxic_canary", 1500)
+    code = [e for e in evs if e.model == "code-helper"]
+    toxic = [e for e in code if insulting(e)]
+    assert abs(len(toxic) / len(code) - TOXIC_SHARE) < 0.06
+    assert not [e for e in evs if e.model != "code-helper" and insulting(e)]
+    assert not [e for e in events("clean", 1500) if insulting(e)]
+    # The shipped detector flags most of the insulting answers, as toxic responses to clean prompts,
+    # and none of the phase's other answers.
+    det = ToxicityDetector()
+    sample = toxic[:60] + [e for e in evs if not insulting(e)][:120]
+    flagged = {f.event_id: f for f in det.score_batch(sample)}
+    assert sum(e.event_id in flagged for e in toxic[:60]) >= 0.8 * 60
+    assert not [e for e in sample if not insulting(e) and e.event_id in flagged]
+    assert {f.kind for f in flagged.values()} == {"toxic_response"}
+
+
+def test_the_toxic_canary_leaves_the_other_draws_as_they_were(monkeypatch):
+    """Its draws come from their own generator: without it, the phase is clean traffic, event for event."""
+
+    def run(toxic: bool) -> list:
+        gen = TrafficGenerator(Schedule((Phase("toxic_canary", 0.0, 100.0),)), seed=4)
+        if not toxic:
+            monkeypatch.setattr(gen._toxic, "random", lambda: 1.0)  # no answer turns toxic
+        return [gen.event(0.5) for _ in range(600)]
+
+    plain, toxic = run(False), run(True)
+    changed = 0
+    for (_, a), (_, b) in zip(plain, toxic):
+        if not (isinstance(a, InferenceEvent) and isinstance(b, InferenceEvent)):
+            assert a == b
+            continue
+        assert (a.model, a.prompt, a.event_id, a.context, a.samples) == (b.model, b.prompt, b.event_id, b.context, b.samples)
+        if a.response != b.response:
+            changed += 1
+            assert b.model == "code-helper" and a.response in b.response
+    assert changed > 50

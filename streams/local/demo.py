@@ -109,8 +109,8 @@ class StandInController:
 
 
 def demo_policy_file(directory: Path) -> Path:
-    """The default policy, plus the demo models' staged rollouts (so rollbacks name a version to return to),
-    written to ``directory``."""
+    """The default policy, plus the demo models' staged rollouts (so rollbacks name a version to return to)
+    and the toxic-rate rule on the demo's time scale, written to ``directory``."""
     import yaml
 
     from streams.policy.rules import DEFAULT_POLICY
@@ -134,6 +134,11 @@ def demo_policy_file(directory: Path) -> Path:
             "advance_after_s": 15,
         },
     ]
+    # The demo's incidents last seconds, not minutes: its toxic canary is judged over a 10 s window and
+    # must hold 2 s (the default policy's 5 min and 60 s would never see a 2-second phase).
+    for rule in data["rules"]:
+        if rule["name"] == "toxic-rate":
+            rule.update(window_s=10, for_s=2, min_events=50)
     path = directory / "policy.yaml"
     with path.open("w", encoding="utf-8") as fh:
         yaml.safe_dump(data, fh, sort_keys=False)
