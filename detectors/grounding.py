@@ -14,7 +14,9 @@ The NLI stage is rationed: ``nli_share`` of the events (by event id) and at most
 ``nli_pairs_per_second`` (chunk, sentence) pairs per second, 50 by default, about a third of
 what the int8 model scores on two CPU cores beside the rest of the worker; raise it (or set
 ``None``) on a GPU or a larger machine. What the ration leaves goes to the lexical check, and
-``streamwarden_nli_stage_events{detector, outcome}`` counts both.
+``streamwarden_nli_stage_events{detector, outcome}`` counts both. A sentence that a chunk states
+word for word (case and spacing aside) is supported without asking the model: it costs no pair,
+and an event whose every sentence is quoted so (``outcome="quoted"``) spends none of the budget.
 
 A sentence's score is the probability that nothing supports it (1 - the best support). The
 event's ``score`` is the highest sentence score (a continuous figure that ranks events), and
@@ -199,6 +201,8 @@ class GroundingDetector(Detector, ExposesGauges):
         self.ration = NLIRation(nli_share, nli_pairs_per_second)
         self._redactor_lock = threading.Lock()
         self._redactor: PIILeakDetector | None = None
+        self._count_lock = threading.Lock()
+        self._all_quoted = 0
 
     @cached_property
     def _nli(self):
@@ -211,8 +215,13 @@ class GroundingDetector(Detector, ExposesGauges):
             self._nli.warm_up()
 
     def gauges(self) -> list[Gauge]:
-        """How many events the NLI stage judged, and how many its share or budget left to the lexical check."""
-        return self.ration.gauges(self.name) if self.method == "nli" else []
+        """How many events the NLI stage judged, how many its share or budget left to the lexical check, and how
+        many needed no model (``quoted``: a document states every claim word for word)."""
+        if self.method != "nli":
+            return []
+        with self._count_lock:
+            quoted = self._all_quoted
+        return [*self.ration.gauges(self.name), Gauge("nli_stage_events", {"detector": self.name, "outcome": "quoted"}, float(quoted))]
 
     # -- pieces ------------------------------------------------------------------------------------
 
@@ -247,13 +256,35 @@ class GroundingDetector(Detector, ExposesGauges):
         admits goes through the model in one batched call; the others are judged lexically."""
         return self._score([self.claims(r) for r in responses], [self.chunks(c) for c in contexts], use_nli)
 
-    def _score(self, claims: list[list[str]], chunks: list[list[tuple[int, str]]], use_nli: Sequence[bool] | None) -> list[GroundingResult]:
+    @staticmethod
+    def quoted(claims: Sequence[str], chunks: Sequence[tuple[int, str]]) -> list[int]:
+        """For each claim, the first chunk that states it word for word (case and spacing aside), else -1.
+        A document that says the sentence supports it: the NLI stage needs no pair for that claim."""
+        norm = [_squash(text) for _, text in chunks]
+        out = []
+        for s in claims:
+            q = _squash(s)
+            pattern = re.compile(r"(?<!\w)" + re.escape(q) + r"(?!\w)") if q else None
+            out.append(next((j for j, c in enumerate(norm) if pattern is not None and q in c and pattern.search(c)), -1))
+        return out
+
+    def _score(
+        self,
+        claims: list[list[str]],
+        chunks: list[list[tuple[int, str]]],
+        use_nli: Sequence[bool] | None,
+        quoted: list[list[int]] | None = None,
+    ) -> list[GroundingResult]:
         nli_on = [self.method == "nli"] * len(claims) if use_nli is None else [self.method == "nli" and u for u in use_nli]
+        if quoted is None:
+            quoted = [self.quoted(cl, ch) if on else [] for cl, ch, on in zip(claims, chunks, nli_on)]
         premises: list[str] = []
         hypotheses: list[str] = []
         for i, (cl, ch) in enumerate(zip(claims, chunks)):
             if nli_on[i]:
-                for s in cl:
+                for k, s in enumerate(cl):
+                    if quoted[i][k] >= 0:
+                        continue
                     for _, text in ch:
                         premises.append(text)
                         hypotheses.append(s)
@@ -269,9 +300,13 @@ class GroundingDetector(Detector, ExposesGauges):
                 support = np.zeros((len(cl), max(1, len(ch))), dtype=np.float32)
                 method = "nli" if nli_on[i] else "lexical"
             elif nli_on[i]:
-                n = len(cl) * len(ch)
-                support = entail[pos : pos + n].reshape(len(cl), len(ch))
-                pos += n
+                support = np.zeros((len(cl), len(ch)), dtype=np.float32)
+                for k in range(len(cl)):
+                    if quoted[i][k] >= 0:
+                        support[k, quoted[i][k]] = 1.0
+                    else:
+                        support[k] = entail[pos : pos + len(ch)]
+                        pos += len(ch)
                 method = "nli"
             else:
                 support = np.array([[_coverage(s, text) for _, text in ch] for s in cl], dtype=np.float32)
@@ -299,10 +334,19 @@ class GroundingDetector(Detector, ExposesGauges):
             return []
         claims = [self.claims(e.response) for e in checked]  # split once: the ration's cost estimate and the scoring share them
         chunks = [self.chunks(e.context) for e in checked]
-        use_nli = None
+        use_nli = quoted = None
         if self.method == "nli":
-            use_nli = [self.ration.admit(e.event_id, len(cl) * len(ch)) for e, cl, ch in zip(checked, claims, chunks)]
-        results = self._score(claims, chunks, use_nli)
+            quoted = [self.quoted(cl, ch) for cl, ch in zip(claims, chunks)]
+            use_nli = []
+            for e, cl, ch, q in zip(checked, claims, chunks, quoted):
+                pairs = sum(j < 0 for j in q) * len(ch)
+                if pairs == 0 and cl:  # every claim stated word for word by a document: nothing for the model to do
+                    with self._count_lock:
+                        self._all_quoted += 1
+                    use_nli.append(True)
+                else:
+                    use_nli.append(self.ration.admit(e.event_id, pairs))
+        results = self._score(claims, chunks, use_nli, quoted)
         findings = []
         for event, r in zip(checked, results):
             threshold = self.threshold if r.method == self.method else DEFAULT_THRESHOLDS[r.method]
@@ -348,6 +392,11 @@ class GroundingDetector(Detector, ExposesGauges):
             redactor = self._redactor
         text = redactor.redact(sentence)
         return text if len(text) <= 160 else text[:159] + "…"
+
+
+def _squash(text: str) -> str:
+    """Lower case, runs of white space as one space, no space at either end."""
+    return " ".join(text.lower().split())
 
 
 def _content(text: str) -> set[str]:

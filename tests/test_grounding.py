@@ -16,6 +16,7 @@ DOC = (
 )
 OTHER = "Our offices are closed on public holidays. Support answers e-mails within one business day."
 SUPPORTED = "The Pro plan costs 25 dollars a month. Refunds are possible within 14 days of the purchase."
+PARAPHRASED = "The Pro plan is 25 dollars per month. You can get a refund up to 14 days after buying."
 CONTRADICTED = "The Pro plan costs 40 dollars a month. Refunds are possible within 60 days of the purchase."
 IGNORED = "Our premium tier ships with a free smartwatch and unlimited airport lounge access worldwide."
 
@@ -101,7 +102,8 @@ def test_events_the_budget_does_not_admit_are_judged_lexically():
 def test_shipped_model_supports_what_the_document_says_and_not_a_changed_fact():
     """The trained model, loaded from the package (offline), on a fixed example."""
     det = GroundingDetector()
-    ok, bad, off = det.score_many([SUPPORTED, CONTRADICTED, IGNORED], [[OTHER, DOC]] * 3)
+    ok, bad, off = det.score_many([PARAPHRASED, CONTRADICTED, IGNORED], [[OTHER, DOC]] * 3)
+    assert det.quoted(det.claims(PARAPHRASED), det.chunks([OTHER, DOC])) == [-1, -1]  # the model judged them
     assert ok.method == "nli"
     assert ok.score < det.threshold <= bad.score and off.score >= det.threshold
     assert ok.best_document == [1, 1]
@@ -110,3 +112,36 @@ def test_shipped_model_supports_what_the_document_says_and_not_a_changed_fact():
         ["A man is playing an instrument.", "A man is sleeping in his bed."],
     )
     assert probs[0, nli.ENTAILMENT] > 0.5 and probs[1, nli.CONTRADICTION] > 0.5
+
+
+class CountingNLI:
+    """The NLI scorer, counting the pairs it is asked to judge."""
+
+    def __init__(self):
+        self.pairs: list[tuple[str, str]] = []
+
+    def probabilities(self, premises, hypotheses):
+        self.pairs += list(zip(premises, hypotheses))
+        return NLIScorer.shared().probabilities(premises, hypotheses)
+
+
+def test_sentences_a_document_states_word_for_word_need_no_model_and_no_budget():
+    det = GroundingDetector(nli_pairs_per_second=1)
+    det._nli = counting = CountingNLI()  # type: ignore[assignment]
+    chunks = det.chunks([OTHER, DOC])
+    # Case and spacing aside, word for word (its full stop included), at word boundaries; a changed
+    # number, a sentence cut short or a clause of a longer sentence is not a quote.
+    stated = "The Pro plan costs 25 dollars a month and includes ten users."
+    assert det.quoted([stated.upper().replace(" a ", "  a "), stated.replace("25", "40")], chunks) == [1, -1]
+    assert det.quoted(
+        ["The Pro plan costs 25 dollars a month.", "he Pro plan costs 25 dollars a month and includes ten users."], chunks
+    ) == [-1, -1]
+    quoted = [make_event(response=f"{stated} Refunds are possible within 14 days of the purchase.", context=[OTHER, DOC]) for _ in range(5)]
+    assert det.score_batch(quoted) == []
+    assert counting.pairs == [] and det.ration.admitted == 0 and det.ration.skipped_budget == 0
+    gauges = {g.labels["outcome"]: g.value for g in det.gauges()}
+    assert gauges["quoted"] == 5
+    # One quoted sentence and one changed fact: only the changed one goes to the model, against each chunk.
+    (f,) = det.score_batch([make_event(response=f"{stated} The Pro plan costs 40 dollars a month.", context=[OTHER, DOC])])
+    assert [h for _, h in counting.pairs] == ["The Pro plan costs 40 dollars a month."] * 2
+    assert f.details["method"] == "nli" and [u["sentence"] for u in f.details["unsupported"]] == [1]
