@@ -24,6 +24,8 @@ def test_demo_runs_for_20_seconds_and_its_summary_is_consistent(tmp_path):
     s = json.loads(proc.stdout)
     assert s["broker"] == "embedded tansu"
     assert s["drained"] is True
+    # The lag (sent, not yet processed) is reported; it cannot exceed what was sent.
+    assert 0 <= s["lag_at_end_of_sending"] <= s["events_sent"] and 0 <= s["lag_max_after_ready"] <= s["events_sent"]
     # Everything the tap accepted was delivered, and the worker accounted for every record.
     assert s["tap"]["dropped"] == 0 and s["tap"]["failed"] == 0
     assert s["tap"]["sent"] == s["events_sent"] + s["malformed_sent"]

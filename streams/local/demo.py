@@ -53,6 +53,7 @@ class _Sent:
         self.malformed = 0
         self.phase_of_event: dict[str, str] = {}
         self.by_phase: dict[str, int] = {}
+        self.lag_max = 0  # the most events sent and not yet processed, once the worker was ready
 
 
 def _worker_env(settings: Settings, web_port: int) -> dict[str, str]:
@@ -168,13 +169,15 @@ def _view(
         Text(f"incidents: http://127.0.0.1:{agent_port}/", style="dim"),
     )
     counts = Table(title="pipeline", show_header=True, header_style="bold")
-    for col in ("sent", "malformed sent", "processed", "events/s", "findings", "dead letters", "actions"):
+    for col in ("sent", "malformed sent", "processed", "lag", "events/s", "findings", "dead letters", "actions"):
         counts.add_column(col, justify="right")
     rate = tally.events_processed / elapsed if elapsed > 0 else 0.0
+    lag = sent.valid - tally.events_processed  # events sent that the worker has not processed yet (in Kafka or in flight)
     counts.add_row(
         str(sent.valid),
         str(sent.malformed),
         str(tally.events_processed),
+        Text(str(lag), style="yellow" if ready and lag > opts.rate * 2 else ""),
         f"{rate:.0f}",
         str(len(tally.finding_ids)),
         str(tally.dead_letters),
@@ -359,6 +362,10 @@ def run_demo(settings: Settings, opts: DemoOptions, console: Console | None = No
                 if not ready and elapsed >= next_ready_check:
                     ready = _worker_ready(web_port)
                     next_ready_check = elapsed + 1.0
+                if ready:  # the lag once the worker runs (before, everything waits in Kafka by design)
+                    with lock:
+                        lag = sent.valid - tally.events_processed
+                    sent.lag_max = max(sent.lag_max, lag)
                 if live and elapsed >= next_report:
                     with lock:
                         live.update(_view(tally, sent, phase, elapsed, opts, web_port, ready, agent_port))
@@ -367,11 +374,14 @@ def run_demo(settings: Settings, opts: DemoOptions, console: Console | None = No
                     with lock:
                         console.print(
                             f"[{elapsed:5.1f}s] worker={'ready' if ready else 'loading'} phase={phase} sent={sent.valid} processed={tally.events_processed} "
+                            f"lag={sent.valid - tally.events_processed} "
                             f"findings={len(tally.finding_ids)} dead_letters={tally.dead_letters} actions={tally.actions}"
                         )
                     next_report = elapsed + 5.0
                 time.sleep(0.01)
             sending_s = time.monotonic() - start
+            with lock:
+                lag_at_end = sent.valid - tally.events_processed
             tap_stats = tap.close(timeout_s=30)
             # Drain: wait until the worker has accounted for everything that was sent, as long as it
             # keeps making progress (a slow machine drains late; a stuck worker is given up on).
@@ -409,6 +419,8 @@ def run_demo(settings: Settings, opts: DemoOptions, console: Console | None = No
                 "events_processed": tally.events_processed,
                 "events_per_s": round(tally.events_processed / total_s, 1) if total_s else 0.0,
                 "drained": drained,
+                "lag_at_end_of_sending": lag_at_end,
+                "lag_max_after_ready": sent.lag_max,
                 "drain_s": round(drain_s, 1),
                 "findings": dict(sorted(tally.findings_by_detector.items())),
                 "findings_by_kind": dict(sorted(tally.findings_by_kind.items())),
