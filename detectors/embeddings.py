@@ -53,6 +53,11 @@ def configure(backend: str | None = None, threads: int | None = None) -> None:
         _onnx_threads = threads
 
 
+def cpu_threads() -> int | None:
+    """The intra-op thread count configured for this process (``configure(threads=...)``); None: the runtime's own."""
+    return _onnx_threads
+
+
 def onnx_file(model_path: str) -> Path | None:
     """The int8 ONNX export of ``model_path``, where one is installed or in its folder."""
     if Path(model_path) == Path(default_model_path()):

@@ -105,8 +105,14 @@ class Settings(BaseSettings):
     torch_threads: int | None = Field(
         default=None,
         ge=1,
-        description="CPU threads torch and onnxruntime may use in this worker (default: theirs, all cores). "
-        "Several workers on one host: cores / workers, so they do not fight for the same cores.",
+        description="CPU threads torch and onnxruntime (embeddings, NLI) may use in this worker. "
+        "Default: the cores this process may run on, divided by workers_per_host.",
+    )
+    workers_per_host: int = Field(
+        default=1,
+        ge=1,
+        description="Workers that share this host's cores: each takes cores / workers_per_host threads "
+        "(unless torch_threads is set), so that they do not fight for the same cores.",
     )
     stream_buffer_events: int = Field(
         default=1024, ge=1, description="Events a worker holds in memory ahead of its detectors; the rest waits in Kafka (lag)."
@@ -236,6 +242,17 @@ class Settings(BaseSettings):
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         return (init_settings, env_settings, _FileSource(settings_cls), file_secret_settings)
+
+    def cpu_threads(self) -> int:
+        """Threads for this worker's torch and onnxruntime: ``torch_threads``, else the cores this process may run
+        on (its CPU affinity) divided among ``workers_per_host`` workers, at least one."""
+        if self.torch_threads:
+            return self.torch_threads
+        try:
+            cores = len(os.sched_getaffinity(0))
+        except (AttributeError, OSError):  # not on Linux
+            cores = os.cpu_count() or 1
+        return max(1, cores // self.workers_per_host)
 
     def detector_kwargs(self) -> dict[str, dict[str, Any]]:
         """``detector_options`` with the secrets each detector needs filled in."""

@@ -111,3 +111,35 @@ def test_tls_and_sasl_reach_every_kafka_client(tmp_path, monkeypatch):
     tls_only = faust_options(Settings(kafka={"security_protocol": "SSL", "ssl_cafile": str(cert)}))["broker_credentials"]
     assert isinstance(tls_only, faust.SSLCredentials)
     assert faust_options(Settings())["broker_credentials"] is None
+
+
+def test_a_worker_takes_its_share_of_the_cores_it_may_run_on(monkeypatch):
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: {0, 1, 2, 3, 4, 5, 6, 7})
+    assert Settings().cpu_threads() == 8
+    assert Settings(workers_per_host=2).cpu_threads() == 4
+    assert Settings(workers_per_host=3).cpu_threads() == 2
+    assert Settings(workers_per_host=16).cpu_threads() == 1  # never none
+    assert Settings(workers_per_host=2, torch_threads=3).cpu_threads() == 3  # set outright
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: {2, 3})  # e.g. taskset: two of the eight
+    assert Settings().cpu_threads() == 2
+
+
+def test_the_nli_session_takes_the_configured_thread_count(monkeypatch):
+    import onnxruntime
+
+    from detectors import embeddings
+    from detectors.nli import NLIScorer
+
+    seen = []
+    real = onnxruntime.InferenceSession
+
+    def spy(path, options=None, providers=None):
+        seen.append(options.intra_op_num_threads)
+        return real(path, options, providers=providers)
+
+    monkeypatch.setattr(onnxruntime, "InferenceSession", spy)
+    monkeypatch.setattr(embeddings, "_onnx_threads", None)
+    embeddings.configure(threads=1)
+    scorer = NLIScorer()  # not the shared one: a fresh session
+    scorer.probabilities(["A cat sleeps."], ["An animal rests."])
+    assert seen == [1]

@@ -49,11 +49,12 @@ class Worker:
     def __init__(self, settings: Settings):
         self.settings = settings
         self.worker_id = settings.worker_id or f"{socket.gethostname()}:{os.getpid()}"
-        if settings.torch_threads:
-            import torch
+        # One thread count for torch and both onnxruntime sessions (embeddings, NLI): this worker's share of the cores.
+        threads = settings.cpu_threads()
+        import torch
 
-            torch.set_num_threads(settings.torch_threads)
-        embeddings.configure(backend=settings.embedding_backend, threads=settings.torch_threads)
+        torch.set_num_threads(threads)
+        embeddings.configure(backend=settings.embedding_backend, threads=threads)
         self.detectors = registry.build(settings.detectors, settings.detector_kwargs())
         for detector in self.detectors:
             detector.warm_up()
