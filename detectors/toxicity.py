@@ -4,8 +4,11 @@
 regression over the default sentence embedding (all-MiniLM-L6-v2), fitted here by
 ``detectors/training/train_toxicity.py`` on Davidson et al.'s tweets, HateCheck, ToxiGen's
 curated statements and identity-neutral bias_madlibs sentences (the weights, threshold and
-evaluation ship in ``data/toxicity_head.json``). Long texts are scored in chunks of about
-``chunk_chars`` characters (at most ``max_chunks``); a text's score is its worst chunk's.
+evaluation ship in ``data/toxicity_head.json``). The heads read the text with its identity terms
+masked (:func:`mask_identities`: the demographic lists' terms become "person", at training and
+scoring alike, where the head file says ``identity_mask``), so that a sentence's score does not
+depend on which group it names. Long texts are scored in chunks of about ``chunk_chars``
+characters (at most ``max_chunks``); a text's score is its worst chunk's.
 
 Categories, each only where there is evidence:
 
