@@ -13,6 +13,9 @@ on; C and the thresholds were chosen on the TUNE split), unless a line says othe
 * cross-source: fitted on one source alone, tested on the others (all of their rows: never trained on);
 * unintended bias: the false-positive rate per bias_madlibs identity term on the report split's
   non-toxic sentences, with and without the madlibs sentences in training;
+* identity-term masking, before (the heads retrained here on unmasked text, same script and seed) vs
+  after (the shipped heads, which read mask_identities(normalise(x))): per source, identity hate, and
+  per madlibs term the FPR on 150 non-toxic and TPR on 40 toxic REPORT sentences with 95% intervals;
 * texts/s of each, on the same texts, in this process (ours: encoding included, a cold cache).
 
     .venv/bin/python bench/bench_toxicity.py
@@ -28,25 +31,30 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from detectors.embeddings import EmbeddingService
-from detectors.toxicity import HEAD_FILE, ToxicityDetector, normalise, rule_hits
-from detectors.training.toxicity_data import SOURCES
+from detectors.toxicity import HEAD_FILE, ToxicityDetector, mask_identities, normalise, rule_hits
+from detectors.training import train_toxicity
+from detectors.training.toxicity_data import SOURCES, madlibs_terms_report
 from detectors.training.train_toxicity import (
     Data,
     Head,
     auc,
     embed_examples,
+    embed_terms_report,
     evaluate,
     hatecheck_functionality,
+    head_text,
     madlibs_fpr,
+    mask_comparison,
     prf,
+    train_all,
 )
 
 
 class CachedEmbeddings:
     """The bench's embeddings: the cached vectors of the labelled texts; anything else from the model."""
 
-    def __init__(self, d: Data, service: EmbeddingService):
-        self.table = {normalise(e.text): d.x[i] for i, e in enumerate(d.examples)}
+    def __init__(self, d: Data, service: EmbeddingService, mask: bool):
+        self.table = {head_text(e.text, mask): d.x[i] for i, e in enumerate(d.examples)}
         self.service = service
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
@@ -85,11 +93,61 @@ def row(name: str, r: dict) -> str:
 HEADER = f"  {'':<28}{'n':>6}{'pos':>6}{'prec':>8}{'recall':>8}{'F1':>8}{'AUC':>8}"
 
 
+def _rate(r: dict) -> str:
+    return f"{r['rate']:.3f} [{r['ci95'][0]:.3f},{r['ci95'][1]:.3f}]"
+
+
+def identity_mask_section(service: EmbeddingService, d: Data, tox: Head, hate: Head, shipped_mask: bool) -> None:
+    """Before (unmasked) vs after (masked): the other variant's heads are retrained here with the training script."""
+    print("\nidentity-term masking: before = heads on unmasked text, after = heads on masked text (REPORT split)")
+    d_other = embed_examples(service, mask=not shipped_mask)
+    weights = dict(train_toxicity.SOURCE_WEIGHT)
+    tox_o, hate_o, _, _, _ = train_all(d_other)
+    train_toxicity.SOURCE_WEIGHT.update(weights)  # train_all chooses the madlibs weight in place
+    variants = {
+        shipped_mask: mask_comparison(d, embed_terms_report(service, mask=shipped_mask), tox, hate),
+        not shipped_mask: mask_comparison(d_other, embed_terms_report(service, mask=not shipped_mask), tox_o, hate_o),
+    }
+    before, after = variants[False], variants[True]
+    print(
+        f"  shipped: {'after' if shipped_mask else 'before'}; the other retrained here. toxic threshold / C: "
+        f"before {before['toxic_threshold']:.2f} / {before['c']}, after {after['toxic_threshold']:.2f} / {after['c']}"
+    )
+    print(f"  {'toxic vs not':<22}{'prec':>14}{'recall':>14}{'F1':>14}{'AUC':>14}   (before -> after)")
+    for key, title in (("toxic_report", "toxic"), ("identity_hate_report", "identity_hate head")):
+        print(f"  {title}")
+        for src, a in after[key].items():
+            b = before[key][src]
+            cells = "".join(f"{b[k] or 0:>7.3f}>{a[k] or 0:<6.3f}" for k in ("precision", "recall", "f1", "auc"))
+            print(f"    {src:<20}{cells}")
+    tb, ta = before["madlibs_terms_report"], after["madlibs_terms_report"]
+    rows = madlibs_terms_report()
+    changed: dict[str, list[bool]] = {}
+    for e in rows:
+        changed.setdefault(str(e.group), []).append(mask_identities(normalise(e.text)) != normalise(e.text))
+    print(
+        "  per madlibs term, REPORT split (toxicity_data.madlibs_terms_report: the first 150 non-toxic and 40 toxic "
+        "sentences of each term in pick order, the 20 / 4 above among them); masked = share of its sentences the mask changes"
+    )
+    print(f"  {'':<24}{'overall':>24}{'max-min':>9}{'std':>8}  terms above / below the overall interval")
+    for name, t in (("FPR before", tb["fpr"]), ("FPR after", ta["fpr"]), ("TPR before", tb["tpr"]), ("TPR after", ta["tpr"])):
+        overall = f"{t['overall']:.3f} [{t['ci95'][0]:.3f},{t['ci95'][1]:.3f}]"
+        print(f"  {name:<24}{overall:>24}{t['max_minus_min']:>9.3f}{t['std']:>8.3f}  {t['terms_above'] or '-'} / {t['terms_below'] or '-'}")
+    print(f"  {'term':<18}{'masked':>7}  {'FPR before':<22}{'FPR after':<22}{'TPR before':<22}{'TPR after':<22}")
+    for g, a in ta["per_term"].items():
+        b = tb["per_term"][g]
+        share = float(np.mean(changed[g]))
+        print(f"  {g:<18}{share:>7.2f}  {_rate(b['fpr']):<22}{_rate(a['fpr']):<22}{_rate(b['tpr']):<22}{_rate(a['tpr']):<22}")
+    n = {k: ta["per_term"][next(iter(ta["per_term"]))][k]["n"] for k in ("fpr", "tpr")}
+    print(f"  (n per term: {n['fpr']} non-toxic, {n['tpr']} toxic)")
+
+
 def main() -> None:
     logging.basicConfig(level=logging.WARNING)
     service = EmbeddingService.shared()
-    d = embed_examples(service)
-    det = ToxicityDetector(embeddings=CachedEmbeddings(d, service))  # type: ignore[arg-type]
+    shipped_mask = ToxicityDetector().head.identity_mask
+    d = embed_examples(service, mask=shipped_mask)
+    det = ToxicityDetector(embeddings=CachedEmbeddings(d, service, shipped_mask))  # type: ignore[arg-type]
     texts = [e.text for e in d.examples]
     results = det.score_many(texts)
     head_s = np.array([r.head_score for r in results])
@@ -177,6 +235,8 @@ def main() -> None:
         "  what the mitigation costs elsewhere (F1 on REPORT, without -> with): "
         + ", ".join(f"{s} {wo[s]['f1']:.3f} -> {report['toxic_report'][s]['f1']:.3f}" for s in SOURCES)
     )
+
+    identity_mask_section(service, d, tox, hate, shipped_mask)
 
     print("\ncross-source: fitted on one source alone (threshold on its own TUNE split); tested on the others' rows (all splits)")
     print(f"  {'':<22}" + "".join(f"{s:>26}" for s in SOURCES))

@@ -4,8 +4,11 @@
 regression over the default sentence embedding (all-MiniLM-L6-v2), fitted here by
 ``detectors/training/train_toxicity.py`` on Davidson et al.'s tweets, HateCheck, ToxiGen's
 curated statements and identity-neutral bias_madlibs sentences (the weights, threshold and
-evaluation ship in ``data/toxicity_head.json``). Long texts are scored in chunks of about
-``chunk_chars`` characters (at most ``max_chunks``); a text's score is its worst chunk's.
+evaluation ship in ``data/toxicity_head.json``). The heads read the text with its identity terms
+masked (:func:`mask_identities`: the demographic lists' terms become "person", at training and
+scoring alike, where the head file says ``identity_mask``), so that a sentence's score does not
+depend on which group it names. Long texts are scored in chunks of about ``chunk_chars``
+characters (at most ``max_chunks``); a text's score is its worst chunk's.
 
 Categories, each only where there is evidence:
 
@@ -31,11 +34,12 @@ import re
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from functools import cached_property
+from functools import cache, cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import yaml
 
 from .base import Detector, EventLike, Finding, Severity
 from .contracts import NeedsEmbeddings
@@ -45,6 +49,7 @@ if TYPE_CHECKING:
     from .embeddings import EmbeddingService
 
 HEAD_FILE = Path(__file__).with_name("data") / "toxicity_head.json"
+TERMS_FILE = Path(__file__).with_name("data") / "demographic_terms.yaml"
 CATEGORIES = ("insult", "threat", "identity_hate", "sexual", "self_harm")
 
 _MENTION = re.compile(r"@\w+")
@@ -61,6 +66,95 @@ def normalise(text: str) -> str:
     text = _MENTION.sub("@user", text)
     text = _RT.sub("", text)
     return _SPACE.sub(" ", text).strip()
+
+
+# -- identity-term masking ---------------------------------------------------------------------------
+
+IDENTITY_PLACEHOLDER = "person"
+# Words of the demographic lists that name one person or a relation, not a group: left alone (masking pronouns
+# would strip every sentence of its subject).
+NOT_MASKED = frozenset(
+    [
+        "she",
+        "her",
+        "hers",
+        "herself",
+        "he",
+        "him",
+        "his",
+        "himself",
+        "mother",
+        "mothers",
+        "father",
+        "fathers",
+        "wife",
+        "wives",
+        "husband",
+        "husbands",
+        "daughter",
+        "daughters",
+        "son",
+        "sons",
+        "sister",
+        "sisters",
+        "brother",
+        "brothers",
+        "girlfriend",
+        "girlfriends",
+        "boyfriend",
+        "boyfriends",
+    ]
+)
+# A person noun right after a term goes with it: "gay people" -> "person", not "person people".
+_PERSON_NOUN = r"(?:\s+(?:person|people|persons|man|woman|men|women|folks?|guys?|kids?))?"
+
+
+def identity_terms(terms_file: Path = TERMS_FILE) -> list[str]:
+    """The terms masked: every term of the project's demographic lists (``data/demographic_terms.yaml``, all nine
+    categories) but pronouns and kinship words (:data:`NOT_MASKED`), lower-cased, longest first."""
+    data = yaml.safe_load(terms_file.read_text(encoding="utf-8"))
+    terms = {str(t).lower() for category, groups in data.items() if category != "sources" for words in groups.values() for t in words}
+    return sorted(terms - NOT_MASKED, key=lambda t: (-len(t), t))
+
+
+def _trie_regex(words: Sequence[str]) -> str:
+    """An alternation of ``words`` as a prefix tree (``gay|gays`` -> ``gays?``-like groups), longer matches first:
+    one pass of the regex engine per position instead of one try per term (about 30x faster on 238 terms)."""
+    trie: dict[str, Any] = {}
+    for w in words:
+        node = trie
+        for ch in w:
+            node = node.setdefault(ch, {})
+        node[""] = {}
+
+    def emit(node: dict[str, Any]) -> str:
+        ends = "" in node
+        branches = [(r"\s+" if ch == " " else re.escape(ch)) + emit(child) for ch, child in sorted(node.items()) if ch]
+        if not branches:
+            return ""
+        body = branches[0] if len(branches) == 1 else "(?:" + "|".join(branches) + ")"
+        return f"(?:{body})?" if ends else body
+
+    return emit(trie)
+
+
+def identity_pattern(terms: Sequence[str]) -> re.Pattern[str]:
+    """One regex for all the terms: whole words only (no letter, digit or hyphen either side), any case, runs of
+    whitespace inside a phrase matched as one space, the longest term that ends at a word boundary."""
+    words = sorted({" ".join(t.lower().split()) for t in terms if t.strip()})
+    return re.compile(rf"(?<![\w-])(?:{_trie_regex(words)}){_PERSON_NOUN}(?![\w-])", re.IGNORECASE)
+
+
+@cache
+def _default_identity_pattern() -> re.Pattern[str]:
+    return identity_pattern(identity_terms())
+
+
+def mask_identities(text: str, pattern: re.Pattern[str] | None = None, placeholder: str = IDENTITY_PLACEHOLDER) -> str:
+    """``text`` with every identity term (and a person noun after it) replaced by ``placeholder``: what the heads
+    read when the head file says ``identity_mask`` (training and scoring alike), so that a sentence's score cannot
+    depend on which group it names."""
+    return (pattern or _default_identity_pattern()).sub(placeholder, text)
 
 
 # -- the rule layer ------------------------------------------------------------------------------
@@ -213,6 +307,7 @@ class ToxicityHead:
         self.hate_b = float(head["identity_hate"]["bias"])
         self.hate_threshold = float(head["identity_hate"]["threshold"])
         self.rules_flag = bool(head.get("rules_flag", True))
+        self.identity_mask = bool(head.get("identity_mask", False))  # the heads read mask_identities(normalise(x))
         self.meta = {k: v for k, v in head.items() if k not in ("toxic", "identity_hate")}
 
     def probabilities(self, vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -220,9 +315,12 @@ class ToxicityHead:
         return 1.0 / (1.0 + np.exp(-(v @ self.w + self.b))), 1.0 / (1.0 + np.exp(-(v @ self.hate_w + self.hate_b)))
 
 
-def chunk_text(text: str, chunk_chars: int, max_chunks: int) -> tuple[list[str], bool]:
-    """The normalised text in pieces of about ``chunk_chars`` characters, cut at whitespace; at most ``max_chunks``."""
+def chunk_text(text: str, chunk_chars: int, max_chunks: int, mask: bool = False) -> tuple[list[str], bool]:
+    """The normalised text (identity terms masked if ``mask``) in pieces of about ``chunk_chars`` characters, cut at
+    whitespace; at most ``max_chunks``."""
     text = normalise(text)
+    if mask:
+        text = mask_identities(text)
     if not text:
         return [], False
     chunks: list[str] = []
@@ -301,7 +399,7 @@ class ToxicityDetector(Detector, NeedsEmbeddings):
         for t in texts:
             if not isinstance(t, str):
                 raise TypeError(f"toxicity scores text, not {type(t).__name__}")
-        pieces = [chunk_text(t, self.chunk_chars, self.max_chunks) for t in texts]
+        pieces = [self._chunks(t) for t in texts]
         flat = [c for chunks, _ in pieces for c in chunks]
         tox = hate = np.zeros(0, dtype=np.float32)
         if flat:
@@ -346,12 +444,15 @@ class ToxicityDetector(Detector, NeedsEmbeddings):
         user = getattr(event, "user_text", None)
         return user if isinstance(user, str) else event.prompt_text
 
+    def _chunks(self, text: str) -> tuple[list[str], bool]:
+        return chunk_text(text, self.chunk_chars, self.max_chunks, self.head.identity_mask)
+
     def texts_to_embed(self, events: Sequence[EventLike]) -> list[str]:
         # The responses only: a prompt is scored when its response was flagged (rare), in a second,
         # small encode, so that the batch's shared forward pass carries one text per event, not two.
         out: list[str] = []
         for e in events:
-            out += chunk_text(e.response, self.chunk_chars, self.max_chunks)[0]
+            out += self._chunks(e.response)[0]
         return out
 
     def score_batch(self, events: Sequence[EventLike]) -> list[Finding]:

