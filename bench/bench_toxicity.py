@@ -142,6 +142,40 @@ def identity_mask_section(service: EmbeddingService, d: Data, tox: Head, hate: H
     print(f"  (n per term: {n['fpr']} non-toxic, {n['tpr']} toxic)")
 
 
+READER_INSULT_RULES = ("directed_insult", "insulting_question", "any_idiot_could")
+
+
+def reader_insults_section() -> None:
+    """The rules that flag an insult aimed at the reader on their own: how often they fire on every text of the
+    shared sets (written for chat answers; none of these texts was read to write them, none is a tuning set)."""
+    import gzip
+
+    from detectors.training.toxicity_data import DEFAULT_DATA
+
+    def rows(path):
+        opener = gzip.open if path.suffix == ".gz" else open
+        with opener(path, "rt", encoding="utf-8") as fh:
+            yield from (json.loads(line) for line in fh if line.strip())
+
+    sets: dict[str, list[str]] = {}
+    for r in rows(DEFAULT_DATA / "toxicity_davidson" / "davidson_labeled_data.jsonl.gz"):
+        sets.setdefault(f"davidson {r['category']}", []).append(r["text"])
+    for r in rows(DEFAULT_DATA / "bias_hatecheck" / "hatecheck.jsonl"):
+        sets.setdefault(f"hatecheck {r['label']}", []).append(r["text"])
+    for r in rows(DEFAULT_DATA / "bias_madlibs" / "bias_madlibs_77k.jsonl.gz"):
+        sets.setdefault(f"madlibs {r['label']}", []).append(r["text"])
+    for r in rows(DEFAULT_DATA / "bias_toxigen_prompts" / "toxigen_prompt_sentences.jsonl"):
+        sets.setdefault(f"toxigen {r['label']}", []).append(r["text"])
+    sets["piguard benign prompts"] = [
+        r.get("text") or r.get("prompt") or "" for r in rows(DEFAULT_DATA / "injection_piguard_benign" / "piguard_benign.jsonl")
+    ]
+    sets["mnli premises"] = [r["premise"] for r in rows(DEFAULT_DATA / "nli_mnli_dev" / "mnli_dev.jsonl.gz")]
+    print("\ninsults aimed at the reader (rules that flag alone: " + ", ".join(READER_INSULT_RULES) + "): share of texts they fire on")
+    for name, texts in sets.items():
+        hit = sum(any(h.rule in READER_INSULT_RULES for h in rule_hits(t)) for t in texts)
+        print(f"  {name:<36}{len(texts):>8,} texts {hit:>6,} hits  {hit / max(1, len(texts)):.4f}")
+
+
 def main() -> None:
     logging.basicConfig(level=logging.WARNING)
     service = EmbeddingService.shared()
@@ -247,6 +281,8 @@ def main() -> None:
         ]
         print(f"  {trained:<22}" + "".join(f"{c:>26}" for c in cells))
     print("  (* its own REPORT split)")
+
+    reader_insults_section()
 
     print("\nspeed, texts/s on 300 report texts in this process (ours: normalise, chunk, encode uncached, both heads, rules)")
     sample = [e.text for e in d.examples if e.split == "report"][::7][:300]
