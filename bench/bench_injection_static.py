@@ -57,7 +57,13 @@ def main() -> None:
     for m in ("precision", "recall", "f1"):
         rows.append((f"rules+classifier {m}", shipped["report_split"]["combined"][m], new["report_split"]["combined"][m]))
     for k in shipped["other_benign"]:
-        rows.append((f"FPR {k} ({shipped['other_benign'][k]['rows']})", shipped["other_benign"][k]["fpr_combined"], new["other_benign"][k]["fpr_combined"]))
+        rows.append(
+            (
+                f"FPR {k} ({shipped['other_benign'][k]['rows']})",
+                shipped["other_benign"][k]["fpr_combined"],
+                new["other_benign"][k]["fpr_combined"],
+            )
+        )
     for k, v in shipped["cross_source"].items():
         for m in ("recall_combined_at_threshold", "fpr_combined_at_threshold"):
             if m in v:
