@@ -27,6 +27,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	$(BIN)/python -m pip install --quiet --no-deps selfcheckgpt==0.1.7  # the reference scorer for bench/bench_consistency.py
+	$(BIN)/python -m pip install --quiet --no-deps skeletoken==0.6.1  # model2vec's distillation (detectors/training/distill_static.py); its 'distill' extra would pin transformers < 5.4
 	touch $(STAMP)
 
 install: $(STAMP)

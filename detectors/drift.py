@@ -17,6 +17,12 @@ reservoir per model version and field, which the worker publishes to the drift t
 
 A drift episode raises one finding when p < alpha and closes when p >= alpha again. The
 test runs many times a day, so alpha defaults to 0.001 with 1,000 permutations.
+``embedding="static"`` takes the vectors from a static token table distilled from the default
+model (``detectors/static_embeddings.py``, shipped in the package; its model card gives its
+power and false alarms beside the default's) instead of the sentence-embedding model: a table
+lookup rather than a forward pass. The default stays ``"model"``. Every worker publishing to one
+merger must use the same choice (the vectors differ in dimension and geometry).
+
 ``sample_rate`` embeds a deterministic fraction of the events (by event_id) where embedding
 them all would cost more than the test needs.
 """
@@ -44,6 +50,11 @@ from .embeddings import UsesEmbeddings
 from .errors import ConfigurationError
 
 FIELDS = ("prompt", "response")
+# "model": the sentence-embedding model every detector shares (embedding_model, all-MiniLM-L6-v2 by
+# default); "static": the static token table distilled from it (detectors/static_embeddings.py), a
+# lookup instead of a forward pass, in its own service (the batch's texts for drift are then not
+# encoded by the model).
+EMBEDDINGS = ("model", "static")
 
 
 @dataclass(frozen=True)
@@ -123,11 +134,17 @@ class EmbeddingDriftDetector(UsesEmbeddings, Detector, NeedsEmbeddings, ExposesG
         device: str | None = None,
         embeddings=None,
         mode: str = "local",
+        embedding: str = "model",
         reservoir_size: int = 200,
     ):
         if mode not in ("local", "publish"):
             raise ConfigurationError("mode must be 'local' (test in this worker) or 'publish' (reservoirs for a DriftMerger)")
         self.mode = mode
+        if embedding not in EMBEDDINGS:
+            raise ConfigurationError(f"embedding {embedding!r}: one of {', '.join(EMBEDDINGS)}")
+        if embedding == "static" and embedding_model is not None:
+            raise ConfigurationError("embedding='static' uses the shipped static table: leave embedding_model unset")
+        self.embedding = embedding
         self.reservoir_size = reservoir_size
         self._reservoirs: dict[tuple[str, str, str], IntervalReservoir] = {}
         self._lock = threading.Lock()
@@ -158,6 +175,14 @@ class EmbeddingDriftDetector(UsesEmbeddings, Detector, NeedsEmbeddings, ExposesG
         self._since: dict[tuple[str, str, str], int] = {}
         self._active: set[tuple[str, str, str]] = set()
         self.last: dict[tuple[str, str, str], DriftResult] = {}
+
+    @property
+    def embeddings(self):
+        if self._embeddings is None and self.embedding == "static":
+            from .static_embeddings import StaticEmbeddingService
+
+            self._embeddings = StaticEmbeddingService.shared()
+        return super().embeddings
 
     @cached_property
     def _file_reference(self) -> np.ndarray:
