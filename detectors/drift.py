@@ -20,8 +20,11 @@ test runs many times a day, so alpha defaults to 0.001 with 1,000 permutations.
 ``embedding="static"`` takes the vectors from a static token table distilled from the default
 model (``detectors/static_embeddings.py``, shipped in the package; its model card gives its
 power and false alarms beside the default's) instead of the sentence-embedding model: a table
-lookup rather than a forward pass. The default stays ``"model"``. Every worker publishing to one
-merger must use the same choice (the vectors differ in dimension and geometry).
+lookup rather than a forward pass, about 100 times faster on a CPU, with the same power and false
+alarms on Brown (bench/bench_static.py). It is the default unless ``embedding_model`` (or a service
+of vectors) is given; ``embedding="model"`` takes the sentence-embedding model. Workers publishing
+to one merger should make the same choice: the merger never mixes vectors of two dimensions (it
+tests the majority's and re-pins its reference when the dimension changes, as in a rolling change).
 
 ``sample_rate`` embeds a deterministic fraction of the events (by event_id) where embedding
 them all would cost more than the test needs.
@@ -134,9 +137,11 @@ class EmbeddingDriftDetector(UsesEmbeddings, Detector, NeedsEmbeddings, ExposesG
         device: str | None = None,
         embeddings=None,
         mode: str = "local",
-        embedding: str = "model",
+        embedding: str | None = None,
         reservoir_size: int = 200,
     ):
+        if embedding is None:  # the static table, unless a model or a service of vectors was asked for
+            embedding = "model" if embedding_model is not None or embeddings is not None else "static"
         if mode not in ("local", "publish"):
             raise ConfigurationError("mode must be 'local' (test in this worker) or 'publish' (reservoirs for a DriftMerger)")
         self.mode = mode
@@ -420,6 +425,7 @@ class DriftMerger:
         self._active: set[tuple[str, str, str]] = set()
         self.last: dict[tuple[str, str, str], DriftResult] = {}
         self._lock = threading.Lock()
+        self.mixed_dimensions = 0  # evaluations that left out samples of another embedding's dimension
 
     def add(self, model: str, version: str, field: str, producer: str, interval: int, count: int, vectors: np.ndarray) -> None:
         with self._lock:
@@ -444,6 +450,21 @@ class DriftMerger:
     def evaluate(self, current_interval: int) -> list[Finding]:
         findings = []
         for key, per in self._windows(current_interval - self.window_intervals + 1):
+            # Workers that embed differently (a rolling change of drift's `embedding`: 384-d model vectors,
+            # 256-d static ones) cannot be mixed: the window takes the dimension most of its events have,
+            # and a change of dimension re-pins the reference.
+            dims: dict[int, int] = {}
+            for count, vectors in per.values():
+                dims[vectors.shape[1]] = dims.get(vectors.shape[1], 0) + count
+            if not dims:
+                continue
+            dim = max(dims, key=lambda d: dims[d])
+            if len(dims) > 1:
+                self.mixed_dimensions += 1
+                per = {k: v for k, v in per.items() if v[1].shape[1] == dim}
+            if key in self._ref and self._ref[key].shape[1] != dim:
+                del self._ref[key]
+                self._active.discard(key)
             window = weighted_merge(list(per.values()), self.window_size, self._rng)
             if len(window) < max(10, self.window_size // 4):
                 continue

@@ -119,3 +119,29 @@ def test_merger_tests_the_window_merged_from_many_producers_and_ages_them_out():
     findings = [f for i in range(3, 6) for f in m.evaluate(i)]
     assert len(findings) == 1 and findings[0].details["producers"] == 3 and findings[0].details["merged"]
     assert all(k[1] >= 4 for k in m._samples[("m", "v", "prompt")])  # older intervals aged out
+
+
+def test_merger_keeps_workers_that_embed_differently_apart_and_re_pins_on_a_change_of_embedding():
+    """A rolling change of drift's embedding (384-d model vectors -> 256-d static ones): never mixed, never a crash."""
+    from detectors.drift import DriftMerger
+
+    rng = np.random.default_rng(5)
+    m = DriftMerger(window_size=120, window_intervals=2, permutations=300, alpha=0.01)
+    for interval in range(3):  # every worker on the old embedding
+        for w in range(3):
+            m.add("m", "v", "prompt", f"w{w}", interval, 500, rng.normal(size=(40, 8)))
+        assert m.evaluate(interval) == []
+    assert m._ref[("m", "v", "prompt")].shape[1] == 8
+    for interval in range(3, 5):  # one worker upgraded: the majority's window is tested, the other left out
+        for w in range(3):
+            m.add("m", "v", "prompt", f"w{w}", interval, 500, rng.normal(size=(40, 4 if w == 0 else 8)))
+        assert m.evaluate(interval) == []
+    assert m.mixed_dimensions >= 1 and m._ref[("m", "v", "prompt")].shape[1] == 8
+    for interval in range(5, 12):  # all upgraded: the reference is pinned again in the new space, and shifts are found there
+        for w in range(3):
+            m.add("m", "v", "prompt", f"w{w}", interval, 500, rng.normal(loc=0.8 if interval >= 9 else 0.0, size=(40, 4)))
+        m.evaluate(interval)
+        if interval < 9:
+            assert not [r for r in m.last_results().values() if r.drifted]
+    assert m._ref[("m", "v", "prompt")].shape[1] == 4
+    assert m.last_results()[("m", "v", "prompt")].drifted

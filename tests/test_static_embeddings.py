@@ -10,6 +10,7 @@ import pytest
 
 from detectors import registry
 from detectors.drift import EmbeddingDriftDetector
+from detectors.embeddings import default_model_path
 from detectors.errors import ConfigurationError
 from detectors.static_embeddings import STATIC_MODEL_DIR, StaticEmbeddingService, StaticEncoder
 
@@ -117,7 +118,9 @@ def test_the_worker_option_passes_through_and_bad_choices_are_refused():
     (det,) = registry.build(["drift"], {"drift": {"embedding": "static", "sample_rate": 1.0, "reference_size": 20, "window_size": 20}})
     assert isinstance(det.embeddings, StaticEmbeddingService)
     assert det.texts_to_embed([make_event(prompt="p", response="r")]) == ["p", "r"]
-    assert not isinstance(EmbeddingDriftDetector().embeddings, StaticEmbeddingService)  # the default is unchanged
+    assert isinstance(EmbeddingDriftDetector().embeddings, StaticEmbeddingService)  # the default
+    assert not isinstance(EmbeddingDriftDetector(embedding="model").embeddings, StaticEmbeddingService)
+    assert EmbeddingDriftDetector(embedding_model=str(default_model_path())).embedding == "model"  # a model asked for: the model
     with pytest.raises(ConfigurationError, match="embedding"):
         EmbeddingDriftDetector(embedding="word2vec")
     with pytest.raises(ConfigurationError, match="embedding_model"):
