@@ -37,6 +37,10 @@ from .descriptors import is_refusal, sentiment
 
 log = logging.getLogger(__name__)
 
+# warnings.catch_warnings() swaps the process's filters and puts them back on exit: two threads inside at once
+# (the tests on the detector's thread, a report on demand on another) could leave "ignore" behind. One at a time.
+_QUIET = threading.Lock()
+
 NUMERIC = ("prompt_chars", "response_chars", "sentiment", "pii_entities", "output_tokens", "latency_ms")
 CATEGORICAL = ("refusal",)
 
@@ -161,7 +165,7 @@ class DescriptorDriftDetector(Detector, ExposesGauges, KeepsWindows, BuildsRepor
 
         ref, cur = _frame(ref_rows), _frame(rows)
         results: dict[str, dict] = {}
-        with warnings.catch_warnings():
+        with _QUIET, warnings.catch_warnings():
             warnings.simplefilter("ignore")
             for col in (*NUMERIC, *CATEGORICAL):
                 r, c = ref[col].dropna(), cur[col].dropna()
@@ -255,7 +259,7 @@ def _write_report(ref, cur, path: Path) -> Path:
     from evidently.presets import DataDriftPreset
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    with warnings.catch_warnings():
+    with _QUIET, warnings.catch_warnings():
         warnings.simplefilter("ignore")
         snapshot = Report([DataDriftPreset()]).run(reference_data=ref, current_data=cur)
         snapshot.save_html(str(path))
