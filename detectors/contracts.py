@@ -9,7 +9,8 @@ the class (and ``publishes_samples``).
 
 Threads: ``score_batch`` runs on one thread at a time (the worker's detector thread). Every
 method of these contracts may be called from another thread while it runs: a detector keeps
-the state they read behind a lock and answers from a copy taken under it.
+the state they read behind a lock and answers from a copy taken under it. A detector that
+:class:`RunsInBackground` also owns one thread of its own, which works on snapshots only.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from typing import TYPE_CHECKING, NamedTuple, Protocol, runtime_checkable
 if TYPE_CHECKING:
     import numpy as np
 
-    from .base import EventLike
+    from .base import EventLike, Finding
     from .embeddings import EmbeddingService
 
 
@@ -98,13 +99,34 @@ class BuildsReports(Protocol):
 
 
 @runtime_checkable
+class RunsInBackground(Protocol):
+    """Can run its slow part (window tests, reports) on a thread of its own, off the batch path.
+
+    In that mode ``score_batch`` does the cheap part (describe the events, fill the windows), hands
+    a snapshot of a window that is due to its thread, and returns the findings its thread completed
+    since the last call: they reach the worker's normal output a batch later. Inline (its other
+    mode), ``score_batch`` runs everything itself and these methods have nothing to do.
+    """
+
+    @abc.abstractmethod
+    def drain(self, timeout: float | None = None) -> list[Finding]:
+        """Waits up to ``timeout`` seconds (None: until done) for the runs queued or in progress, then
+        returns the findings completed and not yet returned, each once; ``drain(0)`` never waits."""
+
+    @abc.abstractmethod
+    def close(self, timeout: float = 5.0) -> None:
+        """Stops its thread: queued runs are dropped, the one in progress gets ``timeout`` seconds, its
+        findings stay for :meth:`drain`. The thread is a daemon: it never holds the process."""
+
+
+@runtime_checkable
 class TextGenerator(Protocol):
     """What probes ask: one answer of the model under test to a prompt (``bias.counterfactual_gap``)."""
 
     def __call__(self, prompt: str) -> str: ...
 
 
-CONTRACTS: tuple[type, ...] = (NeedsEmbeddings, ExposesGauges, KeepsWindows, PublishesSamples, BuildsReports)
+CONTRACTS: tuple[type, ...] = (NeedsEmbeddings, ExposesGauges, KeepsWindows, PublishesSamples, BuildsReports, RunsInBackground)
 
 
 def declared(detector: object) -> tuple[type, ...]:

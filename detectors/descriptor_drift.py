@@ -10,6 +10,14 @@ column's type and size: K-S, chi-square, Z, Wasserstein...), at ``threshold``.
 Evidently's HTML drift report is never built in the loop: it is built once when a drift
 finding fires (saved under ``reports_dir``, its path in the finding) and on demand with
 :meth:`DescriptorDriftDetector.report`.
+
+Where the tests run: inline (``background=False``, the default for a library user: ``score_batch``
+returns every finding of its events, deterministically) or on the detector's own thread
+(``background=True``, the worker's default through its settings): ``score_batch`` then only
+describes the events and fills the windows, hands a snapshot of each window that is due to the
+thread (one run at a time; a model version whose run is still waiting gets the newer snapshot
+instead of a second run), and returns the findings the thread completed since the last call
+(:class:`~detectors.contracts.RunsInBackground`).
 """
 
 from __future__ import annotations
@@ -19,21 +27,31 @@ import threading
 import warnings
 from collections import deque
 from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
 
+from .background import CoalescingRunner
 from .base import Detector, EventLike, Finding, Severity, finding_id
-from .contracts import BuildsReports, ExposesGauges, Gauge, KeepsWindows
+from .contracts import BuildsReports, ExposesGauges, Gauge, KeepsWindows, RunsInBackground
 from .descriptors import is_refusal, sentiment
 
 log = logging.getLogger(__name__)
+
+# warnings.catch_warnings() swaps the process's filters and puts them back on exit: two threads inside at once
+# (the tests on the detector's thread, a report on demand on another) could leave "ignore" behind. One at a time.
+_QUIET = threading.Lock()
 
 NUMERIC = ("prompt_chars", "response_chars", "sentiment", "pii_entities", "output_tokens", "latency_ms")
 CATEGORICAL = ("refusal",)
 
 
-class DescriptorDriftDetector(Detector, ExposesGauges, KeepsWindows, BuildsReports):
-    """Threads: ``score_batch`` owns the windows and results; it changes them under ``_lock``,
-    and the readers of other threads (report, gauges, window_lengths) copy them under it."""
+class DescriptorDriftDetector(Detector, ExposesGauges, KeepsWindows, BuildsReports, RunsInBackground):
+    """Threads and owners: ``score_batch`` (the batch path) owns the windows (``_ref``, ``_cur``,
+    ``_since``) and changes them under ``_lock``; the readers of other threads (report, gauges,
+    window_lengths) copy them under it. The window tests run on snapshots: a pinned reference is
+    never changed again, and the current window is copied under the lock when a test is due. Who
+    runs the tests owns the drift state ``_active`` (the batch path inline, the detector's thread
+    in background mode) and writes ``last`` under ``_lock``."""
 
     name = "descriptor_drift"
 
@@ -45,6 +63,7 @@ class DescriptorDriftDetector(Detector, ExposesGauges, KeepsWindows, BuildsRepor
         threshold: float = 0.001,
         reports_dir: str | None = None,
         pii: bool = True,
+        background: bool = False,
     ):
         self.reference_size = reference_size
         self.window_size = window_size
@@ -63,6 +82,12 @@ class DescriptorDriftDetector(Detector, ExposesGauges, KeepsWindows, BuildsRepor
         self._active: set[tuple[str, str]] = set()
         self.last: dict[tuple[str, str], dict[str, dict]] = {}
         self._lock = threading.Lock()
+        # background=True: the tests and reports run here, on a thread of the detector's own (started on first use).
+        self._runner: CoalescingRunner[tuple[str, str], Finding] | None = CoalescingRunner(self.name) if background else None
+
+    @property
+    def background(self) -> bool:
+        return self._runner is not None
 
     def warm_up(self) -> None:
         sentiment("warm")
@@ -89,7 +114,7 @@ class DescriptorDriftDetector(Detector, ExposesGauges, KeepsWindows, BuildsRepor
         return rows
 
     def score_batch(self, events: Sequence[EventLike]) -> list[Finding]:
-        findings = []
+        findings: list[Finding] = []
         for row in self.describe_events(events):
             e = row["_event"]
             key = (e.model, e.model_version)
@@ -98,34 +123,49 @@ class DescriptorDriftDetector(Detector, ExposesGauges, KeepsWindows, BuildsRepor
                     ref = self._ref.setdefault(key, [])
                     ref.append({k: v for k, v in row.items() if k != "_event"})
                     if len(ref) >= self.reference_size:
-                        self._pinned.add(key)
+                        self._pinned.add(key)  # from now on the reference is never changed: runs share it as is
                     continue
                 cur = self._cur.setdefault(key, deque(maxlen=self.window_size))
                 cur.append(row)
-            self._since[key] = self._since.get(key, 0) + 1
-            if len(cur) >= self.window_size // 2 and self._since[key] >= self.test_every:
+                self._since[key] = self._since.get(key, 0) + 1
+                if len(cur) < self.window_size // 2 or self._since[key] < self.test_every:
+                    continue
                 self._since[key] = 0
-                f = self._test(key)
-                if f is not None:
-                    findings.append(f)
+                run = partial(self._test, key, self._ref[key], tuple(cur))  # the snapshot: rows are never changed
+            if self._runner is None:
+                findings.extend(run())
+            else:
+                self._runner.submit(key, run)
+        if self._runner is not None:
+            findings.extend(self._runner.drain(0))
         return findings
 
-    def _columns(self, key):
-        """The reference and current windows of ``key`` as data frames, and the current rows."""
-        import pandas as pd
+    def drain(self, timeout: float | None = None) -> list[Finding]:
+        return self._runner.drain(timeout) if self._runner is not None else []
 
+    def close(self, timeout: float = 5.0) -> None:
+        if self._runner is not None:
+            self._runner.close(timeout)
+
+    def run_counts(self) -> dict[str, int]:
+        """The background runs so far: submitted, coalesced, ran, failed, dropped (all 0 inline)."""
+        if self._runner is None:
+            return dict.fromkeys(("submitted", "coalesced", "ran", "failed", "dropped"), 0)
+        return self._runner.counts()
+
+    def _columns(self, key):
+        """The reference and current windows of ``key`` now, as data frames."""
         with self._lock:
             ref_rows, rows = list(self._ref[key]), list(self._cur[key])
-        ref = pd.DataFrame(ref_rows)
-        cur = pd.DataFrame([{k: v for k, v in r.items() if k != "_event"} for r in rows])
-        return ref, cur, rows
+        return _frame(ref_rows), _frame(rows)
 
-    def _test(self, key) -> Finding | None:
+    def _test(self, key: tuple[str, str], ref_rows: Sequence[dict], rows: Sequence[dict]) -> list[Finding]:
+        """Test a snapshot of ``key``'s current window against its reference: its finding, if it starts a drift."""
         from evidently.legacy.calculations.stattests import get_stattest
 
-        ref, cur, rows = self._columns(key)
+        ref, cur = _frame(ref_rows), _frame(rows)
         results: dict[str, dict] = {}
-        with warnings.catch_warnings():
+        with _QUIET, warnings.catch_warnings():
             warnings.simplefilter("ignore")
             for col in (*NUMERIC, *CATEGORICAL):
                 r, c = ref[col].dropna(), cur[col].dropna()
@@ -140,9 +180,9 @@ class DescriptorDriftDetector(Detector, ExposesGauges, KeepsWindows, BuildsRepor
         drifted = sorted(c for c, r in results.items() if r["drifted"])
         if not drifted:
             self._active.discard(key)
-            return None
+            return []
         if key in self._active:
-            return None
+            return []
         self._active.add(key)
         model, version = key
         # The example: the current event furthest from the reference on the first drifted column.
@@ -153,38 +193,33 @@ class DescriptorDriftDetector(Detector, ExposesGauges, KeepsWindows, BuildsRepor
         details = {"drifted": drifted, "tests": results, "threshold": self.threshold, "n_reference": len(ref), "n_current": len(cur)}
         if self.reports_dir is not None:
             try:
-                details["report"] = str(self.report(key, self.reports_dir / f"descriptor-drift-{fid}.html"))
+                path = self.reports_dir / f"descriptor-drift-{fid}.html"
+                details["report"] = str(_write_report(ref, cur, path))  # of the window that drifted
             except Exception as exc:  # noqa: BLE001 - the finding matters more than its report
                 log.warning("descriptor drift report failed: %s", type(exc).__name__)
-        return Finding(
-            finding_id=fid,
-            detector=self.name,
-            kind="descriptor_drift",
-            severity=Severity.MEDIUM,
-            score=len(drifted) / max(1, len(results)),
-            model=model,
-            model_version=version,
-            route=example.route,
-            event_id=example.event_id,
-            summary=f"Descriptors drifted from the reference window: {', '.join(drifted)}",
-            details=details,
-        )
+        return [
+            Finding(
+                finding_id=fid,
+                detector=self.name,
+                kind="descriptor_drift",
+                severity=Severity.MEDIUM,
+                score=len(drifted) / max(1, len(results)),
+                model=model,
+                model_version=version,
+                route=example.route,
+                event_id=example.event_id,
+                summary=f"Descriptors drifted from the reference window: {', '.join(drifted)}",
+                details=details,
+            )
+        ]
 
     def has_reference(self, model: str, version: str) -> bool:
         return (model, version) in self._pinned
 
     def report(self, key: tuple[str, str], path: Path) -> Path:
         """Evidently's HTML data drift report of the current window against the reference."""
-        from evidently import Report
-        from evidently.presets import DataDriftPreset
-
-        ref, cur, _ = self._columns(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            snapshot = Report([DataDriftPreset()]).run(reference_data=ref, current_data=cur)
-            snapshot.save_html(str(path))
-        return path
+        ref, cur = self._columns(key)
+        return _write_report(ref, cur, path)
 
     def gauges(self) -> list[Gauge]:
         with self._lock:
@@ -193,6 +228,11 @@ class DescriptorDriftDetector(Detector, ExposesGauges, KeepsWindows, BuildsRepor
         for (model, version), results in last:
             for col, r in results.items():
                 out.append(Gauge("descriptor_drift_score", {"model": model, "model_version": version, "descriptor": col}, r["score"]))
+        if self._runner is not None:
+            failed = self._runner.failures()
+            for model, version in sorted({k for k, _ in last} | set(failed)):
+                labels = {"model": model, "model_version": version}
+                out.append(Gauge("descriptor_drift_failed_runs", labels, float(failed.get((model, version), 0))))
         return out
 
     def window_bounds(self) -> dict[str, int]:
@@ -204,3 +244,23 @@ class DescriptorDriftDetector(Detector, ExposesGauges, KeepsWindows, BuildsRepor
                 **{("reference", *k): len(r) for k, r in self._ref.items()},
                 **{("current", *k): len(c) for k, c in self._cur.items()},
             }
+
+
+def _frame(rows: Sequence[dict]):
+    """Descriptor rows as a data frame, without the event each row keeps."""
+    import pandas as pd
+
+    return pd.DataFrame([{k: v for k, v in r.items() if k != "_event"} for r in rows], columns=[*NUMERIC, *CATEGORICAL])
+
+
+def _write_report(ref, cur, path: Path) -> Path:
+    """Evidently's HTML data drift report of ``cur`` against ``ref``, written to ``path``."""
+    from evidently import Report
+    from evidently.presets import DataDriftPreset
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with _QUIET, warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        snapshot = Report([DataDriftPreset()]).run(reference_data=ref, current_data=cur)
+        snapshot.save_html(str(path))
+    return path

@@ -261,6 +261,9 @@ class Settings(BaseSettings):
             out.setdefault("pii", {})["hash_key"] = self.pii_hash_key.get_secret_value().encode()
         if "descriptor_drift" in self.detectors:
             out.setdefault("descriptor_drift", {}).setdefault("reports_dir", str(self.reports_dir))
+            # Its evidently tests and reports on a thread of its own: a batch pays only for the descriptors
+            # (the tests made the batches' p99), and its findings leave with the next batch or the worker's timer.
+            out["descriptor_drift"].setdefault("background", True)
         return out
 
     @property

@@ -190,3 +190,37 @@ def test_the_worker_keeps_its_state_in_the_state_directory_not_the_current_one(t
     appdir = w.app.conf.appdir
     assert appdir.is_dir() and state in appdir.parents
     assert list(cwd.iterdir()) == []
+
+
+def test_descriptor_drift_runs_on_its_own_thread_in_the_worker_and_stops_with_it(tmp_path):
+    import time
+
+    small = {"reference_size": 20, "window_size": 20, "test_every": 10, "pii": False}
+    w = Worker(
+        Settings(
+            profile="embedded",
+            bootstrap="127.0.0.1:1",
+            detectors=["descriptor_drift"],
+            detector_options={"descriptor_drift": small},
+            app_id="background-test",
+            state_dir=tmp_path / "state",
+            reports_dir=tmp_path / "reports",
+        )
+    )
+    w.findings_topic = RecordingTopic()
+    (det,) = w.detectors
+    assert det.background  # the worker's default
+    refusing = [make_event(response="I'm sorry, but I can't help with that.") for _ in range(20)]
+    result = run(w.handle(_records([make_event() for _ in range(40)] + refusing)))
+    assert result.findings == []  # the tests were handed to the detector's thread
+    deadline = time.monotonic() + 60
+    while (c := det.run_counts())["ran"] + c["coalesced"] < c["submitted"] and time.monotonic() < deadline:
+        time.sleep(0.01)
+    run(w.publish_background_findings())  # traffic paused: the timer publishes what the thread completed
+    (key, value, _), *more = w.findings_topic.sent
+    assert more == [] and json.loads(value)["detector"] == "descriptor_drift" and key.decode() in {e.event_id for e in refusing}
+    assert w.metrics.findings.labels("m1", "v1", "descriptor_drift", "descriptor_drift", "medium")._value.get() == 1
+    run(w.stop_background())
+    assert not det._runner._thread.is_alive()
+    run(w.handle(_records([make_event() for _ in range(10)])))  # a batch after shutdown: its due test is dropped
+    assert det.run_counts()["dropped"] == 1 and len(w.findings_topic.sent) == 1

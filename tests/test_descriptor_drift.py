@@ -1,6 +1,11 @@
+import logging
 import random
+import threading
+import time
+from pathlib import Path
 
 from detectors.descriptor_drift import DescriptorDriftDetector
+from streams.worker.pipeline import Pipeline, RawRecord
 
 from .conftest import make_event
 
@@ -37,3 +42,149 @@ def test_pii_rate_is_a_descriptor():
     findings = _run(det, clean + leaky, batch=20)
     assert len(findings) == 1 and "pii_entities" in findings[0].details["drifted"]
     assert "dana@example.com" not in findings[0].model_dump_json()
+
+
+# -- background mode: the tests and reports on the detector's own thread -------------------------
+
+REFUSAL = "I'm sorry, but I can't help with that."
+
+
+def _shift(n_normal=250, n_refusing=150, seed=0):
+    rng = random.Random(seed)
+    normal = [make_event(response=rng.choice(ANSWERS), latency_ms=rng.uniform(200, 800)) for _ in range(n_normal)]
+    refusing = [make_event(response=REFUSAL, latency_ms=rng.uniform(200, 800)) for _ in range(n_refusing)]
+    return normal + refusing
+
+
+def _wait_idle(det, timeout=60.0):
+    """Until every submitted run has run or been replaced (a wait, not a timing assertion)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        c = det.run_counts()
+        if c["ran"] + c["coalesced"] + c["dropped"] >= c["submitted"]:
+            return c
+        time.sleep(0.01)
+    raise AssertionError(f"the background runs did not finish: {det.run_counts()}")
+
+
+class Gate:
+    """Wraps a detector's window test: each run says it started, then waits until the test opens the gate."""
+
+    def __init__(self, det, fail_first=False):
+        self.test, self.fail_first = det._test, fail_first
+        self.started, self.open = threading.Event(), threading.Event()
+        self.seen = []  # (current window length, last event id) of each run
+        self.finished = 0
+        det._test = self
+
+    def __call__(self, key, ref_rows, rows):
+        self.seen.append((len(rows), rows[-1]["_event"].event_id))
+        self.started.set()
+        assert self.open.wait(60), "the test never opened the gate"
+        try:
+            if self.fail_first and len(self.seen) == 1:
+                raise RuntimeError("event text: " + "dana@example.com")  # the frames quote this line, never the joined message
+            return self.test(key, ref_rows, rows)
+        finally:
+            self.finished += 1
+
+
+def _records(events):
+    return [RawRecord(e.model_dump_json().encode(), None, "in", 0, i) for i, e in enumerate(events)]
+
+
+def test_background_mode_publishes_a_shift_through_a_later_batch():
+    det = DescriptorDriftDetector(reference_size=100, window_size=100, test_every=50, pii=False, background=True)
+    gate = Gate(det)
+    pipeline = Pipeline([det], max_event_bytes=1_000_000)
+    events = _shift()
+    early = [f for i in range(0, len(events), 25) for f in pipeline.process(_records(events[i : i + 25])).findings]
+    assert early == [] and gate.started.is_set()  # the batches ran while the first test was held
+    gate.open.set()
+    counts = _wait_idle(det)
+    assert counts["ran"] == 2 and counts["failed"] == 0  # the held run, then the newest window (the others coalesced)
+    later = pipeline.process(_records([make_event(response=ANSWERS[0])])).findings
+    assert len(later) == 1 and later[0].detector == "descriptor_drift" and "refusal" in later[0].details["drifted"]
+    assert later[0].event_id in {e.event_id for e in events[250:]}
+    assert pipeline.process(_records([make_event(response=ANSWERS[1])])).findings == []  # delivered once
+    assert {g.name for g in det.gauges()} == {"descriptor_drift_score", "descriptor_drift_failed_runs"}
+    det.close()
+
+
+def test_score_batch_returns_before_a_slow_background_run_finishes():
+    det = DescriptorDriftDetector(reference_size=20, window_size=20, test_every=10, pii=False, background=True)
+    gate = Gate(det)
+    returned = det.score_batch([make_event() for _ in range(30)])  # the reference, then a window that is due
+    assert gate.started.wait(60)  # the run started on the detector's thread...
+    assert returned == [] and gate.finished == 0  # ...and score_batch returned while it was still held
+    gate.open.set()
+    assert det.drain(60) == [] and gate.finished == 1  # same traffic: no drift
+    det.close()
+
+
+def test_triggers_while_a_run_is_in_flight_coalesce_into_one_more_run():
+    det = DescriptorDriftDetector(reference_size=20, window_size=20, test_every=10, pii=False, background=True)
+    gate = Gate(det)
+    det.score_batch([make_event() for _ in range(30)])  # trigger 1: runs, held
+    assert gate.started.wait(60)
+    det.score_batch([make_event() for _ in range(10)])  # trigger 2: waits
+    last = make_event(response=REFUSAL)
+    det.score_batch([make_event(response=REFUSAL) for _ in range(9)] + [last])  # trigger 3: replaces trigger 2
+    assert det.run_counts() == {"submitted": 3, "coalesced": 1, "ran": 0, "failed": 0, "dropped": 0}
+    gate.open.set()
+    det.drain(60)
+    assert det.run_counts()["ran"] == 2 and len(gate.seen) == 2
+    assert gate.seen[1] == (20, last.event_id)  # the run after the held one tested the newest window
+    det.close()
+
+
+def test_a_failing_background_run_is_counted_and_the_next_one_still_runs(caplog):
+    det = DescriptorDriftDetector(reference_size=100, window_size=100, test_every=50, pii=False, background=True)
+    gate = Gate(det, fail_first=True)
+    gate.open.set()
+    events = _shift()
+    with caplog.at_level(logging.ERROR, logger="detectors.background"):
+        det.score_batch(events[:150])  # the reference and a first window: its run fails
+        assert det.drain(60) == []
+    assert det.run_counts()["failed"] == 1
+    assert "RuntimeError" in caplog.text and "event text: dana@example.com" not in caplog.text  # the type, never the message
+    failed = [g for g in det.gauges() if g.name == "descriptor_drift_failed_runs"]
+    assert [(g.labels, g.value) for g in failed] == [({"model": "m1", "model_version": "v1"}, 1.0)]
+    findings = [f for i in range(150, len(events), 25) for f in det.score_batch(events[i : i + 25]) + det.drain(60)]
+    assert len(findings) == 1 and "refusal" in findings[0].details["drifted"]
+    assert det.run_counts()["failed"] == 1 and det.run_counts()["ran"] == len(gate.seen) > 1
+    det.close()
+
+
+def test_inline_and_background_modes_give_the_same_findings(tmp_path):
+    events = _shift(seed=3)
+    inline = DescriptorDriftDetector(reference_size=100, window_size=100, test_every=50, reports_dir=str(tmp_path / "inline"))
+    background = DescriptorDriftDetector(
+        reference_size=100, window_size=100, test_every=50, reports_dir=str(tmp_path / "background"), background=True
+    )
+    a = _run(inline, events)
+    b = [f for i in range(0, len(events), 25) for f in background.score_batch(events[i : i + 25]) + background.drain(60)]
+    background.close()
+    assert len(a) == 1 and inline.run_counts()["submitted"] == 0
+    assert [(f.finding_id, f.event_id, f.score, f.details["tests"]) for f in b] == [
+        (f.finding_id, f.event_id, f.score, f.details["tests"]) for f in a
+    ]
+    assert Path(b[0].details["report"]).stat().st_size > 10_000  # the report is built on the background thread too
+    assert inline.last == background.last
+
+
+def test_close_stops_the_thread_without_waiting_for_a_stuck_run():
+    det = DescriptorDriftDetector(reference_size=20, window_size=20, test_every=10, pii=False, background=True)
+    gate = Gate(det)
+    det.score_batch([make_event() for _ in range(30)])
+    assert gate.started.wait(60)
+    det.score_batch([make_event() for _ in range(10)])  # waits behind the held run
+    det.close(timeout=0.01)  # returns though the run is still held
+    assert det.run_counts()["dropped"] == 1 and gate.finished == 0
+    det.score_batch([make_event() for _ in range(10)])  # due, but closed: dropped, nothing runs inline
+    assert det.run_counts()["dropped"] == 2 and len(gate.seen) == 1
+    thread = next(t for t in threading.enumerate() if t.name == "descriptor_drift-background")
+    assert thread.daemon
+    gate.open.set()
+    thread.join(60)
+    assert not thread.is_alive() and det.drain(0) == []

@@ -21,6 +21,7 @@ from detectors.contracts import (
     ExposesGauges,
     KeepsWindows,
     PublishesSamples,
+    RunsInBackground,
 )
 from detectors.embeddings import EmbeddingService
 
@@ -37,6 +38,7 @@ OPTIONS = {
 }
 CONFIGS = {name: (name, OPTIONS.get(name, {})) for name in registry.REGISTRY}
 CONFIGS["drift-publish"] = ("drift", {**OPTIONS["drift"], "mode": "publish", "reservoir_size": 8})
+CONFIGS["descriptor_drift-background"] = ("descriptor_drift", {**OPTIONS["descriptor_drift"], "background": True})
 # Built-in detectors that the traffic below must provoke, so the checks on findings are not vacuous.
 PROVOKED = {"descriptors", "pii", "bias", "consistency", "cross_consistency", "drift", "descriptor_drift", "grounding"}
 FORBIDDEN_IMPORTS = {"kafka", "faust", "aiokafka", "mode", "torch", "streams"}
@@ -111,7 +113,9 @@ def config(request):
 def traffic_findings(config):
     """(detector, findings) of the traffic in batches of 10, once per detector."""
     det, events = _build(config), traffic()
-    return det, events, _score(det, events)
+    yield det, events, _score(det, events)
+    if isinstance(det, RunsInBackground):
+        det.close()
 
 
 def _build(config):
@@ -120,7 +124,10 @@ def _build(config):
 
 
 def _score(det, events, batch=10):
-    return [f for i in range(0, len(events), batch) for f in det.score_batch(events[i : i + batch])]
+    """Every finding of the events in batches; a detector that runs in background is drained after each
+    batch (as if its runs were inline: what it finds must not depend on when its thread gets the CPU)."""
+    drain = det.drain if isinstance(det, RunsInBackground) else lambda _: []
+    return [f for i in range(0, len(events), batch) for f in det.score_batch(events[i : i + batch]) + drain(60)]
 
 
 def test_an_empty_batch_finds_nothing(config):
@@ -240,7 +247,11 @@ def test_readers_run_from_another_thread_while_a_batch_is_scored(config):
             det.window_lengths()
         if isinstance(det, PublishesSamples):
             det.export_samples()
+        if isinstance(det, RunsInBackground):
+            det.drain(0)
 
     errors = race(lambda: det.score_batch(events[20:]), read)
+    if isinstance(det, RunsInBackground):
+        det.close()
     assert errors == [], [f"{type(e).__name__}: {e}" for e in errors]
     assert all(len(g) == 3 and isinstance(g.value, float) for g in det.gauges())

@@ -27,7 +27,7 @@ import faust
 from faust.types import TP
 
 from detectors import embeddings, registry
-from detectors.contracts import PublishesSamples, declared
+from detectors.contracts import PublishesSamples, RunsInBackground, declared
 from detectors.drift import DriftMerger, EmbeddingDriftDetector
 from streams import kafka_clients
 from streams.events.topics import topic_specs
@@ -58,6 +58,9 @@ class Worker:
         self.detectors = registry.build(settings.detectors, settings.detector_kwargs())
         for detector in self.detectors:
             detector.warm_up()
+        # Detectors with a thread of their own (descriptor_drift's tests and reports): their findings come with
+        # the next batch, or with the timer when traffic pauses; their threads stop with the worker.
+        self._in_background = [cast(RunsInBackground, d) for d in self.detectors if RunsInBackground in declared(d)]
         self.otlp_decoder = OTLPDecoder(settings.otlp_encoding, DecodeOptions.from_settings(settings)) if settings.otlp_enabled else None
         self.pipeline = Pipeline(
             self.detectors, settings.max_event_bytes, settings.otlp_topic_name if settings.otlp_enabled else None, self.otlp_decoder
@@ -174,8 +177,15 @@ class Worker:
             async def check_sampled() -> None:
                 await self.check_sampled()
 
+        if self._in_background:
+
+            @app.timer(interval=1.0, name="streamwarden.background")
+            async def publish_background() -> None:
+                await self.publish_background_findings()
+
         @app.on_before_shutdown.connect  # type: ignore[arg-type]  # faust's stubs do not admit coroutine receivers
         async def on_shutdown(app: Any, **kwargs: Any) -> None:
+            await self.stop_background()
             # The consumer made its last commit as it stopped: publish what that released.
             await self.flush_metrics()
 
@@ -271,6 +281,26 @@ class Worker:
                 dead.record.offset,
                 dead.reason,
             )
+
+    # -- the detectors' own threads -------------------------------------------------------
+
+    async def publish_background_findings(self) -> None:
+        """Publish what the detectors' own threads completed and no batch carried yet (never waits for a run)."""
+        findings = [f for d in self._in_background for f in d.drain(0)]
+        if not findings:
+            return
+        result = BatchResult(findings=findings)
+        await self.publish(result)
+        self.metrics.observe_findings(result)
+        self.windows.add_findings(findings)
+
+    async def stop_background(self, timeout: float = 2.0) -> None:
+        """Stop the detectors' threads (a run in progress gets ``timeout`` seconds, off the event loop;
+        queued runs are dropped) and publish what they completed."""
+        loop = asyncio.get_running_loop()
+        for d in self._in_background:
+            await loop.run_in_executor(None, d.close, timeout)
+        await self.publish_background_findings()
 
     # -- drift across workers, sampled events, metrics ------------------------------------
 
