@@ -41,6 +41,12 @@ class DemoOptions:
     rate: float = 200.0
     seed: int = 7
     live: bool | None = None  # None: only on a terminal
+    # While the worker loads its models, clean traffic queues in Kafka (at most warmup_events); the
+    # incidents' schedule starts once the worker is ready (or after ready_wait_max_s), so that every
+    # incident is judged as it happens, not out of a backlog read partition by partition (the pinned
+    # drift reference would then mix the incidents in).
+    warmup_events: int = 2000
+    ready_wait_max_s: float = 180.0
     drain_stall_s: float = 30.0  # the drain gives up when the worker accounts for nothing new this long
     drain_max_s: float = 600.0
     worker_log: Path | None = None
@@ -334,20 +340,29 @@ def run_demo(settings: Settings, opts: DemoOptions, console: Console | None = No
         next_report = 0.0
         ready = False
         next_ready_check = 0.0
+        clock_start: float | None = None  # when the incidents' schedule started (the worker was ready)
+        warm_sent = 0  # records sent before it
         try:
             while True:
                 elapsed = time.monotonic() - start
-                if opts.seconds is not None and elapsed >= opts.seconds:
+                if clock_start is None and (ready or elapsed >= opts.ready_wait_max_s):
+                    clock_start, warm_sent = time.monotonic(), sent.valid + sent.malformed
+                t = time.monotonic() - clock_start if clock_start is not None else 0.0  # schedule time
+                if opts.seconds is not None and clock_start is not None and t >= opts.seconds:
                     break
                 if worker.poll() is not None:
                     raise _exited("the worker", worker.returncode, log_path, kept=opts.worker_log is not None)
                 if agent.poll() is not None:
                     raise _exited("the policy agent", agent.returncode, log_path, kept=opts.worker_log is not None)
                 # Send what the rate allows up to now, then sleep a little.
-                due = int(elapsed * opts.rate) - (sent.valid + sent.malformed)
+                if clock_start is None:
+                    due = min(int(elapsed * opts.rate), opts.warmup_events) - (sent.valid + sent.malformed)
+                else:
+                    due = warm_sent + int(t * opts.rate) - (sent.valid + sent.malformed)
                 for _ in range(max(0, min(due, 1000))):
-                    phase = schedule.phase_at(time.monotonic() - start)
-                    kind, payload = gen.event(time.monotonic() - start)
+                    now_t = time.monotonic() - clock_start if clock_start is not None else 0.0
+                    phase = schedule.phase_at(now_t)
+                    kind, payload = gen.event(now_t)
                     if kind == "malformed":
                         tap.record(payload)
                         sent.malformed += 1
