@@ -44,6 +44,17 @@ def evidently_methods():
     return {"evidently model": model(), "evidently ratio": ratio(), "evidently distance": distance(), "evidently mmd": mmd()}
 
 
+def genre_samples(rng: random.Random, min_paragraphs: int = 600, per_genre: int = 800) -> tuple[dict[str, list[str]], list[str]]:
+    """Brown's paragraphs by genre, shuffled by ``rng`` (the caller's draws go on from it) and cut to
+    ``per_genre``, and the genres with at least ``min_paragraphs`` (the others are too small for the windows)."""
+    paras = paragraphs()
+    genres = [g for g, ps in paras.items() if len(ps) >= min_paragraphs]
+    for g in genres:
+        rng.shuffle(paras[g])
+        paras[g] = paras[g][:per_genre]
+    return paras, genres
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--reps", type=int, default=20)
@@ -53,12 +64,8 @@ def main() -> None:
     warnings.filterwarnings("ignore")
     import pandas as pd
 
-    paras = paragraphs()
-    genres = [g for g, ps in paras.items() if len(ps) >= 600]
     rng = random.Random(0)
-    for g in genres:
-        rng.shuffle(paras[g])
-        paras[g] = paras[g][:800]
+    paras, genres = genre_samples(rng)
     service = EmbeddingService.shared()
     t0 = time.perf_counter()
     emb = {g: service.encode(paras[g]) for g in genres}

@@ -27,7 +27,7 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-from bench_drift import paragraphs
+from bench_drift import genre_samples
 from bench_embeddings import demo_responses, rate
 
 from detectors.drift import mmd_permutation_test
@@ -68,12 +68,8 @@ def main() -> None:
     services = {"minilm": EmbeddingService(device="cpu"), "static": StaticEmbeddingService()}
     print("backends: " + ", ".join(f"{n} ({s.backend}, {s.dimension}-d)" for n, s in services.items()))
 
-    paras = paragraphs()
-    genres = [g for g, ps in paras.items() if len(ps) >= 600]
     rng = random.Random(0)
-    for g in genres:
-        rng.shuffle(paras[g])
-        paras[g] = paras[g][:800]
+    paras, genres = genre_samples(rng)
 
     # Speed first (same texts, same process, the LRU bypassed by rate()).
     sets = {
