@@ -185,10 +185,19 @@ class DescriptorDriftDetector(Detector, ExposesGauges, KeepsWindows, BuildsRepor
             return []
         self._active.add(key)
         model, version = key
-        # The example: the current event furthest from the reference on the first drifted column.
-        col = drifted[0]
-        ref_mean, ref_std = float(ref[col].mean()), float(ref[col].std() or 1.0)
-        example = max(rows, key=lambda r: abs(((r[col] or 0) - ref_mean) / ref_std))["_event"]
+
+        # The example: on the drifted column whose mean moved most (in the reference's standard deviations),
+        # the current event furthest from the reference in the direction it moved. An extreme row on the
+        # other side (a long answer while the answers got shorter) does not show what drifted.
+        def moved(c: str) -> tuple[float, float, float]:
+            mean, std = float(ref[c].mean()), float(ref[c].std() or 1.0)
+            return (float(cur[c].mean()) - mean) / std, mean, std
+
+        shifts = {c: moved(c) for c in drifted if c in NUMERIC or c in CATEGORICAL}
+        col = max(shifts, key=lambda c: abs(shifts[c][0])) if shifts else drifted[0]
+        shift, ref_mean, ref_std = shifts.get(col) or moved(col)
+        sign = 1.0 if shift >= 0 else -1.0
+        example = max(rows, key=lambda r: sign * ((r[col] or 0) - ref_mean) / ref_std)["_event"]
         fid = finding_id(self.name, "descriptor_drift", model, version, example.event_id)
         details = {"drifted": drifted, "tests": results, "threshold": self.threshold, "n_reference": len(ref), "n_current": len(cur)}
         if self.reports_dir is not None:

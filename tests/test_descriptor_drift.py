@@ -188,3 +188,18 @@ def test_close_stops_the_thread_without_waiting_for_a_stuck_run():
     gate.open.set()
     thread.join(60)
     assert not thread.is_alive() and det.drain(0) == []
+
+
+def test_the_finding_points_at_an_event_that_moved_the_way_the_window_did():
+    """Answers got much shorter; one long answer in the window is further from the reference, on the other side:
+    the example is a short one (what drifted), not that outlier."""
+    rng = random.Random(1)
+    det = DescriptorDriftDetector(reference_size=100, window_size=100, test_every=100, pii=False)
+    medium = "You can cancel from Settings. Your access stays active until the end of the period, and no new charge."
+    normal = [make_event(response=medium + " " * rng.randint(0, 20), latency_ms=rng.uniform(400, 600)) for _ in range(100)]
+    long_one = make_event(response=medium * 30, latency_ms=500.0)
+    short = [make_event(response="Sure, done." + "!" * rng.randint(0, 3), latency_ms=rng.uniform(400, 600)) for _ in range(99)]
+    assert _run(det, normal) == []
+    (f,) = _run(det, [long_one, *short])
+    assert "response_chars" in f.details["drifted"]
+    assert f.event_id in {e.event_id for e in short}
