@@ -264,8 +264,11 @@ class GroundingDetector(Detector, ExposesGauges):
         out = []
         for s in claims:
             q = _squash(s)
-            pattern = re.compile(r"(?<!\w)" + re.escape(q) + r"(?!\w)") if q else None
-            out.append(next((j for j, c in enumerate(norm) if pattern is not None and q in c and pattern.search(c)), -1))
+            hits = [j for j, c in enumerate(norm) if q and q in c]  # a substring test first: most claims stop here
+            if hits:  # then word boundaries, on the few chunks that contain it
+                pattern = re.compile(r"(?<!\w)" + re.escape(q) + r"(?!\w)")
+                hits = [j for j in hits if pattern.search(norm[j])]
+            out.append(hits[0] if hits else -1)
         return out
 
     def _score(
