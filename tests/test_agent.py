@@ -216,7 +216,17 @@ def test_descriptor_drift_runs_on_its_own_thread_in_the_worker_and_stops_with_it
     deadline = time.monotonic() + 60
     while (c := det.run_counts())["ran"] + c["coalesced"] < c["submitted"] and time.monotonic() < deadline:
         time.sleep(0.01)
-    run(w.publish_background_findings())  # traffic paused: the timer publishes what the thread completed
+    recording = w.findings_topic
+
+    class Away:
+        async def send(self, key=None, value=None, headers=None):
+            raise ConnectionError("broker away")
+
+    w.findings_topic = Away()
+    run(w.publish_background_findings())  # the publish fails: the findings are kept, not lost
+    w.findings_topic = recording
+    assert w.findings_topic.sent == []
+    run(w.publish_background_findings())  # traffic paused: the next tick publishes what the thread completed
     (key, value, _), *more = w.findings_topic.sent
     assert more == [] and json.loads(value)["detector"] == "descriptor_drift" and key.decode() in {e.event_id for e in refusing}
     assert w.metrics.findings.labels("m1", "v1", "descriptor_drift", "descriptor_drift", "medium")._value.get() == 1

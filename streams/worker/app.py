@@ -27,6 +27,7 @@ import faust
 from faust.types import TP
 
 from detectors import embeddings, registry
+from detectors.base import Finding
 from detectors.contracts import PublishesSamples, RunsInBackground, declared
 from detectors.drift import DriftMerger, EmbeddingDriftDetector
 from streams import kafka_clients
@@ -61,6 +62,7 @@ class Worker:
         # Detectors with a thread of their own (descriptor_drift's tests and reports): their findings come with
         # the next batch, or with the timer when traffic pauses; their threads stop with the worker.
         self._in_background = [cast(RunsInBackground, d) for d in self.detectors if RunsInBackground in declared(d)]
+        self._background_unpublished: list[Finding] = []
         self.otlp_decoder = OTLPDecoder(settings.otlp_encoding, DecodeOptions.from_settings(settings)) if settings.otlp_enabled else None
         self.pipeline = Pipeline(
             self.detectors, settings.max_event_bytes, settings.otlp_topic_name if settings.otlp_enabled else None, self.otlp_decoder
@@ -286,11 +288,18 @@ class Worker:
 
     async def publish_background_findings(self) -> None:
         """Publish what the detectors' own threads completed and no batch carried yet (never waits for a run)."""
-        findings = [f for d in self._in_background for f in d.drain(0)]
+        # What a failed publish left comes first: drain() hands each finding over once, so the worker keeps it.
+        findings = self._background_unpublished + [f for d in self._in_background for f in d.drain(0)]
+        self._background_unpublished = []
         if not findings:
             return
         result = BatchResult(findings=findings)
-        await self.publish(result)
+        try:
+            await self.publish(result)
+        except Exception as exc:  # noqa: BLE001 - the broker may be away: keep them for the next tick
+            self._background_unpublished = findings
+            log.warning("publishing %d background findings failed (%s); retrying on the next tick", len(findings), type(exc).__name__)
+            return
         self.metrics.observe_findings(result)
         self.windows.add_findings(findings)
 
