@@ -138,7 +138,7 @@ def faust_options(settings: Settings) -> dict[str, Any]:
         topic_partitions=settings.output_partitions,
         producer_max_request_size=max_message_bytes(settings),
         # Metrics count a batch when its offsets are committed: commit about as often as windows close.
-        broker_commit_interval=min(2.8, max(0.5, settings.metrics_window_s)),
+        broker_commit_interval=settings.commit_interval_s or min(2.8, max(0.5, settings.metrics_window_s)),
         consumer_max_fetch_size=max(4_194_304, settings.max_event_bytes * 2),
         # Backpressure: when the detectors are slower than the input, faust stops taking records
         # once this many wait in memory; the backlog stays in Kafka (streamwarden_consumer_lag_records).

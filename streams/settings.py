@@ -118,6 +118,12 @@ class Settings(BaseSettings):
         default=1024, ge=1, description="Events a worker holds in memory ahead of its detectors; the rest waits in Kafka (lag)."
     )
     metrics_window_s: float = Field(default=10.0, gt=0)
+    commit_interval_s: float | None = Field(
+        default=None,
+        gt=0,
+        description="How often the worker commits its input offsets (metrics count a batch at its commit; after a crash "
+        "the next owner re-processes what was not committed). Default: the metrics window, between 0.5 and 2.8 s.",
+    )
     drift_interval_s: float = Field(default=30.0, gt=0, description="With drift mode 'publish': how often workers publish samples.")
     drift_merge_window: int = Field(default=500, ge=20, description="Rows of the merged current window.")
     drift_merge_intervals: int = Field(default=4, ge=1, description="Intervals the merged window spans.")

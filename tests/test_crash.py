@@ -4,8 +4,10 @@ processed twice shows up as findings with the same deterministic finding_id (dro
 
 from __future__ import annotations
 
+import re
 import signal
 import time
+import urllib.request
 
 import pytest
 
@@ -23,29 +25,52 @@ def refusals(n: int):
     return [make_event(response=f"I'm sorry, but I can't help with that request ({i}).") for i in range(n)]
 
 
+def batches_processed(port: int) -> float:
+    """Batches a worker has run through its detectors (counted when processed, committed or not)."""
+    try:
+        text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2).read().decode()
+    except OSError:
+        return 0.0
+    m = re.search(r"^streamwarden_batch_duration_seconds_count (\S+)$", text, re.M)
+    return float(m.group(1)) if m else 0.0
+
+
 def test_sigkill_of_one_worker_loses_no_event(settings, start_worker):
     ensure_topics(settings)
-    # Commits every ~2.8 s (they follow the metrics window): the killed worker surely has processed
-    # work it had not committed, which the survivor processes again.
     env = dict(STREAMWARDEN_DETECTORS='["descriptors"]', STREAMWARDEN_METRICS_WINDOW_S="3")
-    a = start_worker(settings, **env)
-    b = start_worker(settings, **env, STREAMWARDEN_WEB_PORT=str(free_port()))
+    # The worker to be killed commits once a minute: whatever it processes after the group settles is
+    # surely uncommitted when it dies, so the survivor must process it again (a timing-free setup: with
+    # commits every 2.8 s, a commit could land between its last batch and the kill).
+    a = start_worker(settings, **env, STREAMWARDEN_COMMIT_INTERVAL_S="60")
+    b_port = free_port()
+    b = start_worker(settings, **env, STREAMWARDEN_WEB_PORT=str(b_port))
     events = refusals(3000)
     sent_ids = {e.event_id for e in events}
     with tally_outputs(settings, ("findings", "metrics")) as tally:
-        wait_for(lambda: http_ok(f"http://127.0.0.1:{settings.web_port}/healthz"), 90, message="worker a")
+        for port in (settings.web_port, b_port):
+            wait_for(lambda port=port: http_ok(f"http://127.0.0.1:{port}/healthz"), 90, message=f"worker on {port}")
         with Tap(settings=settings) as tap:
             # Both workers have partitions (and some work done) before one of them dies.
             for e in events[:600]:
                 tap.record(e)
-            wait_for(lambda: len(tally.finding_event_ids) >= 300, 60, message="both workers processing")
+            tap.flush()
+            wait_for(lambda: len(tally.finding_event_ids) >= 600, 60, message="the first events processed")
+            # Events until each worker has processed some (the group may still have been settling before).
+            rest = iter(events[600:])
+            before = {p: batches_processed(p) for p in (settings.web_port, b_port)}
             start = time.monotonic()
-            for i, e in enumerate(events[600:]):
+            for i, e in enumerate(rest):
                 tap.record(e)
-                if i == 300:
-                    a.stop(signal.SIGKILL)  # mid-stream: some of its work was done but not committed
-                if i % 200 == 0:
-                    time.sleep(0.2)
+                if i % 50 == 49:
+                    tap.flush()
+                    if all(batches_processed(p) > before[p] for p in before):
+                        break
+                    time.sleep(0.05)
+            tap.flush()
+            wait_for(lambda: batches_processed(settings.web_port) > before[settings.web_port], 30, message="worker a at work")
+            a.stop(signal.SIGKILL)  # some of its work was done but not committed
+            for e in rest:
+                tap.record(e)
         killed_after = time.monotonic() - start
         wait_for(lambda: sent_ids <= set(tally.finding_event_ids), 120, 0.5, "a finding for every event")
         wait_for(lambda: tally.events_processed >= len(sent_ids), 30, 0.5, "the metrics windows")

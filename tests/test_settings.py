@@ -113,6 +113,15 @@ def test_tls_and_sasl_reach_every_kafka_client(tmp_path, monkeypatch):
     assert faust_options(Settings())["broker_credentials"] is None
 
 
+def test_the_commit_interval_follows_the_metrics_window_unless_set():
+    from streams.kafka_clients import faust_options
+
+    assert faust_options(Settings(metrics_window_s=10))["broker_commit_interval"] == 2.8
+    assert faust_options(Settings(metrics_window_s=1))["broker_commit_interval"] == 1
+    assert faust_options(Settings(metrics_window_s=0.1))["broker_commit_interval"] == 0.5
+    assert faust_options(Settings(metrics_window_s=1, commit_interval_s=30))["broker_commit_interval"] == 30
+
+
 def test_a_worker_takes_its_share_of_the_cores_it_may_run_on(monkeypatch):
     monkeypatch.setattr("os.sched_getaffinity", lambda pid: {0, 1, 2, 3, 4, 5, 6, 7})
     assert Settings().cpu_threads() == 8
