@@ -1,5 +1,5 @@
 """End to end through the broker: events/s one and two workers sustain with every default
-(CPU) detector, and p50/p99 latency from produce to finding; ratios to the raw embedding
+(CPU) detector, and p50/p99 latency from produce to finding; the workers' resident memory; ratios to the raw embedding
 throughput of the same model in the same run (the ceiling of the embedding-based detectors)
 and of two workers to one (with torch's default threads, and with ``torch_threads`` = cores / 2); the share of time per stage, from the workers' own /metrics.
 
@@ -47,6 +47,12 @@ def embedding_ceiling(texts: list[str]) -> float:
     t0 = time.perf_counter()
     service._forward(texts)  # straight to the model: encode() would skip the repeated texts of the demo traffic
     return len(texts) / (time.perf_counter() - t0)
+
+
+def resident_mib(pid: int) -> tuple[float, float]:
+    """A process's resident memory now and at its peak, MiB (Linux /proc)."""
+    fields = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines() if ":" in line)
+    return tuple(round(int(fields[k].split()[0]) / 1024, 1) for k in ("VmRSS", "VmHWM"))  # type: ignore[return-value]
 
 
 def healthy(port: int) -> bool:
@@ -149,6 +155,7 @@ def run(broker: EmbeddedBroker, workers: int, events: int, latency_s: float, log
         time.sleep(1)
         with lock:
             lat = sorted(arrivals[i] - t for i, t in produced.items() if i in arrivals)
+        memory = [resident_mib(p.pid) for p in procs]
         stages: dict[str, float] = {}
         for port in ports:
             for k, v in scrape(port).items():
@@ -171,6 +178,7 @@ def run(broker: EmbeddedBroker, workers: int, events: int, latency_s: float, log
         "latency_p50_s": round(statistics.median(lat), 3) if lat else None,
         "latency_p99_s": round(lat[min(len(lat) - 1, int(0.99 * len(lat)))], 3) if lat else None,
         "share_of_batch_time": share,
+        "worker_resident_mib": memory,  # per worker: (now, peak)
     }
 
 
