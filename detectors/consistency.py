@@ -22,7 +22,7 @@ is probably grounded; one the samples do not support is probably made up. Method
   shared sentence-embedding model; support from a sample = the best cosine similarity;
   sentence score = 1 - mean support (SelfCheckGPT's BERTScore variant).
 
-NLI is the costly stage: with ``nli_share`` < 1 or an ``nli_pairs_per_second`` budget, the
+NLI is the costly stage: with ``nli_share`` < 1, an ``nli_pairs_per_second`` or an ``nli_time_share`` budget, the
 events it does not admit are judged by unigram alone, and their findings say so
 (``details.method``). Figures, splits and the reference implementation side by side:
 ``bench/bench_consistency.py``.
@@ -37,6 +37,7 @@ from __future__ import annotations
 import math
 import re
 import threading
+import time
 from collections import Counter, deque
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -109,6 +110,7 @@ class SelfConsistencyDetector(UsesEmbeddings, Detector, NeedsEmbeddings, Exposes
         nli_model: str | None = None,
         nli_share: float = 1.0,
         nli_pairs_per_second: float | None = None,
+        nli_time_share: float | None = None,
         combined_weight: float = COMBINED_WEIGHT,
         embeddings=None,
     ):
@@ -122,7 +124,7 @@ class SelfConsistencyDetector(UsesEmbeddings, Detector, NeedsEmbeddings, Exposes
         self._embedding_model = embedding_model
         self._embeddings = embeddings
         self.nli_model = str(resolve_model(nli_model)) if method in ("nli", "combined") else nli_model
-        self.ration = NLIRation(nli_share, nli_pairs_per_second)
+        self.ration = NLIRation(nli_share, nli_pairs_per_second, nli_time_share)
         if not 0.0 <= combined_weight <= 1.0:
             raise ConfigurationError(f"combined_weight must be within 0..1, got {combined_weight}")
         self.combined_weight = combined_weight
@@ -177,14 +179,11 @@ class SelfConsistencyDetector(UsesEmbeddings, Detector, NeedsEmbeddings, Exposes
             return [self._result(u.event_score, u.sentence_scores, s, "unigram", smp) for u, s, smp in zip(uni, sents, samples)]
         nli_on = [True] * n if use_nli is None else list(use_nli)
         picked = [i for i in range(n) if nli_on[i]]
-        nli_scores = dict(
-            zip(
-                picked,
-                self._nli.unsupported_scores_many(
-                    [sents[i] for i in picked], [[split_sentences(x) or [x] for x in samples[i]] for i in picked]
-                ),
-            )
-        )
+        sample_sents = [[split_sentences(x) or [x] for x in samples[i]] for i in picked]
+        t0 = time.perf_counter()
+        nli_scores = dict(zip(picked, self._nli.unsupported_scores_many([sents[i] for i in picked], sample_sents)))
+        pairs = sum(len(sents[i]) * sum(len(x) for x in ss) for i, ss in zip(picked, sample_sents))
+        self.ration.spent(time.perf_counter() - t0, pairs)
         out = []
         for i in range(n):
             u, s, smp = uni[i], sents[i], samples[i]

@@ -10,10 +10,10 @@ best:
 * ``lexical`` (the fallback: no model, or events the NLI budget does not admit): the share of
   the sentence's content words (numbers included) that the chunk contains.
 
-The NLI stage is rationed: ``nli_share`` of the events (by event id) and at most
-``nli_pairs_per_second`` (chunk, sentence) pairs per second, 50 by default, about a third of
-what the int8 model scores on two CPU cores beside the rest of the worker; raise it (or set
-``None``) on a GPU or a larger machine. What the ration leaves goes to the lexical check, and
+The NLI stage is rationed: ``nli_share`` of the events (by event id), at most ``nli_time_share``
+of the worker's time (0.25 by default: seconds of NLI per second, measured on the calls, so that the
+bound holds on any machine and under any load; ``None``: no bound), and optionally at most
+``nli_pairs_per_second`` (chunk, sentence) pairs per second. What the ration leaves goes to the lexical check, and
 ``streamwarden_nli_stage_events{detector, outcome}`` counts both. A sentence that a chunk states
 word for word (case and spacing aside) is supported without asking the model: it costs no pair,
 and an event whose every sentence is quoted so (``outcome="quoted"``) spends none of the budget.
@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import re
 import threading
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
@@ -182,7 +183,8 @@ class GroundingDetector(Detector, ExposesGauges):
         max_sentences: int = 24,
         max_chunks: int = 12,
         nli_share: float = 1.0,
-        nli_pairs_per_second: float | None = 50.0,
+        nli_pairs_per_second: float | None = None,
+        nli_time_share: float | None = 0.25,
     ):
         from .nli import NLIRation, resolve_model
 
@@ -198,7 +200,7 @@ class GroundingDetector(Detector, ExposesGauges):
         self.min_words = min_words
         self.max_sentences = max_sentences
         self.max_chunks = max_chunks
-        self.ration = NLIRation(nli_share, nli_pairs_per_second)
+        self.ration = NLIRation(nli_share, nli_pairs_per_second, nli_time_share)
         self._redactor_lock = threading.Lock()
         self._redactor: PIILeakDetector | None = None
         self._count_lock = threading.Lock()
@@ -295,7 +297,9 @@ class GroundingDetector(Detector, ExposesGauges):
         if premises:
             from .nli import ENTAILMENT
 
+            t0 = time.perf_counter()
             entail = self._nli.probabilities(premises, hypotheses)[:, ENTAILMENT]
+            self.ration.spent(time.perf_counter() - t0, len(premises))
         pos = 0
         out = []
         for i, (cl, ch) in enumerate(zip(claims, chunks)):

@@ -200,19 +200,33 @@ def _column_order(labels: Sequence[str], where: str) -> list[int]:
 
 class NLIRation:
     """Which events get the NLI stage: a share of events (chosen by a hash of the event id, so
-    every worker and every replay picks the same ones) and a budget of pairs per second (a token
-    bucket holding at most one second's worth). The others fall back to the cheap method, and the
-    finding says which method judged it. Thread-safe."""
+    every worker and every replay picks the same ones), a budget of pairs per second, and a share
+    of the worker's time (seconds of NLI per second of wall clock, from what the calls measured).
+    Each budget is a token bucket holding at most one second's worth. The others fall back to the
+    cheap method, and the finding says which method judged it. Thread-safe."""
 
-    def __init__(self, share: float = 1.0, pairs_per_second: float | None = None, clock=time.monotonic):
+    PRIOR_SECONDS_PER_PAIR = 0.01  # the int8 model on one CPU core, about; the first call measures it
+
+    def __init__(
+        self,
+        share: float = 1.0,
+        pairs_per_second: float | None = None,
+        time_share: float | None = None,
+        clock=time.monotonic,
+    ):
         if not 0.0 <= share <= 1.0:
             raise ConfigurationError(f"nli_share must be within 0..1, got {share}")
         if pairs_per_second is not None and pairs_per_second <= 0:
             raise ConfigurationError(f"nli_pairs_per_second must be positive or None, got {pairs_per_second}")
+        if time_share is not None and not 0.0 < time_share <= 1.0:
+            raise ConfigurationError(f"nli_time_share must be within (0, 1] or None, got {time_share}")
         self.share = share
         self.rate = pairs_per_second
+        self.time_share = time_share
         self._clock = clock
         self._tokens = float(pairs_per_second or 0.0)
+        self._seconds = float(time_share or 0.0)
+        self.seconds_per_pair = self.PRIOR_SECONDS_PER_PAIR
         self._last = clock()
         self._lock = threading.Lock()
         self.admitted = 0
@@ -227,17 +241,35 @@ class NLIRation:
         return h < self.share
 
     def take(self, pairs: int) -> bool:
-        """Spend ``pairs`` of the budget if it has them (an unlimited budget always has)."""
-        if self.rate is None:
+        """Spend ``pairs`` of the budgets if they have them (an unlimited budget always has). When a
+        bucket is full, one request larger than it may run, and leaves it in debt."""
+        if self.rate is None and self.time_share is None:
             return True
         with self._lock:
             now = self._clock()
-            self._tokens = min(self.rate, self._tokens + (now - self._last) * self.rate)
-            self._last = now
-            if pairs <= self._tokens or (pairs > self.rate and self._tokens >= self.rate):
-                self._tokens -= pairs  # one oversized request may run when the bucket is full
-                return True
-            return False
+            elapsed, self._last = now - self._last, now
+            cost = pairs * self.seconds_per_pair
+            ok = True
+            if self.rate is not None:
+                self._tokens = min(self.rate, self._tokens + elapsed * self.rate)
+                ok = pairs <= self._tokens or (pairs > self.rate and self._tokens >= self.rate)
+            if self.time_share is not None:
+                self._seconds = min(self.time_share, self._seconds + elapsed * self.time_share)
+                ok = ok and (cost <= self._seconds or (cost > self.time_share and self._seconds >= self.time_share))
+            if ok:
+                self._tokens -= pairs
+                self._seconds -= cost
+            return ok
+
+    def spent(self, seconds: float, pairs: int) -> None:
+        """What an NLI call over ``pairs`` admitted pairs took: the time budget is charged the
+        difference from its estimate, and the estimate follows (a moving average)."""
+        if pairs <= 0:
+            return
+        with self._lock:
+            if self.time_share is not None:
+                self._seconds -= seconds - pairs * self.seconds_per_pair
+            self.seconds_per_pair = 0.7 * self.seconds_per_pair + 0.3 * (seconds / pairs)
 
     def admit(self, event_id: str, pairs: int) -> bool:
         if not self.chosen(event_id):

@@ -90,6 +90,31 @@ def test_ration_share_is_deterministic_and_the_budget_refills_with_time():
         NLIRation(share=1.5)
 
 
+def test_the_time_budget_charges_what_the_calls_measured():
+    now = [0.0]
+    ration = NLIRation(time_share=0.25, clock=lambda: now[0])
+    assert ration.take(20) and not ration.take(10)  # at the prior 0.01 s a pair, the bucket (0.25 s) holds 25
+    ration.spent(0.4, 20)  # they took 0.02 s each: the bucket pays the difference, the estimate rises
+    assert ration.seconds_per_pair == pytest.approx(0.013)
+    now[0] += 1.0  # a second refills a quarter of a second: 0.10 s left, 10 pairs now cost 0.13 s
+    assert not ration.take(10)
+    now[0] += 10.0
+    assert ration.take(10)  # never more than one second's worth: 0.25 s
+    assert not ration.take(10)
+    with pytest.raises(ConfigurationError):
+        NLIRation(time_share=0.0)
+
+
+def test_the_detector_keeps_the_model_within_its_share_of_the_time():
+    det = GroundingDetector(nli_time_share=0.02)
+    events = [make_event(response=IGNORED, context=[DOC]) for _ in range(6)]
+    findings = det.score_batch(events)
+    methods = [f.details["method"] for f in findings]
+    assert len(findings) == 6 and "nli" in methods and methods.count("lexical") >= 3
+    assert det.ration.seconds_per_pair != NLIRation.PRIOR_SECONDS_PER_PAIR  # the call was measured
+    assert GroundingDetector(nli_time_share=None).score_batch(events[:3])[0].details["method"] == "nli"
+
+
 def test_events_the_budget_does_not_admit_are_judged_lexically():
     det = GroundingDetector(nli_pairs_per_second=1)
     events = [make_event(response=IGNORED, context=[DOC]) for _ in range(3)]
