@@ -53,6 +53,20 @@ def configure(backend: str | None = None, threads: int | None = None) -> None:
         _onnx_threads = threads
 
 
+def onnx_session_options(threads: int | None):
+    """onnxruntime session options for a CPU shared with the rest of the worker: ``threads`` intra-op threads
+    (None: the runtime's own count) that sleep when idle instead of spinning. A spinning pool burns the cores
+    that the worker's other threads, other workers and a co-located broker need; bench/RESULTS.md measured
+    the embedding pass x1.03 quiet and x1.24 beside two busy processes without spinning."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    if threads:
+        options.intra_op_num_threads = threads
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return options
+
+
 def cpu_threads() -> int | None:
     """The intra-op thread count configured for this process (``configure(threads=...)``); None: the runtime's own."""
     return _onnx_threads
@@ -83,9 +97,7 @@ class OnnxEncoder:
         import onnxruntime as ort
         from tokenizers import Tokenizer
 
-        options = ort.SessionOptions()
-        if threads:
-            options.intra_op_num_threads = threads
+        options = onnx_session_options(threads)
         self.session = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
         self.inputs = {i.name for i in self.session.get_inputs()}
         self.tokenizer = Tokenizer.from_file(str(Path(model_dir) / "tokenizer.json"))

@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from .contracts import Gauge
-from .embeddings import cpu_threads, pick_device
+from .embeddings import cpu_threads, onnx_session_options, pick_device
 from .errors import ConfigurationError
 from .offline import apply_offline_defaults
 
@@ -96,10 +96,8 @@ class NLIScorer:
         tokenizer = Tokenizer.from_file(str(self.path / "tokenizer.json"))
         tokenizer.enable_truncation(self.max_length, strategy="only_first")
         tokenizer.enable_padding(pad_id=tokenizer.token_to_id("[PAD]") or 0)
-        options = ort.SessionOptions()
+        options = onnx_session_options(cpu_threads())  # the worker's share of the cores, as for the embedding model
         options.log_severity_level = 3
-        if cpu_threads():  # the worker's share of the cores, as for the embedding model
-            options.intra_op_num_threads = cpu_threads()
         providers = ["CPUExecutionProvider"]
         if pick_device(self._device).startswith("cuda") and "CUDAExecutionProvider" in ort.get_available_providers():
             providers.insert(0, "CUDAExecutionProvider")

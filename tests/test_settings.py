@@ -133,7 +133,7 @@ def test_a_worker_takes_its_share_of_the_cores_it_may_run_on(monkeypatch):
     assert Settings().cpu_threads() == 2
 
 
-def test_the_nli_session_takes_the_configured_thread_count(monkeypatch):
+def test_the_onnx_sessions_take_the_configured_thread_count_and_do_not_spin(monkeypatch):
     import onnxruntime
 
     from detectors import embeddings
@@ -143,7 +143,7 @@ def test_the_nli_session_takes_the_configured_thread_count(monkeypatch):
     real = onnxruntime.InferenceSession
 
     def spy(path, options=None, providers=None):
-        seen.append(options.intra_op_num_threads)
+        seen.append((options.intra_op_num_threads, options.get_session_config_entry("session.intra_op.allow_spinning")))
         return real(path, options, providers=providers)
 
     monkeypatch.setattr(onnxruntime, "InferenceSession", spy)
@@ -151,4 +151,5 @@ def test_the_nli_session_takes_the_configured_thread_count(monkeypatch):
     embeddings.configure(threads=1)
     scorer = NLIScorer()  # not the shared one: a fresh session
     scorer.probabilities(["A cat sleeps."], ["An animal rests."])
-    assert seen == [1]
+    embeddings.EmbeddingService(backend="onnx").encode(["A cat sleeps."])  # nor here
+    assert seen == [(1, "0"), (1, "0")]  # idle threads sleep: the cores are shared with the rest of the worker
