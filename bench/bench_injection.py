@@ -63,21 +63,31 @@ def main() -> None:
     benign = load_benign(args.data)
     # Of the other sources the head trains on (a 60 % hash split of each), only the report split counts here.
     other = {k: [t for t in v if k not in EXTRA_TRAIN or split_of(t) == "report"] for k, v in load_other_benign(args.data).items()}
-    detectors = {"rules+classifier": InjectionDetector(), "rules only": InjectionDetector(classifier=False)}
+    detectors = {
+        "rules+classifier": InjectionDetector(),  # the shipped default: the static screen first
+        "  without screen": InjectionDetector(screen=False),
+        "rules only": InjectionDetector(classifier=False),
+    }
     detectors["rules+classifier"].warm_up()
     print(f"thresholds: rules+classifier {detectors['rules+classifier'].threshold}, rules only {detectors['rules only'].threshold}")
 
     service = detectors["rules+classifier"].embeddings
     assert service is not None
-    # Texts/s of the whole detector, encoding included, on 64 texts of the report split (CPU here).
-    sample = [a["text"] for a in attacks if split_of(a["text"]) == "report"][:32] + [
-        t for t in benign["wildguard"] if split_of(t) == "report"
-    ][:32]
-    t0 = time.perf_counter()
-    detectors["rules+classifier"].score_many(sample)
-    print(
-        f"rules+classifier with encoding: {len(sample) / (time.perf_counter() - t0):.1f} texts/s (64 report texts, half of them long jailbreaks)"
-    )
+    # Texts/s of the whole detector, encoding included (CPU here), screened and not, on 64 texts of the report
+    # split (half of them long jailbreaks, which the screen passes on) and on 64 benign report prompts.
+    attacks_r = [a["text"] for a in attacks if split_of(a["text"]) == "report"]
+    benign_r = [t for t in benign["wildguard"] if split_of(t) == "report"]
+    for label, sample in (("half jailbreaks", attacks_r[:32] + benign_r[:32]), ("benign only", benign_r[32:96])):
+        rates = {}
+        for name in ("rules+classifier", "  without screen"):
+            service.clear_cache()
+            t0 = time.perf_counter()
+            detectors[name].score_many(sample)
+            rates[name] = len(sample) / (time.perf_counter() - t0)
+        print(
+            f"with encoding, 64 report texts ({label}): screened {rates['rules+classifier']:.1f} texts/s, "
+            f"without the screen {rates['  without screen']:.1f} (x{rates['rules+classifier'] / rates['  without screen']:.2f})"
+        )
 
     # The training script's embeddings (bench/.cache: the same lists of texts, so its cache answers).
     full_other = load_other_benign(args.data)

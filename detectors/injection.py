@@ -13,7 +13,12 @@ Two layers score a text, 0..1:
 * **a classifier**: logistic regression over the default sentence embeddings (all-MiniLM-L6-v2),
   trained by ``detectors/training/train_injection.py`` on in-the-wild jailbreaks against benign
   prompts (``detectors/data/injection_head.json``; see its model card in the README). A text longer
-  than the model's window is scored on its head and its tail, the higher wins.
+  than the model's window is scored on its head and its tail, the higher wins. A **screen** comes first
+  (``screen=True``, the default): a logistic head on the static token table
+  (``detectors/data/injection_screen.json``, ``detectors/training/train_injection_screen.py``) reads every
+  text, and only a text it scores at or above its gate goes through MiniLM; below it, the screen's score
+  stands for the classifier's. The gate was chosen on the tuning split so that the screened detector
+  flags every tuning text the unscreened one flags; most benign text never reaches MiniLM.
 
 The text's score is the noisy-or of the two; it is flagged at ``threshold`` (the shipped one was
 chosen on a tuning split, see ``bench/bench_injection.py``), or when its rules alone reach
@@ -62,6 +67,7 @@ if TYPE_CHECKING:
     from .pii import PIILeakDetector
 
 HEAD_FILE = Path(__file__).with_name("data") / "injection_head.json"
+SCREEN_FILE = Path(__file__).with_name("data") / "injection_screen.json"
 # Chosen on the tuning split (bench/bench_injection.py: the best F0.5, precision counting twice);
 # the head file's own "threshold" wins when present.
 DEFAULT_THRESHOLD = 0.5
@@ -531,6 +537,35 @@ class InjectionHead:
         return 1.0 / (1.0 + np.exp(-np.clip(logits, -50, 50)))
 
 
+class InjectionScreen:
+    """sigmoid(w . s(x) + b) over the static token table, and the gate at which a text goes on to MiniLM."""
+
+    def __init__(self, screen_file: Path = SCREEN_FILE):
+        data = json.loads(Path(screen_file).read_text(encoding="utf-8"))
+        self.w = np.asarray(data["weights"], dtype=np.float32)
+        self.b = float(data["bias"])
+        self.gate = float(data["gate"])
+
+    @cached_property
+    def service(self) -> EmbeddingService:
+        from .static_embeddings import StaticEmbeddingService
+
+        return StaticEmbeddingService.shared()
+
+    def probabilities(self, texts: Sequence[list[str]]) -> list[float]:
+        """Per text (its windows), the highest window probability."""
+        flat = [w for ws in texts for w in ws]
+        if not flat:
+            return [0.0] * len(texts)
+        logits = self.service.encode(flat).astype(np.float64) @ self.w + self.b
+        p = 1.0 / (1.0 + np.exp(-np.clip(logits, -50, 50)))
+        out, pos = [], 0
+        for ws in texts:
+            out.append(float(p[pos : pos + len(ws)].max()) if ws else 0.0)
+            pos += len(ws)
+        return out
+
+
 def windows(text: str) -> list[str]:
     """What the classifier reads of a text: its head, and its tail when the text is longer."""
     text = " ".join(normalise(text)[0].split())
@@ -597,6 +632,8 @@ class InjectionDetector(UsesEmbeddings, Detector, NeedsEmbeddings, ExposesGauges
         turn_decay: float = 0.7,
         joined_turns: int = 3,
         embeddings: EmbeddingService | None = None,
+        screen: bool = True,
+        screen_file: str | None = None,
     ):
         if threshold is not None and not 0.0 < threshold <= 1.0:
             raise ConfigurationError("injection threshold must be in (0, 1]")
@@ -610,6 +647,10 @@ class InjectionDetector(UsesEmbeddings, Detector, NeedsEmbeddings, ExposesGauges
             raise ConfigurationError(f"injection head {str(self._head_file)!r} does not exist")
         self._embedding_model = embedding_model
         self._embeddings = embeddings
+        self._screen_file = Path(screen_file) if screen_file else SCREEN_FILE
+        self.screen_on = classifier and screen
+        if self.screen_on and not self._screen_file.exists():
+            raise ConfigurationError(f"injection screen {str(self._screen_file)!r} does not exist")
         self._threshold = threshold
         self.scan_context = scan_context
         self.turn_decay = turn_decay
@@ -617,12 +658,25 @@ class InjectionDetector(UsesEmbeddings, Detector, NeedsEmbeddings, ExposesGauges
         self._lock = threading.Lock()
         self._conversations = ConversationWindows(max_conversations, max_turns)
         self._counts = {"flagged_user": 0, "flagged_context": 0, "flagged_conversation": 0}
+        self._screen_counts = {"to_minilm": 0, "screened_out": 0}
         self._redactor_lock = threading.Lock()
         self._redactor: PIILeakDetector | None = None
 
     @cached_property
     def head(self) -> InjectionHead | None:
         return InjectionHead(self._head_file) if self.classifier else None
+
+    @cached_property
+    def screen(self) -> InjectionScreen | None:
+        return InjectionScreen(self._screen_file) if self.screen_on else None
+
+    def _screened(self, wins: Sequence[list[str]]) -> tuple[list[float | None], list[bool]]:
+        """The screen's score of each text (None: no screen) and whether the text goes on to MiniLM."""
+        screen = self.screen
+        if screen is None:
+            return [None] * len(wins), [True] * len(wins)
+        p = screen.probabilities(wins)
+        return list(p), [q >= screen.gate for q in p]
 
     @property
     def threshold(self) -> float:
@@ -637,6 +691,8 @@ class InjectionDetector(UsesEmbeddings, Detector, NeedsEmbeddings, ExposesGauges
     def warm_up(self) -> None:
         if self.classifier:
             _ = self.head
+            if self.screen is not None:
+                self.screen.service.warm_up()
             service = self.embeddings
             assert service is not None
             service.warm_up()
@@ -653,16 +709,22 @@ class InjectionDetector(UsesEmbeddings, Detector, NeedsEmbeddings, ExposesGauges
         probs: list[float | None] = [None] * len(texts)
         if self.classifier and self.head is not None:
             wins = [windows(t) for t in texts]
-            flat = [w for ws in wins for w in ws]
+            screened, onward = self._screened(wins)
+            if self.screen is not None:
+                with self._lock:
+                    self._screen_counts["to_minilm"] += sum(onward)
+                    self._screen_counts["screened_out"] += len(onward) - sum(onward)
+            flat = [w for ws, go in zip(wins, onward) if go for w in ws]
             if flat:
                 service = self.embeddings
                 assert service is not None
                 p = self.head.probabilities(service.encode(flat))
                 pos = 0
                 for i, ws in enumerate(wins):
-                    probs[i] = float(p[pos : pos + len(ws)].max()) if ws else 0.0
-                    pos += len(ws)
-            probs = [0.0 if q is None else q for q in probs]
+                    if onward[i]:
+                        probs[i] = float(p[pos : pos + len(ws)].max()) if ws else 0.0
+                        pos += len(ws)
+            probs = [q if q is not None else (s or 0.0) for q, s in zip(probs, screened)]
         return [self._result(t, h, p) for t, h, p in zip(texts, all_hits, probs)]
 
     def _result(self, text: str, hits: list[RuleHit], prob: float | None) -> InjectionResult:
@@ -708,9 +770,16 @@ class InjectionDetector(UsesEmbeddings, Detector, NeedsEmbeddings, ExposesGauges
         with self._lock:
             conversations = len(self._conversations)
             evicted = self._conversations.evicted
+            screen = dict(self._screen_counts)
         return [
             Gauge("injection_conversations", {"detector": self.name}, float(conversations)),
             Gauge("injection_conversations_evicted", {"detector": self.name}, float(evicted)),
+            # Texts so far, by what the static screen decided (to_minilm: at or over its gate).
+            *(
+                Gauge("injection_screen_texts", {"detector": self.name, "outcome": k}, float(v))
+                for k, v in screen.items()
+                if self.screen_on
+            ),
         ]
 
     # -- the detector hook --------------------------------------------------------------------
@@ -718,17 +787,16 @@ class InjectionDetector(UsesEmbeddings, Detector, NeedsEmbeddings, ExposesGauges
     def texts_to_embed(self, events: Sequence[EventLike]) -> list[str]:
         if not self.classifier:
             return []
-        out: list[str] = []
+        texts: list[list[str]] = []
         for e in events:
             turns = user_turns(e)
-            for t in turns:
-                out += windows(t)
+            texts += [windows(t) for t in turns]
             if len(turns) > 1:
-                out += windows("\n".join(turns[-self.joined_turns :]))
+                texts.append(windows("\n".join(turns[-self.joined_turns :])))
             if self.scan_context:
-                for d in _context(e):
-                    out += windows(d)
-        return out
+                texts += [windows(d) for d in _context(e)]
+        _, onward = self._screened(texts)  # the screen's vectors stay in its table's cache for score_batch
+        return [w for ws, go in zip(texts, onward) if go for w in ws]
 
     def score_batch(self, events: Sequence[EventLike]) -> list[Finding]:
         # Every text of the batch in one score_many call (one forward pass of the classifier).
