@@ -21,6 +21,7 @@ from pathlib import Path
 from detectors.injection import HEAD_FILE, InjectionDetector
 from detectors.static_embeddings import StaticEmbeddingService
 from detectors.training import train_injection
+from detectors.training.train_injection_screen import static_windows
 
 
 def main() -> None:
@@ -30,13 +31,7 @@ def main() -> None:
     static = StaticEmbeddingService()
 
     def embed_windows(texts, service=None):  # the training script's, without its cache (keyed by text only)
-        wins = [train_injection.windows(t) or [""] for t in texts]
-        vectors = static.encode([w for ws in wins for w in ws])
-        out, pos = [], 0
-        for ws in wins:
-            out.append(vectors[pos : pos + len(ws)])
-            pos += len(ws)
-        return out
+        return static_windows(list(texts))
 
     train_injection.embed_windows = embed_windows
     train_injection.InjectionDetector = partial(InjectionDetector, embeddings=static)  # its closing sanity check
