@@ -30,10 +30,7 @@ def main() -> None:
     args = ap.parse_args()
     static = StaticEmbeddingService()
 
-    def embed_windows(texts, service=None):  # the training script's, without its cache (keyed by text only)
-        return static_windows(list(texts))
-
-    train_injection.embed_windows = embed_windows
+    train_injection.embed_windows = lambda texts, service=None: static_windows(list(texts))  # every window on the static table
     train_injection.InjectionDetector = partial(InjectionDetector, embeddings=static)  # its closing sanity check
     sys.argv = ["train_injection", "--out", str(args.out)]
     log = io.StringIO()

@@ -84,13 +84,15 @@ def load_other_benign(data: Path, n: int = 600) -> dict[str, list[str]]:
     return {k: rng.sample(v, min(n, len(v))) for k, v in sets.items()}
 
 
-def embed_windows(texts: Sequence[str], service=None) -> list[np.ndarray]:
-    """Per text, the embeddings of its windows (cached under bench/.cache, which git ignores)."""
+def embed_windows(texts: Sequence[str], service=None, cache_tag: str | None = "") -> list[np.ndarray]:
+    """Per text, the embeddings of its windows, cached under bench/.cache (git ignores it) by the texts and
+    ``cache_tag``, which names the model: "" is the default MiniLM; another service needs its own tag (e.g.
+    "static"), or None for no cache."""
     wins = [windows(t) or [""] for t in texts]
     flat = [w for ws in wins for w in ws]
     key = hashlib.sha1("\x1e".join(flat).encode("utf-8", "surrogatepass")).hexdigest()[:16]
-    path = CACHE / f"injection_emb_{key}.npy"
-    if path.exists():
+    path = None if cache_tag is None else CACHE / f"injection_emb_{cache_tag + '_' if cache_tag else ''}{key}.npy"
+    if path is not None and path.exists():
         vectors = np.load(path)
     else:
         if service is None:
@@ -98,8 +100,9 @@ def embed_windows(texts: Sequence[str], service=None) -> list[np.ndarray]:
 
             service = EmbeddingService.shared()
         vectors = service.encode(flat)
-        CACHE.mkdir(parents=True, exist_ok=True)
-        np.save(path, vectors)
+        if path is not None:
+            CACHE.mkdir(parents=True, exist_ok=True)
+            np.save(path, vectors)
     out, pos = [], 0
     for ws in wins:
         out.append(vectors[pos : pos + len(ws)])

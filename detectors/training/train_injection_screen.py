@@ -30,19 +30,14 @@ import numpy as np
 from detectors.injection import HEAD_FILE, SCREEN_FILE, InjectionHead, noisy_or
 from detectors.training import train_injection as ti
 from detectors.training.scoring import roc_auc
+from detectors.training.train_injection import embed_windows  # bound here: bench_injection_static replaces ti's
 
 
 def static_windows(texts: list[str]) -> list[np.ndarray]:
+    """Per text, the static table's vectors of its windows (as the detector's screen reads them)."""
     from detectors.static_embeddings import StaticEmbeddingService
 
-    service = StaticEmbeddingService()
-    wins = [ti.windows(t) or [""] for t in texts]
-    vectors = service.encode([w for ws in wins for w in ws])
-    out, pos = [], 0
-    for ws in wins:
-        out.append(vectors[pos : pos + len(ws)])
-        pos += len(ws)
-    return out
+    return embed_windows(texts, StaticEmbeddingService(), cache_tag="static")
 
 
 def screened(gate: float, p_static: np.ndarray, p_minilm: np.ndarray, rules: np.ndarray, threshold: float):
