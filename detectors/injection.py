@@ -558,12 +558,16 @@ class InjectionScreen:
         if not flat:
             return [0.0] * len(texts)
         logits = self.service.encode(flat).astype(np.float64) @ self.w + self.b
-        p = 1.0 / (1.0 + np.exp(-np.clip(logits, -50, 50)))
-        out, pos = [], 0
-        for ws in texts:
-            out.append(float(p[pos : pos + len(ws)].max()) if ws else 0.0)
-            pos += len(ws)
-        return out
+        return per_text_max(1.0 / (1.0 + np.exp(-np.clip(logits, -50, 50))), texts)
+
+
+def per_text_max(p: np.ndarray, texts: Sequence[list[str]]) -> list[float]:
+    """The highest of each text's window scores (``p`` holds every window's, in order); 0.0 for a text without windows."""
+    out, pos = [], 0
+    for ws in texts:
+        out.append(float(p[pos : pos + len(ws)].max()) if ws else 0.0)
+        pos += len(ws)
+    return out
 
 
 def windows(text: str) -> list[str]:
@@ -714,16 +718,13 @@ class InjectionDetector(UsesEmbeddings, Detector, NeedsEmbeddings, ExposesGauges
                 with self._lock:
                     self._screen_counts["to_minilm"] += sum(onward)
                     self._screen_counts["screened_out"] += len(onward) - sum(onward)
-            flat = [w for ws, go in zip(wins, onward) if go for w in ws]
-            if flat:
+            onward_wins = [ws for ws, go in zip(wins, onward) if go]
+            if any(onward_wins):
                 service = self.embeddings
                 assert service is not None
-                p = self.head.probabilities(service.encode(flat))
-                pos = 0
-                for i, ws in enumerate(wins):
-                    if onward[i]:
-                        probs[i] = float(p[pos : pos + len(ws)].max()) if ws else 0.0
-                        pos += len(ws)
+                p = self.head.probabilities(service.encode([w for ws in onward_wins for w in ws]))
+                minilm = iter(per_text_max(p, onward_wins))
+                probs = [next(minilm) if go else None for go in onward]
             probs = [q if q is not None else (s or 0.0) for q, s in zip(probs, screened)]
         return [self._result(t, h, p) for t, h, p in zip(texts, all_hits, probs)]
 

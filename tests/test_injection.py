@@ -13,6 +13,7 @@ import unicodedata
 import pytest
 
 from detectors import registry
+from detectors.errors import ConfigurationError
 from detectors.injection import DECODERS, HEAD_FILE, SCREEN_FILE, InjectionDetector, decode_payloads, scan
 from streams.events.schema import ChatMessage
 
@@ -211,7 +212,7 @@ def test_the_shipped_screen_was_tuned_to_keep_every_tuning_flag():
     assert screen["gate"] == screen["evaluation"]["gate_tuned"] and 0 < screen["gate"] < 1
     report = screen["evaluation"]["report_split"]
     assert report["screened"]["f1"] >= report["unscreened"]["f1"] - 0.01  # as measured when it shipped
-    with pytest.raises(Exception, match="screen"):
+    with pytest.raises(ConfigurationError, match="screen"):
         InjectionDetector(screen_file="/nonexistent/screen.json")
 
 
