@@ -117,9 +117,7 @@ def consistency_figures(kwargs: dict, service) -> dict[str, float]:
     from detectors.consistency import SelfConsistencyDetector
 
     data = json.loads(WIKIBIO.read_text())
-    det = SelfConsistencyDetector(**kwargs)
-    if hasattr(det, "_embeddings"):
-        det._embeddings = service
+    det = SelfConsistencyDetector(**(kwargs | {"embeddings": service}))
     res = det.score_many([p["gpt3_sentences"] for p in data], [p["gpt3_text_samples"] for p in data])
     nonfact, _, _ = metrics(data, REPORT, [np.asarray(r.sentence_scores) for r in res], [r.score for r in res])
     return {f"consistency NonFact AUC-PR ({det.method})": nonfact / 100}
