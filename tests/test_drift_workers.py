@@ -11,7 +11,7 @@ from streams.local.broker import free_port
 from streams.local.outputs import OutputReader
 from streams.tap import Tap
 
-from .conftest import make_event, wait_for
+from .conftest import http_ok, make_event, wait_for
 from .test_drift import _brown
 
 pytestmark = pytest.mark.integration
@@ -28,7 +28,12 @@ def test_two_workers_publish_samples_and_one_merged_test_flags_the_shift(setting
         STREAMWARDEN_DRIFT_MERGE_WINDOW="120",
         STREAMWARDEN_DRIFT_MERGE_INTERVALS="2",
     )
-    workers = [start_worker(settings, **env), start_worker(settings, **env, STREAMWARDEN_WEB_PORT=str(free_port()))]
+    b_port = free_port()
+    workers = [start_worker(settings, **env), start_worker(settings, **env, STREAMWARDEN_WEB_PORT=str(b_port))]
+    # Both workers up before the traffic starts: a worker that joins the group after the shift has no
+    # samples in the merged window (a CI run failed so: one producer, the other still starting).
+    for port in (settings.web_port, b_port):
+        wait_for(lambda port=port: http_ok(f"http://127.0.0.1:{port}/healthz"), 90, message=f"the worker on {port}")
     found = []
     lock = threading.Lock()
 
