@@ -28,6 +28,14 @@ tests the majority's and re-pins its reference when the dimension changes, as in
 
 ``sample_rate`` embeds a deterministic fraction of the events (by event_id) where embedding
 them all would cost more than the test needs.
+
+Where the tests run: inline (``background=False``, the default for a library user: ``score_batch``
+returns every finding of its events) or on the detector's own thread (``background=True``, the
+worker's default through its settings), as descriptor drift does: ``score_batch`` embeds the events
+and fills the windows, hands a snapshot of each window that is due (the reference array and the
+window's rows) to the thread, and returns the findings the thread completed since the last call
+(:class:`~detectors.contracts.RunsInBackground`). The test's matrix products release the GIL, so on
+a machine with a core to spare they run beside the batch's Python work instead of inside it.
 """
 
 from __future__ import annotations
@@ -36,11 +44,12 @@ import threading
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
-from functools import cached_property
+from functools import cached_property, partial
 from pathlib import Path
 
 import numpy as np
 
+from .background import CoalescingRunner
 from .base import Detector, EventLike, Finding, Severity, finding_id
 from .contracts import (
     ExposesGauges,
@@ -48,6 +57,7 @@ from .contracts import (
     KeepsWindows,
     NeedsEmbeddings,
     PublishesSamples,
+    RunsInBackground,
 )
 from .embeddings import UsesEmbeddings
 from .errors import ConfigurationError
@@ -115,10 +125,12 @@ def mmd_permutation_test(
     return DriftResult(observed, p_value, p_value < alpha, n, m, tuple(witness))
 
 
-class EmbeddingDriftDetector(UsesEmbeddings, Detector, NeedsEmbeddings, ExposesGauges, KeepsWindows, PublishesSamples):
-    """Threads: ``score_batch`` owns the windows, reservoirs and results; it changes them under
-    ``_lock``, and the readers of other threads (gauges, export_samples, window_lengths) copy
-    them under it."""
+class EmbeddingDriftDetector(UsesEmbeddings, Detector, NeedsEmbeddings, ExposesGauges, KeepsWindows, PublishesSamples, RunsInBackground):
+    """Threads: ``score_batch`` owns the windows, reservoirs and pending references; it changes them
+    under ``_lock``, and the readers of other threads (gauges, export_samples, window_lengths) copy
+    them under it. The tests (inline, or on the runner's thread in background mode, one at a time)
+    own ``_active``, write ``last`` under ``_lock``, and with ``reference="previous"`` replace a
+    key's reference array under it (arrays are replaced, never changed in place)."""
 
     name = "drift"
 
@@ -139,6 +151,7 @@ class EmbeddingDriftDetector(UsesEmbeddings, Detector, NeedsEmbeddings, ExposesG
         mode: str = "local",
         embedding: str | None = None,
         reservoir_size: int = 200,
+        background: bool = False,
     ):
         if embedding is None:  # the static table, unless a model or a service of vectors was asked for
             embedding = "model" if embedding_model is not None or embeddings is not None else "static"
@@ -180,6 +193,12 @@ class EmbeddingDriftDetector(UsesEmbeddings, Detector, NeedsEmbeddings, ExposesG
         self._since: dict[tuple[str, str, str], int] = {}
         self._active: set[tuple[str, str, str]] = set()
         self.last: dict[tuple[str, str, str], DriftResult] = {}
+        # background=True: the tests run here, on a thread of the detector's own (started on first use).
+        self._runner: CoalescingRunner[tuple[str, str, str], Finding] | None = CoalescingRunner(self.name) if background else None
+
+    @property
+    def background(self) -> bool:
+        return self._runner is not None
 
     @property
     def embeddings(self):
@@ -256,54 +275,77 @@ class EmbeddingDriftDetector(UsesEmbeddings, Detector, NeedsEmbeddings, ExposesG
                 with self._lock:
                     cur = self._cur.setdefault(key, deque(maxlen=self.window_size))
                     cur.append((v, e))
-                self._since[key] = self._since.get(key, 0) + 1
-                if len(cur) >= min(self.window_size, self.reference_size) // 2 and self._since[key] >= self.test_every:
+                    self._since[key] = self._since.get(key, 0) + 1
+                    if len(cur) < min(self.window_size, self.reference_size) // 2 or self._since[key] < self.test_every:
+                        continue
                     self._since[key] = 0
-                    finding = self._run_test(key, cur)
-                    if finding is not None:
-                        findings.append(finding)
+                    ref, rows = self._ref[key], tuple(cur)  # the snapshot: the array is replaced, never changed
+                if self._runner is None:
+                    findings.extend(self._run_test(key, ref, rows))
+                else:
+                    self._runner.submit(key, partial(self._run_test, key, ref, rows))
+        if self._runner is not None:
+            findings.extend(self._runner.drain(0))
         return findings
 
-    def _run_test(self, key, cur: deque) -> Finding | None:
+    def drain(self, timeout: float | None = None) -> list[Finding]:
+        return self._runner.drain(timeout) if self._runner is not None else []
+
+    def close(self, timeout: float = 5.0) -> None:
+        if self._runner is not None:
+            self._runner.close(timeout)
+
+    def run_counts(self) -> dict[str, int]:
+        """The background runs so far: submitted, coalesced, ran, failed, dropped (all 0 inline)."""
+        if self._runner is None:
+            return dict.fromkeys(("submitted", "coalesced", "ran", "failed", "dropped"), 0)
+        return self._runner.counts()
+
+    def _run_test(self, key, ref: np.ndarray, cur: Sequence[tuple[np.ndarray, EventLike]]) -> list[Finding]:
+        """Test a snapshot of ``key``'s window (its rows, with the reference of the moment): its finding, if
+        it starts a drift episode."""
         model, version, fname = key
-        result = mmd_permutation_test(self._ref[key], np.stack([v for v, _ in cur]), self.permutations, self.alpha, self.device)
+        window = np.stack([v for v, _ in cur])
+        result = mmd_permutation_test(ref, window, self.permutations, self.alpha, self.device)
         with self._lock:
             self.last[key] = result
-        if self.reference_mode == "previous" and len(cur) >= self.window_size:
-            self._ref[key] = np.stack([v for v, _ in cur])  # roll forward: compare each window with the one before
+            if self.reference_mode == "previous" and len(cur) >= self.window_size:
+                self._ref[key] = window  # roll forward: compare each window with the one before
         if not result.drifted:
             self._active.discard(key)
-            return None
+            return []
         if key in self._active:
-            return None
+            return []
         self._active.add(key)
         # Point at the example that most characterises the drifted window (witness maximum).
         last_event = cur[int(np.argmax(result.witness))][1] if result.witness else cur[-1][1]
-        return Finding(
-            finding_id=finding_id(self.name, "drift", model, version, fname, last_event.event_id),
-            detector=self.name,
-            kind=f"{fname}_drift",
-            severity=Severity.MEDIUM,
-            score=result.statistic,
-            model=model,
-            model_version=version,
-            route=last_event.route,
-            event_id=last_event.event_id,
-            summary=(
-                f"The {fname}s of the last {result.n_current} events differ from the reference window "
-                f"({result.n_reference} events): MMD^2 {result.statistic:.4f}, p {result.p_value:.4f} < {self.alpha}"
-            ),
-            details={
-                "field": fname,
-                "statistic": result.statistic,
-                "p_value": result.p_value,
-                "alpha": self.alpha,
-                "n_reference": result.n_reference,
-                "n_current": result.n_current,
-                "reference": self.reference_mode,
-                "example_event_id": last_event.event_id,
-            },
-        )
+        return [
+            Finding(
+                finding_id=finding_id(self.name, "drift", model, version, fname, last_event.event_id),
+                detector=self.name,
+                kind=f"{fname}_drift",
+                severity=Severity.MEDIUM,
+                score=result.statistic,
+                model=model,
+                model_version=version,
+                route=last_event.route,
+                event_id=last_event.event_id,
+                summary=(
+                    f"The {fname}s of the last {result.n_current} events differ from the reference window "
+                    f"({result.n_reference} events): MMD^2 {result.statistic:.4f}, p {result.p_value:.4f} < {self.alpha}"
+                ),
+                details={
+                    "field": fname,
+                    "statistic": result.statistic,
+                    "p_value": result.p_value,
+                    "alpha": self.alpha,
+                    "n_reference": result.n_reference,
+                    "n_current": result.n_current,
+                    "reference": self.reference_mode,
+                    "example_event_id": last_event.event_id,
+                },
+            )
+        ]
 
     def export_samples(self) -> list[tuple[str, str, str, int, np.ndarray]]:
         """Publish mode: each key's (model, version, field, count, sample) of this interval; resets."""

@@ -270,6 +270,9 @@ class Settings(BaseSettings):
             # Its evidently tests and reports on a thread of its own: a batch pays only for the descriptors
             # (the tests made the batches' p99), and its findings leave with the next batch or the worker's timer.
             out["descriptor_drift"].setdefault("background", True)
+        if "drift" in self.detectors:
+            # The same for the embedding drift's MMD tests: their matrix products run beside the batch's Python work.
+            out.setdefault("drift", {}).setdefault("background", True)
         return out
 
     @property

@@ -38,6 +38,7 @@ OPTIONS = {
 }
 CONFIGS = {name: (name, OPTIONS.get(name, {})) for name in registry.REGISTRY}
 CONFIGS["drift-publish"] = ("drift", {**OPTIONS["drift"], "mode": "publish", "reservoir_size": 8})
+CONFIGS["drift-background"] = ("drift", {**OPTIONS["drift"], "background": True})
 CONFIGS["descriptor_drift-background"] = ("descriptor_drift", {**OPTIONS["descriptor_drift"], "background": True})
 # Built-in detectors that the traffic below must provoke, so the checks on findings are not vacuous.
 PROVOKED = {"descriptors", "pii", "bias", "consistency", "cross_consistency", "drift", "descriptor_drift", "grounding"}

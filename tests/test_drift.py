@@ -79,6 +79,64 @@ def test_worker_mode_pins_a_reference_and_flags_one_episode_per_shift():
     assert gauges["drift_p_value"] < 0.01
 
 
+def _drift_events():
+    news = _brown("news", 120, 4)
+    hobbies = _brown("hobbies", 80, 5)
+    return [make_event(prompt=p) for p in news] + [make_event(prompt=p) for p in hobbies]
+
+
+@pytest.mark.parametrize("reference", ["pinned", "previous"])
+def test_inline_and_background_modes_give_the_same_findings_and_results(reference):
+    options = dict(reference_size=40, window_size=40, test_every=20, permutations=300, alpha=0.01, sample_rate=1.0, fields=["prompt"])
+    options["reference"] = reference
+    inline = EmbeddingDriftDetector(**options)
+    background = EmbeddingDriftDetector(**options, background=True)
+    events = _drift_events()
+    a = [f for i in range(0, len(events), 20) for f in inline.score_batch(events[i : i + 20])]
+    # Drained after each batch, so that every snapshot runs (none is replaced by a newer one while it waits).
+    b = [f for i in range(0, len(events), 20) for f in background.score_batch(events[i : i + 20]) + background.drain(60)]
+    counts = background.run_counts()
+    background.close()
+    if reference == "pinned":
+        assert len(a) == 1 and a[0].event_id in {e.event_id for e in events[120:]}
+    else:  # each window was compared with the one before: the reference rolled forward alike in both modes
+        key = ("m1", "v1", "prompt")
+        first = background.embeddings.encode([e.prompt_text for e in events[:40]])
+        assert np.array_equal(inline._ref[key], background._ref[key]) and not np.allclose(background._ref[key], first)
+    assert [(f.finding_id, f.event_id, f.score, f.details) for f in b] == [(f.finding_id, f.event_id, f.score, f.details) for f in a]
+    assert inline.last == background.last
+    assert counts["ran"] == counts["submitted"] > 1 and counts["failed"] == 0
+    assert inline.run_counts()["submitted"] == 0
+
+
+def test_score_batch_returns_before_a_slow_background_test_and_its_finding_comes_later(monkeypatch):
+    import threading
+
+    import detectors.drift as drift
+
+    gate, started = threading.Event(), threading.Event()
+    real = drift.mmd_permutation_test
+
+    def slow(*args, **kwargs):
+        started.set()
+        assert gate.wait(30)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(drift, "mmd_permutation_test", slow)
+    det = EmbeddingDriftDetector(
+        reference_size=40, window_size=40, test_every=20, permutations=300, alpha=0.01, sample_rate=1.0, fields=["prompt"], background=True
+    )
+    events = _drift_events()
+    returned = [f for i in range(0, len(events), 20) for f in det.score_batch(events[i : i + 20])]
+    assert started.wait(30) and returned == []  # every batch came back while the first test was held
+    counts = det.run_counts()
+    assert counts["coalesced"] > 0  # later snapshots of the one key replaced each other while they waited
+    gate.set()
+    later = det.drain(60)
+    det.close()
+    assert [f.kind for f in later] == ["prompt_drift"]  # the newest snapshot, taken after the shift, is tested
+
+
 def test_configuration_errors():
     with pytest.raises(ValueError):
         EmbeddingDriftDetector(reference="file")
