@@ -1,9 +1,11 @@
+import contextlib
 import json
 import logging
 
 import pytest
 
 from detectors.base import Detector, Finding, Severity
+from detectors.contracts import NeedsEmbeddings
 from detectors.descriptors import ResponseDescriptorDetector
 from streams.worker import pipeline as pl
 from streams.worker.pipeline import HEADER_PREFIX, DeadLetter, Pipeline, RawRecord, decode
@@ -103,3 +105,79 @@ def test_no_detector_runs_on_a_batch_without_valid_events():
     counting = Counting()
     result = Pipeline([counting], 100_000).process([rec(b"x")])
     assert counting.seen == 0 and result.findings == [] and len(result.dead_letters) == 1
+
+
+# -- the forward pass beside the detectors that need no vectors ------------------------------------
+
+
+class GatedService:
+    """An embedding service whose forward pass waits until a detector that needs no vectors has run."""
+
+    def __init__(self, release, timeout):
+        self.release, self.timeout, self.forward_threads, self.cached = release, timeout, set(), {}
+
+    @contextlib.contextmanager
+    def batch(self, texts):
+        import threading
+
+        self.forward_threads.add(threading.current_thread().name)
+        self.waited = self.release.wait(self.timeout)
+        self.cached = {t: len(t) for t in texts}
+        try:
+            yield self
+        finally:
+            self.cached = {}
+
+
+class NeedsVectors(Detector, NeedsEmbeddings):
+    name = "needs_vectors"
+
+    def __init__(self, service):
+        self.service = service
+
+    @property
+    def embeddings(self):
+        return self.service
+
+    def texts_to_embed(self, events):
+        return [e.response for e in events]
+
+    def score_batch(self, events):
+        # Runs once the forward pass is done: every vector is there.
+        assert all(e.response in self.service.cached for e in events)
+        return [Finding.for_event(e, detector=self.name, kind="vector", severity=Severity.INFO, score=0.0, summary="v") for e in events]
+
+
+class Releases(Counting):
+    name = "releases"
+
+    def __init__(self, release):
+        super().__init__()
+        self.release = release
+
+    def score_batch(self, events):
+        out = super().score_batch(events)
+        self.release.set()
+        return out
+
+
+@pytest.mark.parametrize("overlap", [True, False])
+def test_the_forward_pass_runs_beside_the_detectors_that_need_no_vectors(overlap):
+    import threading
+
+    release = threading.Event()
+    service = GatedService(release, timeout=30 if overlap else 0.2)
+    # The detector that needs vectors comes first and the one that releases the forward pass last.
+    detectors = [NeedsVectors(service), ResponseDescriptorDetector(), Releases(release)]
+    p = Pipeline(detectors, 100_000, overlap=overlap)
+    events = [make_event(response="I'm sorry, but I can't help with that."), make_event(response="Paris.")]
+    result = p.process([rec(e.model_dump_json().encode(), i) for i, e in enumerate(events)])
+    p.close()
+    assert result.detector_errors == {}
+    # Findings in the detectors' order, whichever ran first.
+    assert [f.detector for f in result.findings] == ["needs_vectors", "needs_vectors", "descriptors", "releases", "releases"]
+    if overlap:  # released by a detector while the forward pass waited on its own thread
+        assert service.waited and service.forward_threads == {"forward_0"}
+    else:  # inline: the forward pass came first and waited in vain
+        assert not service.waited and service.forward_threads == {threading.current_thread().name}
+    assert {"embed", "needs_vectors", "descriptors", "releases"} <= set(result.detector_seconds)

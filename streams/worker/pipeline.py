@@ -3,6 +3,11 @@
 records (bytes) -> decode + validate -> events | dead letters
     (a record of the OTLP topic is one ExportTraceServiceRequest: it gives the events of its GenAI spans)
 events -> every detector, each isolated -> findings, detector errors
+
+The batch's embedding forward pass (one per model, shared by the detectors that need vectors) runs
+on a thread of its own while the detectors that need no vectors this batch run (``overlap``, on by
+default): the forward pass releases the GIL, so on a machine with a core to spare the two halves
+run side by side. Findings come out in the detectors' order either way.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ import time
 import traceback
 from collections import Counter
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from typing import Any, cast
@@ -240,6 +246,9 @@ class Pipeline:
     """Decodes a batch and runs every detector on its valid events, each one isolated.
 
     With an ``otlp_decoder``, records of ``otlp_topic`` are OTLP traces, the others native events.
+    With ``overlap`` (the default), the embedding forward pass runs on the pipeline's own thread
+    beside the detectors that need no vectors this batch; ``process`` is called from one thread at
+    a time (the worker's executor).
     """
 
     def __init__(
@@ -248,11 +257,14 @@ class Pipeline:
         max_event_bytes: int,
         otlp_topic: str | None = None,
         otlp_decoder: OTLPDecoder | None = None,
+        overlap: bool = True,
     ):
         self.detectors = list(detectors)
         self.max_event_bytes = max_event_bytes
         self.otlp_topic = otlp_topic
         self.otlp_decoder = otlp_decoder
+        self.overlap = overlap
+        self._forward_thread: ThreadPoolExecutor | None = None
 
     def process(self, records: Sequence[RawRecord]) -> BatchResult:
         result = BatchResult()
@@ -275,13 +287,33 @@ class Pipeline:
         result.decode_seconds = time.perf_counter() - t0
         if result.events:
             with ExitStack() as stack:
-                self._prefetch_embeddings(result, stack)
-                self._run_detectors(result)
+                wanted, waiting = self._embedding_needs(result)
+                if not wanted:
+                    self._run_detectors(result, self.detectors)
+                elif not self.overlap or len(waiting) == len(self.detectors):
+                    self._prefetch_embeddings(result, wanted, stack)
+                    self._run_detectors(result, self.detectors)
+                else:
+                    # The forward pass on its own thread; meanwhile the detectors that need no vectors run here.
+                    if self._forward_thread is None:
+                        self._forward_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="forward")
+                    forward = self._forward_thread.submit(self._prefetch_embeddings, result, wanted, stack)
+                    findings = self._run_detectors(result, [d for d in self.detectors if id(d) not in waiting])
+                    forward.result()
+                    findings.update(self._run_detectors(result, [d for d in self.detectors if id(d) in waiting]))
+                    result.findings = [f for d in self.detectors for f in findings.get(id(d), [])]
         return result
 
-    def _prefetch_embeddings(self, result: BatchResult, stack: ExitStack) -> None:
-        """One forward pass per embedding model for the whole batch, shared by every detector."""
+    def close(self) -> None:
+        """Stops the forward-pass thread (a later ``process`` starts a new one)."""
+        if self._forward_thread is not None:
+            self._forward_thread.shutdown(wait=True)
+            self._forward_thread = None
+
+    def _embedding_needs(self, result: BatchResult) -> tuple[dict[int, tuple[Any, list[str]]], set[int]]:
+        """The texts to encode per embedding service, and the detectors (ids) that wait for them."""
         wanted: dict[int, tuple[Any, list[str]]] = {}
+        waiting: set[int] = set()
         for detector in self.detectors:
             if NeedsEmbeddings not in declared(detector):  # the class declares it (isinstance would evaluate properties)
                 continue
@@ -290,24 +322,33 @@ class Pipeline:
                 service = needs.embeddings
                 texts = needs.texts_to_embed(result.events)
             except Exception:  # noqa: BLE001 - the detector's own run will fail and be counted
+                waiting.add(id(detector))  # it runs after the forward pass, as it would have without one
                 continue
             if service is None or not texts:
                 continue
+            waiting.add(id(detector))
             wanted.setdefault(id(service), (service, []))[1].extend(texts)
+        return wanted, waiting
+
+    def _prefetch_embeddings(self, result: BatchResult, wanted: dict[int, tuple[Any, list[str]]], stack: ExitStack) -> None:
+        """One forward pass per embedding model for the whole batch, shared by every detector."""
         t = time.perf_counter()
         for service, texts in wanted.values():
             try:
                 stack.enter_context(service.batch(texts))
             except Exception as exc:  # noqa: BLE001 - detectors will encode on their own
                 log.error("embedding prefetch failed: %s", type(exc).__name__)
-        if wanted:
-            result.detector_seconds["embed"] = time.perf_counter() - t
+        result.detector_seconds["embed"] = time.perf_counter() - t
 
-    def _run_detectors(self, result: BatchResult) -> None:
-        for detector in self.detectors:
+    def _run_detectors(self, result: BatchResult, detectors: Sequence[Detector]) -> dict[int, list[Finding]]:
+        """Runs ``detectors`` in order, appending their findings to ``result.findings``; returns them by detector."""
+        out: dict[int, list[Finding]] = {}
+        for detector in detectors:
             t = time.perf_counter()
             try:
-                result.findings.extend(detector.score_batch(result.events))
+                found = detector.score_batch(result.events)
+                out[id(detector)] = found
+                result.findings.extend(found)
             except Exception as exc:  # noqa: BLE001 - one detector must not stop the others or the stream
                 result.detector_errors[detector.name] += 1
                 # The type and the frames, not the message: a message may quote event text.
@@ -320,3 +361,4 @@ class Pipeline:
                 )
             finally:
                 result.detector_seconds[detector.name] = time.perf_counter() - t
+        return out
