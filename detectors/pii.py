@@ -18,6 +18,12 @@ Where the speed comes from (see ``bench/bench_pii.py``): every recognizer is gat
 cheap test of what it needs (an ``@`` for e-mail, 7+ digits for a phone, ...), so most
 texts, which hold no PII, cost a few string scans; NER runs only the NER component.
 
+What two detectors ask of the same text is found once: the spans each recognizer found in a text
+(offsets and scores, never the text: the key is a hash of it) are kept for the last
+:data:`SPAN_CACHE_TEXTS` texts, shared by every instance whose recognizer for the type is configured
+alike, so the worker's descriptor drift (which counts the PII in each response) reuses what the PII
+detector found in the same batch instead of scanning the responses a second time.
+
 Leak or echo: an entity of the response that is not in the prompt (what the user typed)
 or the given context is a *leak* (high severity; critical for secrets, cards and SSNs);
 one the user typed is an *echo* (low). Values are normalised first (the digits of a phone
@@ -35,10 +41,12 @@ import ipaddress
 import logging
 import re
 import secrets as _secrets
-from collections.abc import Iterable, Sequence
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from functools import cached_property, lru_cache
-from typing import Any
+from functools import cached_property, lru_cache, partial
+from typing import Any, NamedTuple
 
 from .base import Detector, EventLike, Finding, Severity
 from .errors import ConfigurationError
@@ -111,6 +119,60 @@ _SECRET_GATE = re.compile(
     r"(?i:pass(?:word|wd)?|secret|token|api[_-]?key|apikey|auth)",
 )
 _SECRET_KEYWORD = re.compile(r"(?i)(pass(?:word|wd)?|secret|token|api[_-]?key|apikey|credential|auth[a-z_]*)\W{0,4}(?:is|=|:|=>)?\W{0,3}$")
+
+
+SPAN_CACHE_TEXTS = 2048  # texts whose spans are kept: a few micro-batches of responses
+
+
+class _SpanCache:
+    """What each recognizer found per text: text hash -> {recognizer key: spans}, the least recently used
+    text dropped past ``size``. Holds offsets, types and scores only. Thread-safe."""
+
+    def __init__(self, size: int):
+        self.size = size
+        self._texts: OrderedDict[bytes, dict[tuple, tuple]] = OrderedDict()
+        self._lock = threading.Lock()
+        self.hits = self.misses = 0
+
+    @staticmethod
+    def key(text: str) -> bytes:
+        return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).digest()
+
+    def get(self, text_key: bytes, what: tuple, compute: Callable[[], tuple]) -> tuple:
+        with self._lock:
+            found = self._texts.get(text_key)
+            if found is not None:
+                self._texts.move_to_end(text_key)
+                if what in found:
+                    self.hits += 1
+                    return found[what]
+        value = compute()
+        with self._lock:
+            self.misses += 1
+            self._texts.setdefault(text_key, {})[what] = value
+            self._texts.move_to_end(text_key)
+            while len(self._texts) > self.size:
+                self._texts.popitem(last=False)
+        return value
+
+    def clear(self) -> None:
+        with self._lock:
+            self._texts.clear()
+            self.hits = self.misses = 0
+
+
+SPANS = _SpanCache(SPAN_CACHE_TEXTS)
+
+
+class _Span(NamedTuple):
+    start: int
+    end: int
+    score: float
+
+
+def _analyze(recognizer: Any, text: str, etype: str, kwargs: dict[str, Any]) -> tuple[_Span, ...]:
+    """One recognizer's results on ``text``: spans and scores (presidio's results also carry explanations we never keep)."""
+    return tuple(_Span(r.start, r.end, float(r.score)) for r in recognizer.analyze(text, [etype], None, **kwargs))
 
 
 @dataclass(frozen=True)
@@ -256,8 +318,10 @@ class PIILeakDetector(Detector):
             # With NER on, dates are found as presidio finds them: NER plus its date patterns.
             "DATE_TIME": (DateRecognizer(), lambda t: _DIGITS.search(t) is not None),
         }
+        # Each recognizer's key in the span cache: its type, and its configuration where that can differ.
+        what = {"PHONE_NUMBER": ("PHONE_NUMBER", self.phone_regions)}
         return [
-            (etype, rec, gate, {"regex_flags": _REGEX_FLAGS} if isinstance(rec, PatternRecognizer) else {})
+            (etype, what.get(etype, (etype,)), rec, gate, {"regex_flags": _REGEX_FLAGS} if isinstance(rec, PatternRecognizer) else {})
             for etype, (rec, gate) in table.items()
             if etype in self.entities
         ]
@@ -324,13 +388,15 @@ class PIILeakDetector(Detector):
         want_secret = SECRET in self.entities
         for i, text in enumerate(texts):
             out = results[i]
+            text_key = SPANS.key(text)
             # Numbers another recognizer validated (a card's Luhn, an IBAN's checksum, an SSN's
             # rules, any IP address, public or not) are not also phone numbers.
             claimed: list[tuple[int, int]] = []
-            for etype, rec, gate, kwargs in self._recognizers:
+            for etype, what, rec, gate, kwargs in self._recognizers:
                 if not gate(text):
                     continue
-                for r in rec.analyze(text, [etype], None, **kwargs):
+                spans = SPANS.get(text_key, what, partial(_analyze, rec, text, etype, kwargs))
+                for r in spans:
                     score = float(r.score)
                     if etype == "US_SSN":
                         score = _ssn_score(text, r.start, r.end, score)
@@ -352,7 +418,7 @@ class PIILeakDetector(Detector):
             if claimed:
                 out[:] = [e for e in out if e.entity_type != "PHONE_NUMBER" or not any(s < e.end and e.start < t for s, t in claimed)]
             if want_secret and _SECRET_GATE.search(text):
-                out.extend(self._find_secrets(text))
+                out.extend(SPANS.get(text_key, (SECRET,), partial(self._find_secrets, text)))
         ner_types = [t for t in NER_TYPES if t in self.entities]
         if ner_types:
             for i, doc in enumerate(self._nlp.pipe(texts, batch_size=64)):
@@ -362,7 +428,7 @@ class PIILeakDetector(Detector):
                         results[i].append(PIIEntity(etype, ent.start_char, ent.end_char, 0.85))
         return [_resolve_overlaps(r) for r in results]
 
-    def _find_secrets(self, text: str) -> list[PIIEntity]:
+    def _find_secrets(self, text: str) -> tuple[PIIEntity, ...]:
         plugins, entropy = self._secret_plugins
         found: dict[tuple[int, int], PIIEntity] = {}
 
@@ -389,7 +455,7 @@ class PIILeakDetector(Detector):
                 # A random-looking string is a secret only when a secret-ish word stands just before it.
                 if start != -1 and _SECRET_KEYWORD.search(text[max(0, start - 40) : start].rstrip("'\"` ")):
                     add(value, 0.7)
-        return list(found.values())
+        return tuple(found.values())
 
     def classify(self, event: EventLike, entities: Sequence[PIIEntity]) -> list[MaskedEntity]:
         """Mask each entity of the response and call it a leak or an echo of the prompt/context."""

@@ -3,7 +3,7 @@ import pytest
 from detectors.base import Severity
 from detectors.pii import DEFAULT_NER_MODEL, DEFAULT_TYPES, NER_TYPES, PIILeakDetector, mask, normalise
 
-from .conftest import make_event
+from .conftest import make_event, shared_data
 
 PLANTED = {
     "EMAIL_ADDRESS": "dana.whitfield@example.com",
@@ -275,3 +275,49 @@ def test_new_formats_are_told_apart_as_echoes(det):
 )
 def test_the_phone_formats_of_presidios_tests(det, phone):
     assert _types(det, f"My number is {phone}, thanks.", "PHONE_NUMBER") == [phone]
+
+
+# -- spans found once per text ------------------------------------------------------------------
+
+
+def test_what_two_instances_ask_of_one_text_is_found_once_and_each_configuration_keeps_its_own():
+    from detectors.pii import SPANS
+
+    SPANS.clear()
+    text = "call 13812345678 or write to dana.whitfield@example.com, key AKIAIOSFODNN7EXAMPLE"
+    default = PIILeakDetector()
+    us_only = PIILeakDetector(phone_regions=["US"])
+    described = PIILeakDetector(entities=["EMAIL_ADDRESS", "PHONE_NUMBER", "CREDIT_CARD", "US_SSN", "IBAN_CODE", "SECRET"])
+    assert sorted(e.entity_type for e in default.find(text)) == ["EMAIL_ADDRESS", "PHONE_NUMBER", "SECRET"]
+    misses = SPANS.misses
+    assert described.find(text) == default.find(text)  # the same configuration: everything came from the cache
+    assert SPANS.misses == misses and SPANS.hits >= 6
+    # Another numbering plan is its own entry: the US-only instance finds no mainland China number.
+    assert sorted(e.entity_type for e in us_only.find(text)) == ["EMAIL_ADDRESS", "SECRET"]
+    assert SPANS.misses == misses + 1
+    # Only hashes, offsets, types and scores are kept: never the text or a value of it.
+    for key, found in SPANS._texts.items():
+        assert isinstance(key, bytes) and len(key) == 16
+        for spans in found.values():
+            for span in spans:
+                values = tuple(span) if isinstance(span, tuple) else (span.entity_type, span.start, span.end, span.score)
+                assert all(not isinstance(v, str) or v == "SECRET" for v in values)
+
+
+def test_results_from_the_span_cache_equal_a_fresh_scan():
+    import json
+
+    from detectors.pii import SPANS
+
+    rows = json.loads(shared_data("presidio_synth", "synth_dataset_v2.json").read_text(encoding="utf-8"))
+    texts = [r["full_text"] for r in rows[:400]]
+    det = PIILeakDetector()
+    fresh = []
+    for t in texts:
+        SPANS.clear()
+        fresh.append(det.find(t))
+    SPANS.clear()
+    first = det.find_many(texts)
+    again = det.find_many(texts)
+    assert SPANS.hits > 0 and sum(map(len, fresh)) > 50
+    assert first == fresh and again == fresh
