@@ -44,6 +44,7 @@ import yaml
 from .base import Detector, EventLike, Finding, Severity
 from .contracts import NeedsEmbeddings
 from .errors import ConfigurationError
+from .wordlists import trie_alternation
 
 if TYPE_CHECKING:
     from .embeddings import EmbeddingService
@@ -117,32 +118,11 @@ def identity_terms(terms_file: Path = TERMS_FILE) -> list[str]:
     return sorted(terms - NOT_MASKED, key=lambda t: (-len(t), t))
 
 
-def _trie_regex(words: Sequence[str]) -> str:
-    """An alternation of ``words`` as a prefix tree (``gay|gays`` -> ``gays?``-like groups), longer matches first:
-    one pass of the regex engine per position instead of one try per term (about 30x faster on 238 terms)."""
-    trie: dict[str, Any] = {}
-    for w in words:
-        node = trie
-        for ch in w:
-            node = node.setdefault(ch, {})
-        node[""] = {}
-
-    def emit(node: dict[str, Any]) -> str:
-        ends = "" in node
-        branches = [(r"\s+" if ch == " " else re.escape(ch)) + emit(child) for ch, child in sorted(node.items()) if ch]
-        if not branches:
-            return ""
-        body = branches[0] if len(branches) == 1 else "(?:" + "|".join(branches) + ")"
-        return f"(?:{body})?" if ends else body
-
-    return emit(trie)
-
-
 def identity_pattern(terms: Sequence[str]) -> re.Pattern[str]:
     """One regex for all the terms: whole words only (no letter, digit or hyphen either side), any case, runs of
     whitespace inside a phrase matched as one space, the longest term that ends at a word boundary."""
     words = sorted({" ".join(t.lower().split()) for t in terms if t.strip()})
-    return re.compile(rf"(?<![\w-])(?:{_trie_regex(words)}){_PERSON_NOUN}(?![\w-])", re.IGNORECASE)
+    return re.compile(rf"(?<![\w-])(?:{trie_alternation(words)}){_PERSON_NOUN}(?![\w-])", re.IGNORECASE)
 
 
 @cache

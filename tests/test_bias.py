@@ -159,3 +159,22 @@ def test_counterfactual_gap_measures_the_spread_across_groups():
     assert fair.spread == 0.0
     with pytest.raises(ValueError):
         counterfactual_gap("no placeholder", ["a", "b"], generate)
+
+
+def test_the_one_pattern_screen_finds_exactly_the_groups_each_groups_pattern_finds():
+    import gzip
+    import json
+
+    m = GroupMatcher()
+    texts = []
+    with gzip.open(shared_data("nli_mnli_dev", "mnli_dev.jsonl.gz"), "rt", encoding="utf-8") as fh:
+        texts += [json.loads(line)["premise"] for _, line in zip(range(3000), fh)]
+    with gzip.open(shared_data("bias_redditbias", "redditbias.jsonl.gz"), "rt", encoding="utf-8") as fh:
+        rows = [json.loads(line) for _, line in zip(range(3000), fh)]
+    texts += [str(v) for r in rows for v in r.values() if isinstance(v, str) and len(v) > 20]
+    # Odd spacing and case inside multi-word terms.
+    texts += ["Do BLACK   WOMEN pay more?", "As a  woman, can I\tget a refund?", "elderly\npeople and Muslim students"]
+    found = [m.groups_in(t) for t in texts]
+    each = [{(c, g) for c, g, pattern in m._patterns if pattern.search(t)} for t in texts]
+    assert found == each
+    assert sum(1 for f in found if f) > 500 and sum(1 for f in found if not f) > 500  # both kinds, many of each
