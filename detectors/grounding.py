@@ -213,6 +213,7 @@ class GroundingDetector(Detector, ExposesGauges):
         return NLIScorer.shared(self.nli_model)
 
     def warm_up(self) -> None:
+        self._redaction()
         if self.method == "nli":
             self._nli.warm_up()
 
@@ -391,14 +392,19 @@ class GroundingDetector(Detector, ExposesGauges):
 
     def _masked(self, sentence: str) -> str:
         """The sentence with PII and secrets masked (rule: findings carry masked values only), cut to 160 characters."""
+        text = self._redaction().redact(sentence)
+        return text if len(text) <= 160 else text[:159] + "…"
+
+    def _redaction(self) -> PIILeakDetector:
+        """The PII recognizers that mask excerpts, built on first use (warm_up builds them: the first finding's
+        batch would otherwise pay for building them, most of a second)."""
         with self._redactor_lock:
             if self._redactor is None:
                 from .pii import PIILeakDetector
 
                 self._redactor = PIILeakDetector()
-            redactor = self._redactor
-        text = redactor.redact(sentence)
-        return text if len(text) <= 160 else text[:159] + "…"
+                self._redactor.warm_up()
+            return self._redactor
 
 
 def _squash(text: str) -> str:

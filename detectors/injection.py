@@ -693,6 +693,7 @@ class InjectionDetector(UsesEmbeddings, Detector, NeedsEmbeddings, ExposesGauges
         return UsesEmbeddings.embeddings.fget(self) if self.classifier else None  # type: ignore[attr-defined]
 
     def warm_up(self) -> None:
+        self._redaction()
         if self.classifier:
             _ = self.head
             if self.screen is not None:
@@ -936,13 +937,18 @@ class InjectionDetector(UsesEmbeddings, Detector, NeedsEmbeddings, ExposesGauges
         return masked if len(masked) <= EXCERPT_CHARS else masked[: EXCERPT_CHARS - 1] + "…"
 
     def _redact(self, text: str) -> str:
+        return self._redaction().redact(text)
+
+    def _redaction(self) -> PIILeakDetector:
+        """The PII recognizers that mask excerpts, built on first use (warm_up builds them: the first finding's
+        batch would otherwise pay for building them, most of a second)."""
         with self._redactor_lock:
             if self._redactor is None:
                 from .pii import PIILeakDetector
 
                 self._redactor = PIILeakDetector()
-            redactor = self._redactor
-        return redactor.redact(text)
+                self._redactor.warm_up()
+            return self._redactor
 
     def describe(self) -> Mapping[str, Any]:
         return {**super().describe(), "classifier": self.classifier, "threshold": self.threshold, "scan_context": self.scan_context}
