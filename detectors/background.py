@@ -129,3 +129,27 @@ class CoalescingRunner(Generic[K, R]):
                     self._counts["ran"] += 1
                     self._results.extend(out)
                     self._cv.notify_all()
+
+
+class BackgroundRunsMixin:
+    """The :class:`~detectors.contracts.RunsInBackground` methods of a detector whose slow jobs go to the
+    :class:`CoalescingRunner` in ``_runner`` (None: the detector runs them inline, and these have nothing to do)."""
+
+    _runner: CoalescingRunner | None = None
+
+    @property
+    def background(self) -> bool:
+        return self._runner is not None
+
+    def drain(self, timeout: float | None = None) -> list:
+        return self._runner.drain(timeout) if self._runner is not None else []
+
+    def close(self, timeout: float = 5.0) -> None:
+        if self._runner is not None:
+            self._runner.close(timeout)
+
+    def run_counts(self) -> dict[str, int]:
+        """The background runs so far: submitted, coalesced, ran, failed, dropped (all 0 inline)."""
+        if self._runner is None:
+            return dict.fromkeys(("submitted", "coalesced", "ran", "failed", "dropped"), 0)
+        return self._runner.counts()

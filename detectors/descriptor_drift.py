@@ -30,7 +30,7 @@ from collections.abc import Sequence
 from functools import partial
 from pathlib import Path
 
-from .background import CoalescingRunner
+from .background import BackgroundRunsMixin, CoalescingRunner
 from .base import Detector, EventLike, Finding, Severity, finding_id
 from .contracts import BuildsReports, ExposesGauges, Gauge, KeepsWindows, RunsInBackground
 from .descriptors import is_refusal, sentiment
@@ -45,7 +45,7 @@ NUMERIC = ("prompt_chars", "response_chars", "sentiment", "pii_entities", "outpu
 CATEGORICAL = ("refusal",)
 
 
-class DescriptorDriftDetector(Detector, ExposesGauges, KeepsWindows, BuildsReports, RunsInBackground):
+class DescriptorDriftDetector(BackgroundRunsMixin, Detector, ExposesGauges, KeepsWindows, BuildsReports, RunsInBackground):
     """Threads and owners: ``score_batch`` (the batch path) owns the windows (``_ref``, ``_cur``,
     ``_since``) and changes them under ``_lock``; the readers of other threads (report, gauges,
     window_lengths) copy them under it. The window tests run on snapshots: a pinned reference is
@@ -84,10 +84,6 @@ class DescriptorDriftDetector(Detector, ExposesGauges, KeepsWindows, BuildsRepor
         self._lock = threading.Lock()
         # background=True: the tests and reports run here, on a thread of the detector's own (started on first use).
         self._runner: CoalescingRunner[tuple[str, str], Finding] | None = CoalescingRunner(self.name) if background else None
-
-    @property
-    def background(self) -> bool:
-        return self._runner is not None
 
     def warm_up(self) -> None:
         sentiment("warm")
@@ -139,19 +135,6 @@ class DescriptorDriftDetector(Detector, ExposesGauges, KeepsWindows, BuildsRepor
         if self._runner is not None:
             findings.extend(self._runner.drain(0))
         return findings
-
-    def drain(self, timeout: float | None = None) -> list[Finding]:
-        return self._runner.drain(timeout) if self._runner is not None else []
-
-    def close(self, timeout: float = 5.0) -> None:
-        if self._runner is not None:
-            self._runner.close(timeout)
-
-    def run_counts(self) -> dict[str, int]:
-        """The background runs so far: submitted, coalesced, ran, failed, dropped (all 0 inline)."""
-        if self._runner is None:
-            return dict.fromkeys(("submitted", "coalesced", "ran", "failed", "dropped"), 0)
-        return self._runner.counts()
 
     def _columns(self, key):
         """The reference and current windows of ``key`` now, as data frames."""

@@ -49,7 +49,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .background import CoalescingRunner
+from .background import BackgroundRunsMixin, CoalescingRunner
 from .base import Detector, EventLike, Finding, Severity, finding_id
 from .contracts import (
     ExposesGauges,
@@ -78,6 +78,18 @@ class DriftResult:
     n_reference: int = 0
     n_current: int = 0
     witness: tuple[float, ...] = ()  # per current row: how much more it looks like the current window than the reference
+
+    def details(self, field: str, alpha: float, **extra: object) -> dict[str, object]:
+        """A drift finding's details: the field, the test's figures, and ``extra``."""
+        return {
+            "field": field,
+            "statistic": self.statistic,
+            "p_value": self.p_value,
+            "alpha": alpha,
+            "n_reference": self.n_reference,
+            "n_current": self.n_current,
+            **extra,
+        }
 
 
 def _device(device: str | None):
@@ -125,7 +137,9 @@ def mmd_permutation_test(
     return DriftResult(observed, p_value, p_value < alpha, n, m, tuple(witness))
 
 
-class EmbeddingDriftDetector(UsesEmbeddings, Detector, NeedsEmbeddings, ExposesGauges, KeepsWindows, PublishesSamples, RunsInBackground):
+class EmbeddingDriftDetector(
+    UsesEmbeddings, BackgroundRunsMixin, Detector, NeedsEmbeddings, ExposesGauges, KeepsWindows, PublishesSamples, RunsInBackground
+):
     """Threads: ``score_batch`` owns the windows, reservoirs and pending references; it changes them
     under ``_lock``, and the readers of other threads (gauges, export_samples, window_lengths) copy
     them under it. The tests (inline, or on the runner's thread in background mode, one at a time)
@@ -195,10 +209,6 @@ class EmbeddingDriftDetector(UsesEmbeddings, Detector, NeedsEmbeddings, ExposesG
         self.last: dict[tuple[str, str, str], DriftResult] = {}
         # background=True: the tests run here, on a thread of the detector's own (started on first use).
         self._runner: CoalescingRunner[tuple[str, str, str], Finding] | None = CoalescingRunner(self.name) if background else None
-
-    @property
-    def background(self) -> bool:
-        return self._runner is not None
 
     @property
     def embeddings(self):
@@ -288,19 +298,6 @@ class EmbeddingDriftDetector(UsesEmbeddings, Detector, NeedsEmbeddings, ExposesG
             findings.extend(self._runner.drain(0))
         return findings
 
-    def drain(self, timeout: float | None = None) -> list[Finding]:
-        return self._runner.drain(timeout) if self._runner is not None else []
-
-    def close(self, timeout: float = 5.0) -> None:
-        if self._runner is not None:
-            self._runner.close(timeout)
-
-    def run_counts(self) -> dict[str, int]:
-        """The background runs so far: submitted, coalesced, ran, failed, dropped (all 0 inline)."""
-        if self._runner is None:
-            return dict.fromkeys(("submitted", "coalesced", "ran", "failed", "dropped"), 0)
-        return self._runner.counts()
-
     def _run_test(self, key, ref: np.ndarray, cur: Sequence[tuple[np.ndarray, EventLike]]) -> list[Finding]:
         """Test a snapshot of ``key``'s window (its rows, with the reference of the moment): its finding, if
         it starts a drift episode."""
@@ -334,16 +331,7 @@ class EmbeddingDriftDetector(UsesEmbeddings, Detector, NeedsEmbeddings, ExposesG
                     f"The {fname}s of the last {result.n_current} events differ from the reference window "
                     f"({result.n_reference} events): MMD^2 {result.statistic:.4f}, p {result.p_value:.4f} < {self.alpha}"
                 ),
-                details={
-                    "field": fname,
-                    "statistic": result.statistic,
-                    "p_value": result.p_value,
-                    "alpha": self.alpha,
-                    "n_reference": result.n_reference,
-                    "n_current": result.n_current,
-                    "reference": self.reference_mode,
-                    "example_event_id": last_event.event_id,
-                },
+                details=result.details(fname, self.alpha, reference=self.reference_mode, example_event_id=last_event.event_id),
             )
         ]
 
@@ -541,16 +529,7 @@ class DriftMerger:
                         f"The {fname}s of the last {self.window_intervals} intervals across {len(producers)} workers differ "
                         f"from the reference: MMD^2 {result.statistic:.4f}, p {result.p_value:.4f} < {self.alpha}"
                     ),
-                    details={
-                        "field": fname,
-                        "statistic": result.statistic,
-                        "p_value": result.p_value,
-                        "alpha": self.alpha,
-                        "n_reference": result.n_reference,
-                        "n_current": result.n_current,
-                        "producers": len(producers),
-                        "merged": True,
-                    },
+                    details=result.details(fname, self.alpha, producers=len(producers), merged=True),
                 )
             )
         return findings
