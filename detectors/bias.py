@@ -80,14 +80,15 @@ class GroupMatcher:
                 alternatives = "|".join(sorted((re.escape(w) for w in words), key=len, reverse=True))
                 self._patterns.append((category, group, re.compile(rf"(?<![\w-])(?:{alternatives})(?![\w-])", re.IGNORECASE)))
         self.categories = sorted(c for c in terms if c != "sources")
-        # Every term of every group in one pattern (a prefix tree, whitespace inside a term as any run of it):
-        # a text it does not match mentions no group, and most texts mention none. It matches wherever a
-        # group's pattern does, so the groups of a text it matches are then found exactly as before.
-        words = sorted({" ".join(str(w).lower().split()) for ws in self.terms.values() for w in ws if str(w).strip()})
-        self._any = re.compile(rf"(?<![\w-])(?:{trie_alternation(words)})(?![\w-])", re.IGNORECASE) if words else None
+        # Every term of every group in one pattern (a prefix tree, whitespace inside a term as any run of it,
+        # case left to IGNORECASE as in the groups' patterns): a text it does not match mentions no group, and
+        # most texts mention none. It matches wherever a group's pattern does, so the groups of a text it
+        # matches are then found exactly as before. No screen where a list holds a blank term.
+        words = [" ".join(str(w).split()) for ws in self.terms.values() for w in ws]
+        self._any = re.compile(rf"(?<![\w-])(?:{trie_alternation(sorted(set(words)))})(?![\w-])", re.IGNORECASE) if all(words) else None
 
     def groups_in(self, text: str) -> set[tuple[str, str]]:
-        if self._any is None or not self._any.search(text):
+        if self._any is not None and not self._any.search(text):
             return set()
         return {(c, g) for c, g, pattern in self._patterns if pattern.search(text)}
 

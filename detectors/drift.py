@@ -35,7 +35,11 @@ worker's default through its settings), as descriptor drift does: ``score_batch`
 and fills the windows, hands a snapshot of each window that is due (the reference array and the
 window's rows) to the thread, and returns the findings the thread completed since the last call
 (:class:`~detectors.contracts.RunsInBackground`). The test's matrix products release the GIL, so on
-a machine with a core to spare they run beside the batch's Python work instead of inside it.
+a machine with a core to spare they run beside the batch's Python work instead of inside it. What
+that mode trades: while tests fall behind, a window whose test still waits is replaced by the newer
+one (a drift seen in that one window only is not tested), and a finding leaves with a later batch or
+the worker's timer, after the offsets of the batch that completed its window may be committed (a
+crash then loses it; the replay's windows, and so its findings, may differ).
 """
 
 from __future__ import annotations
@@ -142,9 +146,10 @@ class EmbeddingDriftDetector(
 ):
     """Threads: ``score_batch`` owns the windows, reservoirs and pending references; it changes them
     under ``_lock``, and the readers of other threads (gauges, export_samples, window_lengths) copy
-    them under it. The tests (inline, or on the runner's thread in background mode, one at a time)
-    own ``_active``, write ``last`` under ``_lock``, and with ``reference="previous"`` replace a
-    key's reference array under it (arrays are replaced, never changed in place)."""
+    them under it (with ``reference="previous"`` it also rolls a key's reference forward there, when
+    it takes a window's snapshot: arrays are replaced, never changed in place). The tests (inline, or
+    on the runner's thread in background mode, one at a time) own ``_active`` and write ``last``
+    under ``_lock``."""
 
     name = "drift"
 
@@ -290,6 +295,10 @@ class EmbeddingDriftDetector(
                         continue
                     self._since[key] = 0
                     ref, rows = self._ref[key], tuple(cur)  # the snapshot: the array is replaced, never changed
+                    if self.reference_mode == "previous" and len(cur) >= self.window_size:
+                        # Roll forward now, not when the test ends: the next window is compared with this one
+                        # even while this one's test still waits or runs on the detector's thread.
+                        self._ref[key] = np.stack([v for v, _ in rows])
                 if self._runner is None:
                     findings.extend(self._run_test(key, ref, rows))
                 else:
@@ -302,12 +311,9 @@ class EmbeddingDriftDetector(
         """Test a snapshot of ``key``'s window (its rows, with the reference of the moment): its finding, if
         it starts a drift episode."""
         model, version, fname = key
-        window = np.stack([v for v, _ in cur])
-        result = mmd_permutation_test(ref, window, self.permutations, self.alpha, self.device)
+        result = mmd_permutation_test(ref, np.stack([v for v, _ in cur]), self.permutations, self.alpha, self.device)
         with self._lock:
             self.last[key] = result
-            if self.reference_mode == "previous" and len(cur) >= self.window_size:
-                self._ref[key] = window  # roll forward: compare each window with the one before
         if not result.drifted:
             self._active.discard(key)
             return []

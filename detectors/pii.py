@@ -318,10 +318,18 @@ class PIILeakDetector(Detector):
             # With NER on, dates are found as presidio finds them: NER plus its date patterns.
             "DATE_TIME": (DateRecognizer(), lambda t: _DIGITS.search(t) is not None),
         }
-        # Each recognizer's key in the span cache: its type, and its configuration where that can differ.
-        what = {"PHONE_NUMBER": ("PHONE_NUMBER", self.phone_regions)}
+        # Each recognizer's key in the span cache: the entity type, the recognizer's class (by name: the e-mail
+        # one is defined above, a new class object per instance), and its configuration where that can differ
+        # between instances (the numbering plans).
+        config = {"PHONE_NUMBER": self.phone_regions}
         return [
-            (etype, what.get(etype, (etype,)), rec, gate, {"regex_flags": _REGEX_FLAGS} if isinstance(rec, PatternRecognizer) else {})
+            (
+                etype,
+                (etype, f"{type(rec).__module__}.{type(rec).__qualname__}", config.get(etype, ())),
+                rec,
+                gate,
+                {"regex_flags": _REGEX_FLAGS} if isinstance(rec, PatternRecognizer) else {},
+            )
             for etype, (rec, gate) in table.items()
             if etype in self.entities
         ]

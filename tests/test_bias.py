@@ -177,4 +177,9 @@ def test_the_one_pattern_screen_finds_exactly_the_groups_each_groups_pattern_fin
     found = [m.groups_in(t) for t in texts]
     each = [{(c, g) for c, g, pattern in m._patterns if pattern.search(t)} for t in texts]
     assert found == each
+    # Custom lists: case beyond ASCII is matched as the groups' patterns match it; a blank term turns the screen off.
+    custom = GroupMatcher({"place": {"istanbul": ["İstanbul people"], "paris": ["Parisians"]}})
+    assert custom.groups_in("İSTANBUL PEOPLE are kind") == {("place", "istanbul")} and custom.groups_in("no one") == set()
+    blank = GroupMatcher({"place": {"any": [" "], "paris": ["Parisians"]}})
+    assert blank._any is None and blank.groups_in("hello") == {(c, g) for c, g, p in blank._patterns if p.search("hello")}
     assert sum(1 for f in found if f) > 500 and sum(1 for f in found if not f) > 500  # both kinds, many of each

@@ -137,6 +137,35 @@ def test_score_batch_returns_before_a_slow_background_test_and_its_finding_comes
     assert [f.kind for f in later] == ["prompt_drift"]  # the newest snapshot, taken after the shift, is tested
 
 
+def test_a_held_test_does_not_hold_the_previous_reference_back(monkeypatch):
+    import threading
+
+    import detectors.drift as drift
+
+    gate, calls = threading.Event(), []
+    real = drift.mmd_permutation_test
+
+    def held(ref, window, *args, **kwargs):
+        calls.append((np.asarray(ref).copy(), np.asarray(window).copy()))
+        assert gate.wait(30)
+        return real(ref, window, *args, **kwargs)
+
+    monkeypatch.setattr(drift, "mmd_permutation_test", held)
+    options = dict(reference_size=40, window_size=40, test_every=40, permutations=200, alpha=0.01, sample_rate=1.0, fields=["prompt"])
+    det = EmbeddingDriftDetector(**options, reference="previous", background=True)
+    events = _drift_events()  # 200 events: the reference, then four full windows, each due a test
+    for i in range(0, len(events), 40):
+        det.score_batch(events[i : i + 40])  # never drained: the first test is held while the others queue
+    gate.set()
+    det.drain(60)
+    det.close()
+    windows = [det.embeddings.encode([e.prompt_text for e in events[i : i + 40]]) for i in range(0, len(events), 40)]
+    # The held first test and the newest snapshot (the ones between were replaced while they waited).
+    assert len(calls) == 2
+    assert np.allclose(calls[0][0], windows[0]) and np.allclose(calls[0][1], windows[1])
+    assert np.allclose(calls[1][1], windows[4]) and np.allclose(calls[1][0], windows[3])  # the window before, not the first
+
+
 def test_configuration_errors():
     with pytest.raises(ValueError):
         EmbeddingDriftDetector(reference="file")
