@@ -347,6 +347,9 @@ class ToxicityDetector(Detector, NeedsEmbeddings):
         self._embedding_model = embedding_model
         self._embeddings = embeddings
         self._lock = threading.Lock()
+        # The chunks of the texts texts_to_embed cut last (the batch's responses), so that scoring the same batch
+        # does not normalise and mask them again; a function of the text alone, so never stale.
+        self._cut: dict[str, tuple[list[str], bool]] = {}
 
     @cached_property
     def head(self) -> ToxicityHead:
@@ -379,7 +382,8 @@ class ToxicityDetector(Detector, NeedsEmbeddings):
         for t in texts:
             if not isinstance(t, str):
                 raise TypeError(f"toxicity scores text, not {type(t).__name__}")
-        pieces = [self._chunks(t) for t in texts]
+        cut = self._cut
+        pieces = [cut.get(t) or self._chunks(t) for t in texts]
         flat = [c for chunks, _ in pieces for c in chunks]
         tox = hate = np.zeros(0, dtype=np.float32)
         if flat:
@@ -430,15 +434,15 @@ class ToxicityDetector(Detector, NeedsEmbeddings):
     def texts_to_embed(self, events: Sequence[EventLike]) -> list[str]:
         # The responses only: a prompt is scored when its response was flagged (rare), in a second,
         # small encode, so that the batch's shared forward pass carries one text per event, not two.
-        out: list[str] = []
-        for e in events:
-            out += self._chunks(e.response)[0]
-        return out
+        cut = {e.response: self._chunks(e.response) for e in events}
+        self._cut = cut
+        return [c for e in events for c in cut[e.response][0]]
 
     def score_batch(self, events: Sequence[EventLike]) -> list[Finding]:
         if not events:
             return []
         results = self.score_many([e.response for e in events])
+        self._cut = {}  # the batch's texts are not kept past it
         flagged = [i for i, r in enumerate(results) if r.flagged]
         prompts: dict[int, ToxicityResult] = {}
         if self.score_prompts and flagged:

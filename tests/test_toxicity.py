@@ -276,3 +276,19 @@ def test_the_shipped_head_reads_masked_text_and_scores_identity_terms_alike(det)
     # the worker pre-embeds exactly what scoring encodes: the masked chunks
     e = make_event(prompt="Are transgender people welcome?", response="Yes, transgender people are welcome here.")
     assert det.texts_to_embed([e]) == ["Yes, person are welcome here."]  # the prompt: only if the response is flagged
+
+
+def test_the_batch_is_cut_into_chunks_once_and_scores_as_when_cut_again(monkeypatch):
+    import detectors.toxicity as tox
+
+    det = tox.ToxicityDetector()
+    events = [make_event(response=r) for r in ("You are a worthless idiot.", "Paris is the capital of France. " * 30, "Thanks!")]
+    expected = det.score_many([e.response for e in events])  # cut here, with nothing kept from a batch
+    calls = []
+    real = tox.chunk_text
+    monkeypatch.setattr(tox, "chunk_text", lambda *a, **k: calls.append(a[0]) or real(*a, **k))
+    det.texts_to_embed(events)
+    assert calls == [e.response for e in events]
+    assert det.score_many([e.response for e in events]) == expected and len(calls) == 3  # not cut a second time
+    det.score_batch(events)
+    assert det._cut == {}  # nothing of the batch kept past it
