@@ -173,6 +173,9 @@ class EmbeddingService:
         self._lru: OrderedDict[bytes, np.ndarray] = OrderedDict()
         self._lru_lock = threading.Lock()
         self.cache_hits = 0
+        # One model call at a time: the worker's forward pass and a detector encoding texts of its own beside it
+        # never share the model or its tokenizer (a fast tokenizer's settings are not safe across threads).
+        self._forward_lock = threading.Lock()
 
     @classmethod
     def shared(cls, model: str | None = None, device: str | None = None) -> EmbeddingService:
@@ -277,7 +280,8 @@ class EmbeddingService:
         fresh = self._from_lru(missing)
         missing = [t for t in missing if t not in fresh]
         if missing:
-            vectors = self._forward(missing)
+            with self._forward_lock:
+                vectors = self._forward(missing)
             fresh.update(zip(missing, vectors))
             self._to_lru(missing, vectors)
         if cache is not None:

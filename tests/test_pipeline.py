@@ -181,3 +181,63 @@ def test_the_forward_pass_runs_beside_the_detectors_that_need_no_vectors(overlap
     else:  # inline: the forward pass came first and waited in vain
         assert not service.waited and service.forward_threads == {threading.current_thread().name}
     assert {"embed", "needs_vectors", "descriptors", "releases"} <= set(result.detector_seconds)
+
+
+def test_a_detector_encoding_beside_the_forward_pass_waits_for_the_model_and_gets_its_vectors():
+    import threading
+    import time
+
+    import numpy as np
+
+    from detectors.embeddings import EmbeddingService
+
+    class Service(EmbeddingService):
+        def __init__(self):
+            super().__init__(cache_entries=0)
+            self.active = self.most = 0
+            self.entered = threading.Event()
+            self.threads = []
+
+        def _forward(self, texts):
+            self.active += 1
+            self.most = max(self.most, self.active)
+            self.threads.append(threading.current_thread().name)
+            self.entered.set()
+            time.sleep(0.2)  # long enough for the other thread to try
+            self.active -= 1
+            return np.array([[float(len(t)), 1.0] for t in texts], dtype=np.float32)
+
+    service = Service()
+
+    class AsksForTexts(NeedsVectors):
+        name = "asks"
+
+        def score_batch(self, events):
+            vectors = service.encode([e.response for e in events])  # from the batch's pass
+            assert vectors[:, 0].tolist() == [float(len(e.response)) for e in events]
+            return []
+
+    class EncodesItsOwn(Detector, NeedsEmbeddings):
+        name = "own"
+        got = None
+
+        @property
+        def embeddings(self):
+            return service
+
+        def texts_to_embed(self, events):
+            return []  # nothing for the batch's pass: it runs beside it
+
+        def score_batch(self, events):
+            assert service.entered.wait(30)  # the forward pass is under way on the other thread
+            self.got = service.encode(["a text of its own"])
+            return []
+
+    own = EncodesItsOwn()
+    p = Pipeline([AsksForTexts(service), own], 100_000)
+    events = [make_event(response="Paris."), make_event(response="Lyon is big.")]
+    result = p.process([rec(e.model_dump_json().encode(), i) for i, e in enumerate(events)])
+    p.close()
+    assert result.detector_errors == {}
+    assert service.most == 1 and len(set(service.threads)) == 2  # both threads called the model, one at a time
+    assert own.got is not None and own.got.tolist() == [[17.0, 1.0]]

@@ -5,8 +5,8 @@ records (bytes) -> decode + validate -> events | dead letters
 events -> every detector, each isolated -> findings, detector errors
 
 The batch's embedding forward pass (one per model, shared by the detectors that need vectors) runs
-on a thread of its own while the detectors that use no embedding service run (``overlap``, on by
-default): the forward pass releases the GIL, so on a machine with a core to spare the two halves
+on a thread of its own while the detectors that asked for no vectors this batch run (``overlap``, on
+by default): the forward pass releases the GIL, so on a machine with a core to spare the two halves
 run side by side. Findings come out in the detectors' order either way.
 """
 
@@ -29,7 +29,6 @@ from pydantic import ValidationError
 
 from detectors.base import Detector, Finding
 from detectors.contracts import NeedsEmbeddings, declared
-from detectors.embeddings import UsesEmbeddings
 from streams.events.schema import SCHEMA_VERSION, InferenceEvent
 from streams.otlp.decode import OTLPDecoder, OTLPPayloadError
 
@@ -248,8 +247,8 @@ class Pipeline:
 
     With an ``otlp_decoder``, records of ``otlp_topic`` are OTLP traces, the others native events.
     With ``overlap`` (the default), the embedding forward pass runs on the pipeline's own thread
-    beside the detectors that use no embedding service; ``process`` is called from one thread at
-    a time (the worker's executor).
+    beside the detectors that asked for no vectors this batch; ``process`` is called from one thread
+    at a time (the worker's executor).
     """
 
     def __init__(
@@ -314,25 +313,24 @@ class Pipeline:
             self._forward_thread = None
 
     def _embedding_needs(self, result: BatchResult) -> tuple[dict[int, tuple[Any, list[str]]], set[int]]:
-        """The texts to encode per embedding service, and the detectors (ids) that wait for the forward pass:
-        every detector with an embedding service, whether it asked for texts this batch or not (it may still
-        encode some of its own, and two threads never share a service's tokenizer)."""
+        """The texts to encode per embedding service, and the detectors (ids) that wait for the forward pass: those
+        that asked for texts this batch. The others run beside it; one that encodes texts of its own meanwhile is
+        served correctly (the service makes one model call at a time, and the batch cache only gains vectors)."""
         wanted: dict[int, tuple[Any, list[str]]] = {}
         waiting: set[int] = set()
         for detector in self.detectors:
-            if isinstance(detector, UsesEmbeddings):
-                waiting.add(id(detector))
             if NeedsEmbeddings not in declared(detector):  # the class declares it (isinstance would evaluate properties)
                 continue
-            waiting.add(id(detector))
             needs = cast(NeedsEmbeddings, detector)
             try:
                 service = needs.embeddings
                 texts = needs.texts_to_embed(result.events)
             except Exception:  # noqa: BLE001 - the detector's own run will fail and be counted
+                waiting.add(id(detector))  # it runs after the forward pass, as it would have without one
                 continue
             if service is None or not texts:
                 continue
+            waiting.add(id(detector))
             wanted.setdefault(id(service), (service, []))[1].extend(texts)
         return wanted, waiting
 
