@@ -22,7 +22,7 @@ from tests.netguard import NetGuard
 guard = NetGuard().install()
 
 from detectors import registry  # noqa: E402 - the guard comes first
-from detectors.contracts import BuildsReports, declared  # noqa: E402
+from detectors.contracts import BuildsReports, RunsInBackground, declared  # noqa: E402
 from detectors.offline import OFFLINE_ENVIRONMENT  # noqa: E402
 from streams.events.schema import InferenceEvent  # noqa: E402
 from streams.settings import Settings  # noqa: E402
@@ -85,6 +85,13 @@ def main(out_path: str, workdir: str) -> None:
         writer = DeadLetterWriter(settings, detectors, 1_000_000)
         for dead in result.dead_letters:
             writer.prepare(dead, "no-outbound")  # the redacted body: the PII detector again
+    for detector in detectors:
+        if RunsInBackground in declared(detector):
+            # As the worker does when it stops: the tests on the detectors' threads finish (and none is left
+            # in torch's native code while the interpreter exits, which aborts the process).
+            runner = cast(RunsInBackground, detector)
+            findings += [{"detector": f.detector, "kind": f.kind} for f in runner.drain(60)]
+            runner.close()
     reports = []
     for detector in detectors:
         if BuildsReports in declared(detector):
