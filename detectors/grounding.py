@@ -201,8 +201,6 @@ class GroundingDetector(Detector, ExposesGauges):
         self.max_sentences = max_sentences
         self.max_chunks = max_chunks
         self.ration = NLIRation(nli_share, nli_pairs_per_second, nli_time_share)
-        self._redactor_lock = threading.Lock()
-        self._redactor: PIILeakDetector | None = None
         self._count_lock = threading.Lock()
         self._all_quoted = 0
 
@@ -395,16 +393,12 @@ class GroundingDetector(Detector, ExposesGauges):
         text = self._redaction().redact(sentence)
         return text if len(text) <= 160 else text[:159] + "…"
 
-    def _redaction(self) -> PIILeakDetector:
-        """The PII recognizers that mask excerpts, built on first use (warm_up builds them: the first finding's
-        batch would otherwise pay for building them, most of a second)."""
-        with self._redactor_lock:
-            if self._redactor is None:
-                from .pii import PIILeakDetector
+    @staticmethod
+    def _redaction() -> PIILeakDetector:
+        """The process's PII recognizers that mask excerpts (:func:`detectors.pii.shared_redactor`)."""
+        from .pii import shared_redactor
 
-                self._redactor = PIILeakDetector()
-                self._redactor.warm_up()
-            return self._redactor
+        return shared_redactor()
 
 
 def _squash(text: str) -> str:

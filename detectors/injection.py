@@ -663,8 +663,6 @@ class InjectionDetector(UsesEmbeddings, Detector, NeedsEmbeddings, ExposesGauges
         self._conversations = ConversationWindows(max_conversations, max_turns)
         self._counts = {"flagged_user": 0, "flagged_context": 0, "flagged_conversation": 0}
         self._screen_counts = {"to_minilm": 0, "screened_out": 0}
-        self._redactor_lock = threading.Lock()
-        self._redactor: PIILeakDetector | None = None
 
     @cached_property
     def head(self) -> InjectionHead | None:
@@ -939,16 +937,12 @@ class InjectionDetector(UsesEmbeddings, Detector, NeedsEmbeddings, ExposesGauges
     def _redact(self, text: str) -> str:
         return self._redaction().redact(text)
 
-    def _redaction(self) -> PIILeakDetector:
-        """The PII recognizers that mask excerpts, built on first use (warm_up builds them: the first finding's
-        batch would otherwise pay for building them, most of a second)."""
-        with self._redactor_lock:
-            if self._redactor is None:
-                from .pii import PIILeakDetector
+    @staticmethod
+    def _redaction() -> PIILeakDetector:
+        """The process's PII recognizers that mask excerpts (:func:`detectors.pii.shared_redactor`)."""
+        from .pii import shared_redactor
 
-                self._redactor = PIILeakDetector()
-                self._redactor.warm_up()
-            return self._redactor
+        return shared_redactor()
 
     def describe(self) -> Mapping[str, Any]:
         return {**super().describe(), "classifier": self.classifier, "threshold": self.threshold, "scan_context": self.scan_context}

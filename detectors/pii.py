@@ -520,6 +520,23 @@ class PIILeakDetector(Detector):
         return findings
 
 
+_REDACTOR: PIILeakDetector | None = None
+_REDACTOR_LOCK = threading.Lock()
+
+
+def shared_redactor() -> PIILeakDetector:
+    """One detector with the default recognizers for the whole process, built and warmed on first use: what
+    grounding and injection mask their excerpts with (one recognizer set, not one per detector; building it
+    is most of a second, so their ``warm_up`` calls this rather than the first finding's batch)."""
+    global _REDACTOR
+    with _REDACTOR_LOCK:
+        if _REDACTOR is None:
+            redactor = PIILeakDetector()
+            redactor.warm_up()
+            _REDACTOR = redactor
+        return _REDACTOR
+
+
 def _user_text(event: EventLike) -> str:
     user_text = getattr(event, "user_text", None)
     return user_text if isinstance(user_text, str) else event.prompt_text

@@ -57,13 +57,16 @@ def test_findings_mask_pii_and_skip_events_without_context():
     assert f.details["unsupported"][0]["closest_document"] == 0
 
 
-def test_warm_up_builds_the_recognizers_that_mask_sentences_and_findings_use_them():
+def test_warm_up_builds_the_recognizers_that_mask_sentences_and_findings_use_them(monkeypatch):
+    from detectors import pii
+
+    monkeypatch.setattr(pii, "_REDACTOR", None)  # as in a fresh process
     det = GroundingDetector(method="lexical")
     det.warm_up()  # the first finding's batch must not pay for building them
-    built = det._redactor
+    built = pii._REDACTOR
     assert built is not None and "_recognizers" in vars(built)
     [f] = det.score_batch([make_event(response="Write to jane.doe@example.com for a refund of the smartwatch fee.", context=[DOC])])
-    assert det._redactor is built and "jane.doe@example.com" not in f.model_dump_json()
+    assert pii.shared_redactor() is built and "jane.doe@example.com" not in f.model_dump_json()
 
 
 def test_unknown_method_and_bad_chunking_are_configuration_errors():
