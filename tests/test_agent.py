@@ -234,3 +234,14 @@ def test_descriptor_drift_runs_on_its_own_thread_in_the_worker_and_stops_with_it
     assert not det._runner._thread.is_alive()
     run(w.handle(_records([make_event() for _ in range(10)])))  # a batch after shutdown: its due test is dropped
     assert det.run_counts()["dropped"] == 1 and len(w.findings_topic.sent) == 1
+
+
+def test_the_pipelines_forward_pass_thread_stops_with_the_worker():
+    # toxicity asks for vectors and pii does not: the batch's forward pass runs on the pipeline's own thread
+    w = Worker(Settings(profile="embedded", bootstrap="127.0.0.1:1", detectors=["pii", "toxicity"], app_id="forward-test"))
+    w.findings_topic = RecordingTopic()
+    run(w.handle(_records([make_event(response=f"Answer number {i}, with a new text each.") for i in range(8)])))
+    thread = w.pipeline._forward_thread
+    assert thread is not None
+    run(w.stop_background())
+    assert w.pipeline._forward_thread is None and thread._shutdown

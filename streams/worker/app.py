@@ -309,6 +309,8 @@ class Worker:
         loop = asyncio.get_running_loop()
         for d in self._in_background:
             await loop.run_in_executor(None, d.close, timeout)
+        # The pipeline's forward-pass thread, on the batches' own executor: after a batch still in flight, never beside it.
+        await loop.run_in_executor(self._executor, self.pipeline.close)
         await self.publish_background_findings()
 
     # -- drift across workers, sampled events, metrics ------------------------------------

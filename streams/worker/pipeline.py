@@ -289,10 +289,10 @@ class Pipeline:
             with ExitStack() as stack:
                 wanted, waiting = self._embedding_needs(result)
                 if not wanted:
-                    self._run_detectors(result, self.detectors)
+                    findings = self._run_detectors(result, self.detectors)
                 elif not self.overlap or len(waiting) == len(self.detectors):
                     self._prefetch_embeddings(result, wanted, stack)
-                    self._run_detectors(result, self.detectors)
+                    findings = self._run_detectors(result, self.detectors)
                 else:
                     # The forward pass on its own thread; meanwhile the detectors that need no vectors run here.
                     if self._forward_thread is None:
@@ -303,7 +303,7 @@ class Pipeline:
                     finally:  # the batch cache closes (the stack's exit) only after the forward pass entered it
                         forward.result()
                     findings.update(self._run_detectors(result, [d for d in self.detectors if id(d) in waiting]))
-                    result.findings = [f for d in self.detectors for f in findings.get(id(d), [])]
+            result.findings = [f for d in self.detectors for f in findings.get(id(d), [])]  # in the detectors' order
         return result
 
     def close(self) -> None:
@@ -345,14 +345,12 @@ class Pipeline:
         result.detector_seconds["embed"] = time.perf_counter() - t
 
     def _run_detectors(self, result: BatchResult, detectors: Sequence[Detector]) -> dict[int, list[Finding]]:
-        """Runs ``detectors`` in order, appending their findings to ``result.findings``; returns them by detector."""
+        """Runs ``detectors`` in order; returns their findings by detector (id). A failure is counted in ``result``."""
         out: dict[int, list[Finding]] = {}
         for detector in detectors:
             t = time.perf_counter()
             try:
-                found = detector.score_batch(result.events)
-                out[id(detector)] = found
-                result.findings.extend(found)
+                out[id(detector)] = detector.score_batch(result.events)
             except Exception as exc:  # noqa: BLE001 - one detector must not stop the others or the stream
                 result.detector_errors[detector.name] += 1
                 # The type and the frames, not the message: a message may quote event text.
