@@ -161,3 +161,13 @@ def test_an_upstream_that_dies_mid_stream_is_tapped_and_counted():
         if s.name.endswith("_total")
     }
     assert counts == {("chat-a", "upstream"): 1.0, ("dies-mid-stream", "upstream_error"): 1.0}
+
+
+def test_the_bearer_check_every_endpoint_shares():
+    from streams.auth import bearer_matches
+
+    assert bearer_matches("Bearer s3cret", "s3cret")
+    assert not bearer_matches("Bearer s3cret ", "s3cret") and not bearer_matches("bearer s3cret", "s3cret")
+    assert not bearer_matches(None, "s3cret") and not bearer_matches("", "s3cret")
+    # No token configured: nothing matches, not even the header an empty token would make.
+    assert not bearer_matches("Bearer ", "") and not bearer_matches("Bearer None", None)

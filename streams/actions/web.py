@@ -34,6 +34,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from streams.actions import pages
 from streams.actions.incidents import IncidentStore
 from streams.actions.killswitch import publish_rollout, set_switch
+from streams.auth import bearer_matches
 from streams.errors import ConfigurationError
 from streams.policy.rules import check_rollout_stage
 from streams.settings import Settings
@@ -166,9 +167,7 @@ class WebUI:
         return pages.Viewer(user=user, csrf=self._csrf(session), admin_enabled=self._token is not None)
 
     def _bearer_ok(self, request: web.Request) -> bool:
-        token = self._token
-        given = request.headers.get("Authorization", "")
-        return token is not None and hmac.compare_digest(given.encode(), f"Bearer {token}".encode())
+        return bearer_matches(request.headers.get("Authorization"), self._token)
 
     async def _actor(self, request: web.Request) -> tuple[str | None, dict, web.Response | None]:
         """Who makes a change (name, form), or the refusal: 403 when changes are off, 401 unauthenticated, 403 bad CSRF."""

@@ -17,7 +17,6 @@ which need ``Authorization: Bearer <gateway_admin_token>`` and are off when no t
 from __future__ import annotations
 
 import asyncio
-import hmac
 import json
 import logging
 import time
@@ -30,6 +29,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 from streams.actions.killswitch import ControlWatcher, set_switch
+from streams.auth import bearer_matches
 from streams.errors import ConfigurationError
 from streams.events.schema import ChatMessage, InferenceEvent, KillSwitchState
 from streams.settings import Settings
@@ -261,9 +261,7 @@ class Gateway:
         token = self.settings.gateway_admin_token
         if token is None or not token.get_secret_value():
             return _error(403, "the admin endpoints are off: set gateway_admin_token", "admin_disabled")
-        given = request.headers.get("Authorization", "")
-        expected = f"Bearer {token.get_secret_value()}"
-        if not hmac.compare_digest(given.encode(), expected.encode()):
+        if not bearer_matches(request.headers.get("Authorization"), token.get_secret_value()):
             return _error(401, "a valid bearer token is required", "unauthorized", headers={"WWW-Authenticate": "Bearer"})
         return None
 

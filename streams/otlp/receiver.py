@@ -23,7 +23,6 @@ is not a trace store. ``GET /metrics`` counts spans by outcome and requests by s
 from __future__ import annotations
 
 import asyncio
-import hmac
 import json
 import logging
 import threading
@@ -36,6 +35,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, generate_latest
 
 from streams import kafka_clients
+from streams.auth import bearer_matches
 from streams.errors import ConfigurationError
 from streams.otlp.decode import (
     OUTCOMES,
@@ -169,8 +169,7 @@ class OTLPReceiver:
         token = self.settings.otlp_receiver_token
         if token is None or not token.get_secret_value():
             return None
-        given = request.headers.get("Authorization", "")
-        if hmac.compare_digest(given.encode(), f"Bearer {token.get_secret_value()}".encode()):
+        if bearer_matches(request.headers.get("Authorization"), token.get_secret_value()):
             return None
         return _status(401, "a valid bearer token is required", content_type, {"WWW-Authenticate": "Bearer"})
 
