@@ -26,8 +26,9 @@ REGISTRY: dict[str, str] = {
     "descriptor_drift": "descriptor_drift:DescriptorDriftDetector",
     "grounding": "grounding:GroundingDetector",
     "injection": "injection:InjectionDetector",
-    "toxicity": "toxicity:ToxicityDetector",  # not in the default list (settings.detectors): opt in
+    "toxicity": "toxicity:ToxicityDetector",
 }
+# Which of them a worker runs by default: ``streams.settings.Settings.detectors`` (all but ``cross_consistency``).
 
 
 def detector_class(name: str) -> type[Detector]:

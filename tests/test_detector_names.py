@@ -55,3 +55,18 @@ def test_configuration_errors_are_typed_and_still_value_errors(names, options):
     with pytest.raises(ConfigurationError) as info:
         registry.build(names, options)
     assert isinstance(info.value, ValueError) and isinstance(info.value, StreamwardenError)
+
+
+def test_the_default_detector_list_is_stated_once_and_the_readme_quotes_it():
+    import json
+    import re
+    from pathlib import Path
+
+    from detectors.registry import REGISTRY
+    from streams.settings import Settings
+
+    defaults = Settings().detectors
+    assert set(defaults) == set(REGISTRY) - {"cross_consistency"}  # every built-in runs by default but the opt-in one
+    readme = Path(__file__).resolve().parents[1].joinpath("README.md").read_text(encoding="utf-8")
+    quoted = re.search(r"default `(\[[^`]+\])`; `cross_consistency` is opt-in", readme)
+    assert quoted and json.loads(quoted.group(1).replace("\n", " ")) == defaults
