@@ -232,7 +232,20 @@ def pipeline() -> db.Dashboard:
                 q("sum(increase(streamwarden_duplicate_events_total[5m])) or vector(0)", "duplicates", "B"),
             )
         )
-        .with_panel(ts("batches in flight", q("sum(streamwarden_batches_in_flight)", "in flight"), w=24, h=6))
+        .with_panel(
+            ts(
+                "events left unjudged, by detector",
+                q(
+                    f"(sum by (detector) (rate(streamwarden_unjudged_events_total[{RI}])) / "
+                    f"scalar(sum(rate(streamwarden_events_total[{RI}])))) or vector(0)",
+                    "{{detector}}",
+                ),
+                unit="percentunit",
+                desc="The share of events a detector did not judge: its ration under load (toxicity's embedding head: "
+                "streamwarden_toxicity_head_events) or its failure on their batch. Its rate rules divide by the rest.",
+            )
+        )
+        .with_panel(ts("batches in flight", q("sum(streamwarden_batches_in_flight)", "in flight"), w=12, h=8))
     )
 
 
@@ -423,14 +436,17 @@ def attacks() -> db.Dashboard:
         )
         .with_panel(
             ts(
-                "toxic responses / events",
+                "toxic responses / events judged",
                 q(
                     f'(sum by (model, model_version) (rate(streamwarden_findings_total{{{M}, detector="toxicity"}}[{RI}])) / '
-                    f"sum by (model, model_version) (rate(streamwarden_events_total{{{M}}}[{RI}]))) or vector(0)",
+                    f"(sum by (model, model_version) (rate(streamwarden_events_total{{{M}}}[{RI}])) - "
+                    f'(sum by (model, model_version) (rate(streamwarden_unjudged_events_total{{{M}, detector="toxicity"}}[{RI}])) '
+                    f"or sum by (model, model_version) (rate(streamwarden_events_total{{{M}}}[{RI}])) * 0))) or vector(0)",
                     "{{model}} {{model_version}}",
                 ),
                 unit="percentunit",
-                desc="Per model version, so that a canary's jump shows beside the stable version.",
+                desc="Per model version, so that a canary's jump shows beside the stable version; over the events toxicity "
+                "judged (under load its ration leaves some unjudged: the pipeline dashboard shows how many), as the toxic-rate rule counts.",
             )
         )
         .with_panel(

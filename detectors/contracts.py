@@ -120,13 +120,33 @@ class RunsInBackground(Protocol):
 
 
 @runtime_checkable
+class LeavesUnjudged(Protocol):
+    """Judges a share of the events when it cannot judge them all (a ration of a costly stage): after
+    ``score_batch(events)`` the worker asks which it left unjudged and counts them per model version
+    (``unjudged`` in the metrics), so that a rate over this detector's findings divides by the events it
+    judged, not by every event. (A detector that raises on a batch leaves all of its events unjudged.)"""
+
+    @abc.abstractmethod
+    def unjudged(self, events: Sequence[EventLike]) -> set[str]:
+        """The ids of the events of ``events``, the batch ``score_batch`` has just scored, that it left unjudged."""
+
+
+@runtime_checkable
 class TextGenerator(Protocol):
     """What probes ask: one answer of the model under test to a prompt (``bias.counterfactual_gap``)."""
 
     def __call__(self, prompt: str) -> str: ...
 
 
-CONTRACTS: tuple[type, ...] = (NeedsEmbeddings, ExposesGauges, KeepsWindows, PublishesSamples, BuildsReports, RunsInBackground)
+CONTRACTS: tuple[type, ...] = (
+    NeedsEmbeddings,
+    ExposesGauges,
+    KeepsWindows,
+    PublishesSamples,
+    BuildsReports,
+    RunsInBackground,
+    LeavesUnjudged,
+)
 
 
 def declared(detector: object) -> tuple[type, ...]:

@@ -5,7 +5,7 @@ import logging
 import pytest
 
 from detectors.base import Detector, Finding, Severity
-from detectors.contracts import NeedsEmbeddings
+from detectors.contracts import LeavesUnjudged, NeedsEmbeddings
 from detectors.descriptors import ResponseDescriptorDetector
 from streams.worker import pipeline as pl
 from streams.worker.pipeline import HEADER_PREFIX, DeadLetter, Pipeline, RawRecord, decode
@@ -91,6 +91,42 @@ def test_a_failing_detector_is_isolated_and_counted(caplog):
     assert [d.reason_code for d in result.dead_letters] == [pl.INVALID_JSON]
     assert "boom" in caplog.text and "RuntimeError" in caplog.text
     assert "I'm sorry" not in caplog.text  # the exception's message (event text) is not logged
+
+
+class Rationed(Detector, LeavesUnjudged):
+    """Judges the events whose response is short (a stand-in for a ration): the others it leaves unjudged."""
+
+    name = "rationed"
+
+    def score_batch(self, events):
+        self._left = {e.event_id for e in events if len(e.response) > 10}
+        return []
+
+    def unjudged(self, events):
+        return {e.event_id for e in events if e.event_id in self._left}
+
+
+def test_events_a_detector_left_unjudged_are_counted_per_model_version_and_a_failure_leaves_all():
+    from streams.worker.metrics import WindowAggregator, WorkerMetrics
+
+    events = [
+        make_event(response="Paris."),
+        make_event(response="A longer answer than that.", model_version="v2"),
+        make_event(response="Another long answer.", model_version="v2"),
+    ]
+    result = Pipeline([Boom(), Rationed(), Counting()], max_event_bytes=100_000).process(
+        [rec(e.model_dump_json().encode(), i) for i, e in enumerate(events)]
+    )
+    assert result.unjudged == {"boom": {e.event_id for e in events}, "rationed": {e.event_id for e in events[1:]}}
+    windows = WindowAggregator("w")
+    windows.add(result)
+    by_version = {r.model_version: r for r in windows.flush() if r.scope == "model"}
+    assert by_version[events[0].model_version].unjudged == {"boom": 1}
+    assert by_version["v2"].unjudged == {"boom": 2, "rationed": 2} and by_version["v2"].events == 2
+    metrics = WorkerMetrics()
+    metrics.count(result)
+    assert metrics.unjudged.labels("m1", "v2", "rationed")._value.get() == 2
+    assert metrics.unjudged.labels("m1", "v1", "boom")._value.get() == 1
 
 
 def test_duplicate_event_ids_in_a_batch_are_processed_once():

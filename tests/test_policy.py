@@ -320,3 +320,41 @@ def test_a_rollout_stage_must_be_one_the_rollout_declares():
         check_rollout_stage(declared, "m", "v3", "50%")
     with pytest.raises(ValueError):
         check_rollout_stage(load_policy(), "m", "v3", "")
+
+
+def test_a_finding_rate_of_one_detector_divides_by_the_events_it_judged():
+    """toxicity's ration under load leaves events unjudged: the toxic-rate is over the judged ones (a sample), and
+    min_events counts judged events. A rule spanning detectors still divides by every event."""
+    toxic = next(r for r in load_policy().rules if r.name == "toxic-rate")
+    assert toxic.judged_by == "toxicity"
+    only = parse_policy(yaml.safe_dump({"version": 1, "rules": [toxic.model_dump(exclude_defaults=True)]}))
+
+    def feed(engine, seconds, unjudged):
+        out = []
+        for i in range(seconds):  # 20 events a second, one toxic finding every second
+            rec = record(T0 + i, 20, findings={"toxicity.toxic_response": {"high": 1}})
+            rec.unjudged = {"toxicity": unjudged, "grounding": 20}
+            engine.ingest(rec)
+            out += engine.evaluate(T0 + i)
+        return out
+
+    # Every event judged: 1 in 20 (5% > 2%) rolls back.
+    assert "rollback" in [d.action for d in feed(PolicyEngine(only), 150, 0)]
+    # 10 of 20 left unjudged: 1 in 10 judged (10%); over every event it would read 5% all the same, so check the value.
+    sampled = PolicyEngine(only)
+    fired = [d for d in feed(sampled, 150, 10) if d.action == "rollback"]
+    assert fired and fired[0].evidence["value"] == 0.1 and fired[0].evidence["judged_events"] * 2 == fired[0].evidence["events"]
+    # All unjudged (the detector failed on every batch): no value, never a breach, never a recovery read from nothing.
+    blind = PolicyEngine(only)
+    assert feed(blind, 150, 20) == [] and blind.states[("toxic-rate", ("m", "v1", "*"))].value is None
+    spanning = parse_policy(
+        yaml.safe_dump(
+            {
+                "version": 1,
+                "rules": [
+                    {**ERROR_RULE, "name": "any", "metric": "finding_rate", "findings": ["toxicity.*", "grounding.*"], "threshold": 0.5}
+                ],
+            }
+        )
+    )
+    assert spanning.rules[0].judged_by is None

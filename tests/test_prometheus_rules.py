@@ -173,3 +173,44 @@ def test_the_grounding_rule_fires_on_a_high_share_of_ungrounded_responses_and_no
             },
         ],
     )
+
+
+def test_the_toxic_rate_divides_by_the_events_toxicity_judged(tmp_path):
+    # Under load toxicity's ration leaves most events unjudged: the rate is over the ones it judged (a sample),
+    # not diluted by the others. canary: 200 events per 15 s, 180 unjudged, 1 toxic finding: 5% of the judged
+    # (0.5% of all, which would stay silent); steady: the same findings over every event judged, 0.5%.
+    from streams.policy.prometheus_rules import prometheus_rules
+
+    canary, steady = 'model="chat", model_version="canary"', 'model="chat", model_version="steady"'
+    finding = 'detector="toxicity", kind="toxic_response", severity="high"'
+    promtool_test(
+        tmp_path,
+        input_series=[
+            {"series": f"streamwarden_events_total{{{canary}}}", "values": "0+200x24"},
+            {"series": f'streamwarden_unjudged_events_total{{{canary}, detector="toxicity"}}', "values": "0+180x24"},
+            {"series": f"streamwarden_findings_total{{{canary}, {finding}}}", "values": "0+1x24"},
+            {"series": f"streamwarden_events_total{{{steady}}}", "values": "0+200x24"},
+            {"series": f"streamwarden_findings_total{{{steady}, {finding}}}", "values": "0+1x24"},
+        ],
+        alert_rule_test=[
+            # 200 judged events (min_events) by 150 s, then for: 60s.
+            {"eval_time": "2m", "alertname": "streamwarden:toxic-rate", "exp_alerts": []},
+            {
+                "eval_time": "5m",
+                "alertname": "streamwarden:toxic-rate",
+                "exp_alerts": [_expected_alert(prometheus_rules, "toxic-rate", "chat", "canary", "0.05")],
+            },
+        ],
+    )
+
+
+def _expected_alert(render, rule_name: str, model: str, version: str, value: str) -> dict:
+    (alert,) = [a for a in render(load_policy())["groups"][0]["rules"] if a["alert"] == f"streamwarden:{rule_name}"]
+
+    def fill(text: str) -> str:
+        return text.replace("{{ $labels.model }}", model).replace("{{ $labels.model_version }}", version).replace("{{ $value }}", value)
+
+    return {
+        "exp_labels": {"model": model, "model_version": version, **alert["labels"]},
+        "exp_annotations": {k: fill(v) for k, v in alert["annotations"].items()},
+    }

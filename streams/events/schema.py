@@ -207,6 +207,11 @@ class MetricsRecord(BaseModel):
     finding_severities: dict[str, dict[str, int]] = Field(default_factory=dict, description="Counts keyed 'detector.kind', then severity.")
     errors: int = Field(default=0, description="Events with an error_type.")
     complaints: int = Field(default=0, description="Events with feedback 'complaint'.")
+    unjudged: dict[str, int] = Field(
+        default_factory=dict,
+        description="Events a detector left unjudged (its ration under load refused them, or it failed on their batch), "
+        "by detector: a finding_rate over one detector's findings divides by the events it judged.",
+    )
     gauges: dict[str, float] = Field(
         default_factory=dict, description="Detector gauges of this model version at the window's end, keyed 'name{label=value,...}'."
     )

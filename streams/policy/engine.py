@@ -155,6 +155,10 @@ class PolicyEngine:
                         counts[key] += sum(n for sev, n in by_sev.items() if sev in SEVERITIES and SEVERITIES.index(sev) >= floor)
             total = sum(counts.values())
             evidence["findings"] = {k: v for k, v in sorted(counts.items()) if v}
+            if m == "finding_rate" and (detector := rule.judged_by) is not None:
+                # Over the events the rule's detector judged: a ration under load samples, it must not dilute.
+                events = max(0, events - sum(r.unjudged.get(detector, 0) for r in recs))
+                evidence["judged_events"] = events
             value = float(total) if m == "finding_count" else (total / events if events else None)
         elif m.startswith("latency_"):
             q = {"latency_p50_ms": 0.5, "latency_p95_ms": 0.95, "latency_p99_ms": 0.99}[m]

@@ -53,6 +53,17 @@ def _events(rule: Rule, w: str) -> str:
     return f"sum by ({GROUP}) ({_count('streamwarden_events_total', _matchers(rule), w)})"
 
 
+def _judged(rule: Rule, w: str) -> str:
+    """The events of a finding_rate: those the rule's one detector judged (every event less the ones it left
+    unjudged), or every event when the rule spans detectors."""
+    detector = rule.judged_by
+    if detector is None:
+        return _events(rule, w)
+    by_detector = _matchers(rule, [f'detector="{detector}"'])
+    unjudged = f"sum by ({GROUP}) ({_count('streamwarden_unjudged_events_total', by_detector, w)})"
+    return f"({_events(rule, w)} - ({unjudged} or {_events(rule, w)} * 0))"
+
+
 def _findings(rule: Rule, w: str) -> str:
     severities = "|".join(SEVERITIES[SEVERITIES.index(rule.min_severity) :])
     parts = []
@@ -99,7 +110,7 @@ def rule_expr(rule: Rule) -> str:
     elif m == "finding_count":
         value = _findings(rule, w)
     elif m == "finding_rate":
-        value = f"({_findings(rule, w)} / {_events(rule, w)})"
+        value = f"({_findings(rule, w)} / {_judged(rule, w)})"
     elif m.startswith("latency_"):
         q = {"latency_p50_ms": 0.5, "latency_p95_ms": 0.95, "latency_p99_ms": 0.99}[m]
         value = f"(histogram_quantile({q}, sum by (le, {GROUP}) (rate(streamwarden_model_latency_seconds_bucket{_matchers(rule)}[{w}]))) * 1000)"
@@ -107,7 +118,7 @@ def rule_expr(rule: Rule) -> str:
         value = _gauge(rule, w)
     expr = f"{value} {rule.op} {rule.threshold:g}"
     if rule.min_events > 0:
-        expr = f"({expr}) and on ({GROUP}) ({_events(rule, w)} >= {rule.min_events})"
+        expr = f"({expr}) and on ({GROUP}) ({_judged(rule, w) if m == 'finding_rate' else _events(rule, w)} >= {rule.min_events})"
     return expr
 
 

@@ -10,7 +10,8 @@ Metrics (computed from the windowed ``MetricsRecord``s of every worker, summed):
 =================  ========================================================================
 error_rate         events with ``error_type`` / events
 complaint_rate     events with feedback ``complaint`` / events
-finding_rate       findings of ``findings`` (globs over 'detector.kind', at ``min_severity``) / events
+finding_rate       findings of ``findings`` (globs over 'detector.kind', at ``min_severity``) / events; when
+                   every pattern names one detector, / the events that detector judged (``min_events`` too)
 finding_count      those findings, counted
 latency_p50_ms     latency quantiles of the window (upper bound of the histogram bucket)
 latency_p95_ms
@@ -118,6 +119,19 @@ class Rule(BaseModel):
 
     def matches_finding(self, key: str) -> bool:
         return any(fnmatchcase(key, pattern) for pattern in self.findings)
+
+    @property
+    def judged_by(self) -> str | None:
+        """The detector a finding_rate rule is about, where every pattern names the same one (no glob in the
+        detector's part): its rate divides by the events that detector judged, not by every event (a ration
+        under load, or a failed batch, leaves some unjudged: MetricsRecord.unjudged). None: by every event."""
+        if self.metric != "finding_rate":
+            return None
+        names = {pattern.partition(".")[0] for pattern in self.findings}
+        if len(names) != 1:
+            return None
+        (name,) = names
+        return name if name and not any(c in name for c in "*?[") else None
 
     @property
     def worst(self):

@@ -61,9 +61,13 @@ class WindowAggregator:
         p.duplicates += result.duplicates
         _add_counts(p.dead_letters, Counter(d.reason_code for d in result.dead_letters))
         _add_counts(p.detector_errors, result.detector_errors)
+        unjudged = [(name, ids) for name, ids in result.unjudged.items() if ids]
         for event in result.events:
             rec = self._model_record(event.model, event.model_version, event.route)
             rec.events += 1
+            for name, ids in unjudged:
+                if event.event_id in ids:
+                    rec.unjudged[name] = rec.unjudged.get(name, 0) + 1
             if event.error_type is not None:
                 rec.errors += 1
             if event.feedback == "complaint":
@@ -110,6 +114,12 @@ class WorkerMetrics:
         self.registry = registry or CollectorRegistry()
         r = self.registry
         self.events = PromCounter("streamwarden_events_total", "Valid inference events processed.", ["model", "model_version"], registry=r)
+        self.unjudged = PromCounter(
+            "streamwarden_unjudged_events_total",
+            "Events a detector left unjudged: its ration under load refused them, or it failed on their batch.",
+            ["model", "model_version", "detector"],
+            registry=r,
+        )
         self.findings = PromCounter(
             "streamwarden_findings_total",
             "Findings published, by detector, kind and severity.",
@@ -237,6 +247,13 @@ class WorkerMetrics:
                 self.model_latency.labels(event.model, event.model_version).observe(event.latency_ms / 1000)
         for (model, version), n in per_model.items():
             self.events.labels(model, version).inc(n)
+        left: Counter = Counter()
+        for name, ids in result.unjudged.items():
+            for event in result.events:
+                if event.event_id in ids:
+                    left[(event.model, event.model_version, name)] += 1
+        for labels, n in left.items():
+            self.unjudged.labels(*labels).inc(n)
         self.observe_findings(result)
         for d in result.dead_letters:
             self.dead_letters.labels(d.reason_code).inc()

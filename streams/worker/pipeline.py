@@ -28,7 +28,7 @@ from typing import Any, cast
 from pydantic import ValidationError
 
 from detectors.base import Detector, Finding
-from detectors.contracts import NeedsEmbeddings, declared
+from detectors.contracts import LeavesUnjudged, NeedsEmbeddings, declared
 from streams.events.schema import SCHEMA_VERSION, InferenceEvent
 from streams.otlp.decode import OTLPDecoder, OTLPPayloadError
 
@@ -121,6 +121,8 @@ class BatchResult:
     dead_letters: list[DeadLetter] = field(default_factory=list)
     findings: list[Finding] = field(default_factory=list)
     detector_errors: Counter = field(default_factory=Counter)
+    # By detector, the events it left unjudged: its ration refused them, or it raised on their batch.
+    unjudged: dict[str, set[str]] = field(default_factory=dict)
     detector_seconds: dict[str, float] = field(default_factory=dict)
     decode_seconds: float = 0.0
     duplicates: int = 0
@@ -345,14 +347,20 @@ class Pipeline:
         result.detector_seconds["embed"] = time.perf_counter() - t
 
     def _run_detectors(self, result: BatchResult, detectors: Sequence[Detector]) -> dict[int, list[Finding]]:
-        """Runs ``detectors`` in order; returns their findings by detector (id). A failure is counted in ``result``."""
+        """Runs ``detectors`` in order; returns their findings by detector (id). A failure is counted in ``result``,
+        and its batch's events are unjudged by that detector, as are those a detector's ration left."""
         out: dict[int, list[Finding]] = {}
         for detector in detectors:
             t = time.perf_counter()
             try:
                 out[id(detector)] = detector.score_batch(result.events)
+                if LeavesUnjudged in declared(detector):
+                    left = cast(LeavesUnjudged, detector).unjudged(result.events)
+                    if left:
+                        result.unjudged[detector.name] = set(left)
             except Exception as exc:  # noqa: BLE001 - one detector must not stop the others or the stream
                 result.detector_errors[detector.name] += 1
+                result.unjudged[detector.name] = {e.event_id for e in result.events}
                 # The type and the frames, not the message: a message may quote event text.
                 log.error(
                     "detector %s failed on a batch of %d events: %s\n%s",
