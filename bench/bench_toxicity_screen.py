@@ -12,6 +12,8 @@ weights and seed as ``train_toxicity.py``:
 * the screen's C: the grid's best mean tuning-split AUC over the sources (``train_toxicity.train_head``);
 * the gate: on the tuning split only, the lowest screen score of a text the shipped toxicity head flags
   (rounded down), so that the screened detector flags every tuning text the unscreened one flags;
+* the static head **alone** (its threshold chosen on the tuning split as the shipped head's), against MiniLM's on
+  the report split: what a toxicity stage rationed under load could fall back to;
 * the **report split**, never chosen on: per source precision / recall / F1 with and without the screen
   (head + the rules that flag alone, as shipped), the flags that differ, and the share of texts that
   still go to MiniLM, toxic and not; MNLI premises and the demo's responses (neither trained on) too.
@@ -80,6 +82,17 @@ def main() -> None:
     if gate >= shipped.threshold:
         raise SystemExit(f"the gate {gate} is not below the head's threshold {shipped.threshold}: a screened-out text could flag")
 
+    # The static head alone, as a stand-in for MiniLM (what a rationed toxicity stage could fall back to under load):
+    # its threshold chosen on the tuning split as the shipped head's was (best_threshold: F0.5, sources weighing the
+    # same), its figures on the report split, with the rules that flag alone in both columns.
+    alone_threshold = tt.best_threshold(y[tu], p_static[tu], d.arr("source")[tu])
+    alone = {}
+    for s_ in SOURCES:
+        m = rp & (d.arr("source") == s_)
+        alone[s_] = {
+            "minilm": tt.prf(y[m], head_flags[m] | by_rules[m]) | {"auc": tt.auc(y[m], p_minilm[m])},
+            "static": tt.prf(y[m], (p_static[m] >= alone_threshold) | by_rules[m]) | {"auc": tt.auc(y[m], p_static[m])},
+        }
     to_minilm = (p_static >= gate) | any_hit
     p_screened = np.where(to_minilm, p_minilm, np.minimum(p_static, gate))
     unscreened = head_flags | by_rules
@@ -120,6 +133,7 @@ def main() -> None:
             "gate_tuned": gate,
             "report_split": report,
             "sent_to_minilm_never_trained_on": other,
+            "static_alone": {"threshold_tuned": alone_threshold, "report_split": alone},
         },
         "weights": [round(float(v), 6) for v in screen.w],
         "bias": round(float(screen.b), 6),
@@ -132,6 +146,13 @@ def main() -> None:
             f"non-toxic {r['sent_to_minilm_non_toxic']:.1%}  toxic {r['sent_to_minilm_toxic'] or 0:.1%}"
         )
     print("never trained on, share sent to MiniLM: " + ", ".join(f"{k} {v:.1%}" for k, v in other.items()))
+    print(f"the static head alone (threshold {alone_threshold:.2f}, tuned) against MiniLM's, report split: P / R / F1 / AUC")
+    for s_, r in alone.items():
+        a, b = r["minilm"], r["static"]
+        print(
+            f"  {s_:<10} MiniLM {a['precision']:.3f} / {a['recall']:.3f} / {a['f1']:.3f} / {a['auc']:.3f}"
+            f"   static {b['precision']:.3f} / {b['recall']:.3f} / {b['f1']:.3f} / {b['auc']:.3f}"
+        )
 
 
 if __name__ == "__main__":

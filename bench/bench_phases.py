@@ -1,0 +1,84 @@
+"""Where a worker's time goes in each phase of the demo's traffic: one process, no broker, every default
+detector as the worker builds it (``Settings().detector_kwargs()``), the pipeline sequential (``overlap=False``)
+so that each stage's time is its own. Per phase: events/s, ms per event, and the stages' ms per event, and the
+phase's cost as a ratio of the clean phase's in the same run (the baseline).
+
+    .venv/bin/python bench/bench_phases.py [--phases clean,hallucination,...] [--events 1500] [--batch 64]
+
+Each phase is cut from one generated 300-second demo run (seed 5): the first ``--events`` of the phase.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import tempfile
+import time
+
+from detectors import embeddings
+from detectors.registry import build
+from streams.local.traffic import Schedule, TrafficGenerator
+from streams.settings import Settings
+from streams.worker.pipeline import Pipeline, RawRecord
+
+PHASES = "clean,refusal_burst,pii_leak,biased,hallucination,ungrounded,attack,toxic_canary,topic_shift"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    ap.add_argument("--phases", default=PHASES)
+    ap.add_argument("--events", type=int, default=1500)
+    ap.add_argument("--batch", type=int, default=64)
+    args = ap.parse_args()
+    logging.disable(logging.WARNING)
+    phases = args.phases.split(",")
+    if "clean" not in phases:
+        phases.insert(0, "clean")  # the baseline
+    seconds = 300.0
+    schedule = Schedule.for_run(seconds)
+    gen = TrafficGenerator(schedule, seed=5, malformed_rate=0.0)
+    by_phase: dict[str, list[RawRecord]] = {}
+    n = 40 * int(seconds)
+    for i in range(n):
+        t = (i / n) * seconds
+        _, event = gen.event(t=t)
+        by_phase.setdefault(schedule.phase_at(t), []).append(RawRecord(event.model_dump_json().encode(), None, "bench", 0, i))
+    settings = Settings()
+    embeddings.configure(threads=settings.cpu_threads())
+    options = settings.detector_kwargs()
+    options["descriptor_drift"]["reports_dir"] = tempfile.mkdtemp(prefix="bench-phases-")
+    detectors = build(settings.detectors, options)
+    for d in detectors:
+        d.warm_up()
+    pipeline = Pipeline(detectors, settings.max_event_bytes, overlap=False)
+    cost: dict[str, float] = {}
+    try:
+        for phase in phases:
+            records = by_phase.get(phase, [])[: args.events]
+            if not records:
+                print(f"{phase}: no events in this run")
+                continue
+            stages: dict[str, float] = {}
+            t0 = time.perf_counter()
+            for i in range(0, len(records), args.batch):
+                result = pipeline.process(records[i : i + args.batch])
+                for k, v in result.detector_seconds.items():
+                    stages[k] = stages.get(k, 0.0) + v
+            wall = time.perf_counter() - t0
+            cost[phase] = wall / len(records)
+            top = sorted(stages.items(), key=lambda kv: -kv[1])[:7]
+            print(
+                f"{phase:<14} {len(records):5d} events  {len(records) / wall:7.1f} events/s  {1000 * cost[phase]:6.2f} ms/event"
+                f"  x{cost[phase] / cost['clean']:.2f} of clean  |  " + ", ".join(f"{k} {1000 * v / len(records):.2f}" for k, v in top),
+                flush=True,
+            )
+    finally:
+        for d in detectors:
+            close = getattr(d, "close", None)
+            if callable(close):
+                close()  # a drift test still in torch at interpreter exit would abort the process
+        pipeline.close()
+
+
+if __name__ == "__main__":
+    main()
