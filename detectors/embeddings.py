@@ -22,6 +22,7 @@ import json
 import logging
 import os
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Sequence
 from contextlib import contextmanager
@@ -268,6 +269,17 @@ class EmbeddingService:
 
     forward_passes = 0  # encode calls that reached the model (for tests and benchmarks)
     texts_encoded = 0
+    seconds_per_text: float | None = None  # measured on the model's calls (a moving average); None before the first
+
+    def uncached(self, texts: Sequence[str]) -> list[str]:
+        """The distinct texts of ``texts`` that encoding now would send to the model (in neither the batch's
+        nor the cross-batch cache): what a ration charges for. Looks only: moves nothing in the LRU."""
+        cache = self._batch_cache
+        out = [t for t in dict.fromkeys(texts) if cache is None or t not in cache]
+        if not self.cache_entries or not out:
+            return out
+        with self._lru_lock:
+            return [t for t in out if self._key(t) not in self._lru]
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
         """L2-normalised float32 embeddings, one row per text (the batch cache first, if open)."""
@@ -281,7 +293,11 @@ class EmbeddingService:
         missing = [t for t in missing if t not in fresh]
         if missing:
             with self._forward_lock:
+                t0 = time.perf_counter()
                 vectors = self._forward(missing)
+                per_text = (time.perf_counter() - t0) / len(missing)
+            # What a new text costs, for the rations that charge for encoding (toxicity's): a moving average.
+            self.seconds_per_text = per_text if self.seconds_per_text is None else 0.7 * self.seconds_per_text + 0.3 * per_text
             fresh.update(zip(missing, vectors))
             self._to_lru(missing, vectors)
         if cache is not None:

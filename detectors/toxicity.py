@@ -42,8 +42,9 @@ import numpy as np
 import yaml
 
 from .base import Detector, EventLike, Finding, Severity
-from .contracts import NeedsEmbeddings
+from .contracts import ExposesGauges, Gauge, LeavesUnjudged, NeedsEmbeddings
 from .errors import ConfigurationError
+from .ration import Ration
 from .wordlists import trie_alternation
 
 if TYPE_CHECKING:
@@ -317,8 +318,19 @@ def chunk_text(text: str, chunk_chars: int, max_chunks: int, mask: bool = False)
     return chunks, start < len(text)
 
 
-class ToxicityDetector(Detector, NeedsEmbeddings):
-    """Flags toxic responses; scores the prompt too, so that a toxic answer to a clean prompt stands out."""
+class ToxicityDetector(Detector, NeedsEmbeddings, ExposesGauges, LeavesUnjudged):
+    """Flags toxic responses; scores the prompt too, so that a toxic answer to a clean prompt stands out.
+
+    The embedding pass over responses is the costly stage (about 1 GFLOP per new response with the default
+    model: 9-11 ms on 2 CPU cores), so it is rationed like the NLI stages: ``head_share`` of the events (by
+    event id), at most ``head_texts_per_second`` new texts, and at most ``head_time_share`` of the worker's
+    wall clock (0.5 by default: the model may take half of it; the forward pass has a thread of its own, so
+    the detectors and the rest keep the other half and the other core). A response whose vectors are cached
+    costs nothing and is always judged. A response the ration refuses is left **unjudged**: no head, no rules,
+    no finding, and the worker counts it (``unjudged`` per model version), so that the toxic-rate rule divides
+    by the events toxicity judged: under load the rate is that of a sample, not one diluted by the events
+    nobody read. ``head_time_share=None`` (and the other two at their defaults) judges every response.
+    """
 
     name = "toxicity"
     categories = CATEGORIES  # the worker counts findings per category (streamwarden_finding_categories_total)
@@ -333,6 +345,9 @@ class ToxicityDetector(Detector, NeedsEmbeddings):
         max_rule_chars: int = 100_000,
         embedding_model: str | None = None,
         embeddings: EmbeddingService | None = None,
+        head_share: float = 1.0,
+        head_texts_per_second: float | None = None,
+        head_time_share: float | None = 0.5,
     ):
         if threshold is not None and not 0.0 < threshold < 1.0:
             raise ConfigurationError("threshold must be between 0 and 1")
@@ -350,6 +365,20 @@ class ToxicityDetector(Detector, NeedsEmbeddings):
         # The chunks of the texts texts_to_embed cut last (the batch's responses), so that scoring the same batch
         # does not normalise and mask them again; a function of the text alone, so never stale.
         self._cut: dict[str, tuple[list[str], bool]] = {}
+        self.ration = Ration(
+            head_share,
+            head_texts_per_second,
+            head_time_share,
+            prefix="head",
+            gauge="toxicity_head_events",
+            units_per_second="texts_per_second",
+        )
+        # The batch texts_to_embed planned (its event ids), the responses the ration refused in it, and the
+        # events the last score_batch left unjudged; responses judged because their vectors were cached.
+        self._planned: tuple[str, ...] = ()
+        self._refused: set[str] = set()
+        self._unjudged: set[str] = set()
+        self._cached = 0
 
     @cached_property
     def head(self) -> ToxicityHead:
@@ -431,25 +460,70 @@ class ToxicityDetector(Detector, NeedsEmbeddings):
     def _chunks(self, text: str) -> tuple[list[str], bool]:
         return chunk_text(text, self.chunk_chars, self.max_chunks, self.head.identity_mask)
 
+    def _plan(self, events: Sequence[EventLike]) -> None:
+        """Cut the batch's responses into chunks and ask the ration which responses the head may read: a
+        response whose chunks are all cached is free; the others cost their uncached chunks, at the seconds
+        per text the embedding service measured."""
+        cut = {e.response: self._chunks(e.response) for e in events}
+        refused: set[str] = set()
+        if self.ration.limited:
+            service = self.embeddings
+            measured = service.seconds_per_text
+            if measured:
+                self.ration.seconds_per_pair = measured
+            admitted: set[str] = set()
+            cached = 0
+            for e in events:
+                if e.response in admitted:
+                    continue
+                new = len(service.uncached(cut[e.response][0]))
+                if new == 0:
+                    cached += 1
+                if new == 0 or self.ration.admit(e.event_id, new):
+                    admitted.add(e.response)
+                    refused.discard(e.response)
+                else:
+                    refused.add(e.response)
+            with self._lock:
+                self._cached += cached
+        self._cut, self._refused, self._planned = cut, refused, tuple(e.event_id for e in events)
+
     def texts_to_embed(self, events: Sequence[EventLike]) -> list[str]:
         # The responses only: a prompt is scored when its response was flagged (rare), in a second,
         # small encode, so that the batch's shared forward pass carries one text per event, not two.
-        cut = {e.response: self._chunks(e.response) for e in events}
-        self._cut = cut
-        return [c for e in events for c in cut[e.response][0]]
+        self._plan(events)
+        cut, refused = self._cut, self._refused
+        return [c for e in events if e.response not in refused for c in cut[e.response][0]]
+
+    def unjudged(self, events: Sequence[EventLike]) -> set[str]:
+        return {e.event_id for e in events if e.event_id in self._unjudged}
+
+    def gauges(self) -> list[Gauge]:
+        """Responses so far by what the ration decided (``streamwarden_toxicity_head_events{detector, outcome}``:
+        admitted, skipped_share, skipped_budget, and cached: judged at no cost); none when nothing is rationed."""
+        if not self.ration.limited:
+            return []
+        with self._lock:
+            cached = self._cached
+        return [*self.ration.gauges(self.name), Gauge(self.ration.gauge, {"detector": self.name, "outcome": "cached"}, float(cached))]
 
     def score_batch(self, events: Sequence[EventLike]) -> list[Finding]:
         if not events:
+            self._unjudged = set()
             return []
-        results = self.score_many([e.response for e in events])
-        self._cut = {}  # the batch's texts are not kept past it
+        if self._planned != tuple(e.event_id for e in events):  # called without texts_to_embed (no worker)
+            self._plan(events)
+        judged = [e for e in events if e.response not in self._refused]
+        self._unjudged = {e.event_id for e in events if e.response in self._refused}
+        results = self.score_many([e.response for e in judged])
+        self._cut, self._refused, self._planned = {}, set(), ()  # the batch's texts are not kept past it
         flagged = [i for i, r in enumerate(results) if r.flagged]
         prompts: dict[int, ToxicityResult] = {}
         if self.score_prompts and flagged:
-            prompts = dict(zip(flagged, self.score_many([self._prompt(events[i]) for i in flagged])))
+            prompts = dict(zip(flagged, self.score_many([self._prompt(judged[i]) for i in flagged])))
         findings = []
         for i in flagged:
-            event, r = events[i], results[i]
+            event, r = judged[i], results[i]
             p = prompts.get(i)
             prompt_toxic = p.flagged if p is not None else None
             if prompt_toxic:

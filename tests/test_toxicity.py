@@ -205,6 +205,9 @@ def test_only_responses_go_into_the_shared_pass_and_prompts_only_when_their_resp
             self.calls.append(list(texts))
             return self.inner.encode(texts)
 
+        def __getattr__(self, name):  # the rest (the cache, the measured cost) is the service's
+            return getattr(self.inner, name)
+
     spy = Spy(det.embeddings)
     d = ToxicityDetector(embeddings=spy)  # type: ignore[arg-type]
     events = [
@@ -292,3 +295,59 @@ def test_the_batch_is_cut_into_chunks_once_and_scores_as_when_cut_again(monkeypa
     assert det.score_many([e.response for e in events]) == expected and len(calls) == 3  # not cut a second time
     det.score_batch(events)
     assert det._cut == {}  # nothing of the batch kept past it
+
+
+# -- the ration of the embedding head ------------------------------------------------------------------------
+
+
+class _Costed:
+    """The shared service, with the cost of a text fixed (what the ration charges) and its encodes counted."""
+
+    def __init__(self, inner, seconds_per_text):
+        self.inner, self.seconds_per_text, self.encoded = inner, seconds_per_text, []
+
+    def encode(self, texts):
+        self.encoded.extend(texts)
+        return self.inner.encode(texts)
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+
+def test_under_load_the_ration_leaves_responses_unjudged_and_says_which(det):
+    from detectors.ration import Ration
+
+    service = _Costed(det.embeddings, 0.1)
+    d = ToxicityDetector(embeddings=service)  # type: ignore[arg-type]
+    now = [0.0]
+    # A quarter of the wall clock for the head: 0.25 s in the bucket, 0.1 s a new text.
+    d.ration = Ration(time_share=0.25, clock=lambda: now[0], prefix="head", gauge="toxicity_head_events")
+    texts = [f"{TOXIC} Number {i}." for i in range(4)]
+    events = [make_event(response=t) for t in texts]
+    assert all(d.embeddings.uncached([t]) for t in texts)
+    wanted = d.texts_to_embed(events)
+    assert wanted == texts[:2]  # two fit the budget; the others are not encoded at all
+    findings = d.score_batch(events)
+    assert [f.event_id for f in findings] == [e.event_id for e in events[:2]]  # refused: no head, no rules, no finding
+    assert d.unjudged(events) == {e.event_id for e in events[2:]}
+    assert not set(service.encoded) & set(texts[2:])
+    counts = {g.labels["outcome"]: g.value for g in d.gauges()}
+    assert counts == {"admitted": 2, "skipped_share": 0, "skipped_budget": 2, "cached": 0}
+    # The budget spent, a response whose vectors are cached is still judged (it costs nothing); the rest waits.
+    again = [make_event(response=texts[0]), make_event(response=texts[3])]
+    assert d.texts_to_embed(again) == [texts[0]]
+    assert [f.event_id for f in d.score_batch(again)] == [again[0].event_id] and d.unjudged(again) == {again[1].event_id}
+    # A second later the bucket holds 0.25 s again.
+    now[0] = 1.0
+    last = [make_event(response=texts[3])]
+    assert len(d.score_batch(last)) == 1 and d.unjudged(last) == set()  # scored without the worker's texts_to_embed
+    assert {g.labels["outcome"]: g.value for g in d.gauges()}["cached"] == 1
+
+
+def test_without_a_budget_every_response_is_judged_and_nothing_is_counted(det):
+    d = ToxicityDetector(embeddings=det.embeddings, head_time_share=None)
+    assert not d.ration.limited and d.gauges() == []
+    events = [make_event(response=f"{TOXIC} Again {i}.") for i in range(3)]
+    assert len(d.texts_to_embed(events)) == 3 and len(d.score_batch(events)) == 3 and d.unjudged(events) == set()
+    with pytest.raises(Exception, match="head_time_share"):
+        ToxicityDetector(head_time_share=0.0)
