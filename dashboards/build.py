@@ -242,7 +242,8 @@ def pipeline() -> db.Dashboard:
                 ),
                 unit="percentunit",
                 desc="The share of events a detector did not judge: its ration under load (toxicity's embedding head: "
-                "streamwarden_toxicity_head_events) or its failure on their batch. Its rate rules divide by the rest.",
+                "streamwarden_toxicity_head_events), nothing to judge them on (grounding: the events without context "
+                "documents, most of them), or its failure on their batch. Its rate rules divide by the rest.",
             )
         )
         .with_panel(ts("batches in flight", q("sum(streamwarden_batches_in_flight)", "in flight"), w=12, h=8))

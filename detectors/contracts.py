@@ -121,7 +121,8 @@ class RunsInBackground(Protocol):
 
 @runtime_checkable
 class LeavesUnjudged(Protocol):
-    """Judges a share of the events when it cannot judge them all (a ration of a costly stage): after
+    """Judges some events of a batch and not others: a ration of a costly stage under load (toxicity's head), or
+    events it has nothing to judge on (grounding: no context documents). After
     ``score_batch(events)`` the worker asks which it left unjudged and counts them per model version
     (``unjudged`` in the metrics), so that a rate over this detector's findings divides by the events it
     judged, not by every event. (A detector that raises on a batch leaves all of its events unjudged.)"""

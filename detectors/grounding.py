@@ -40,7 +40,7 @@ import numpy as np
 
 from .base import Detector, EventLike, Finding, Severity
 from .consistency import split_sentences
-from .contracts import ExposesGauges, Gauge
+from .contracts import ExposesGauges, Gauge, LeavesUnjudged
 from .errors import ConfigurationError
 
 if TYPE_CHECKING:
@@ -167,7 +167,7 @@ class GroundingResult:
     method: str  # nli or lexical
 
 
-class GroundingDetector(Detector, ExposesGauges):
+class GroundingDetector(Detector, ExposesGauges, LeavesUnjudged):
     """Flags responses whose sentences the event's context documents do not support."""
 
     name = "grounding"
@@ -334,8 +334,17 @@ class GroundingDetector(Detector, ExposesGauges):
 
     # -- the detector hook -------------------------------------------------------------------------
 
+    @staticmethod
+    def _checkable(event: EventLike) -> bool:
+        return bool(event.response.strip()) and any(d.strip() for d in event.context)
+
+    def unjudged(self, events: Sequence[EventLike]) -> set[str]:
+        """The events with no context documents (or no response): nothing to ground them in. So the grounding-rate
+        rule is a share of the RAG answers, whatever share of the traffic carries context."""
+        return {e.event_id for e in events if not self._checkable(e)}
+
     def score_batch(self, events: Sequence[EventLike]) -> list[Finding]:
-        checked = [e for e in events if e.response.strip() and any(d.strip() for d in e.context)]
+        checked = [e for e in events if self._checkable(e)]
         if not checked:
             return []
         claims = [self.claims(e.response) for e in checked]  # split once: the ration's cost estimate and the scoring share them

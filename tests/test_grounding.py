@@ -182,3 +182,14 @@ def test_sentences_a_document_states_word_for_word_need_no_model_and_no_budget()
     (f,) = det.score_batch([make_event(response=f"{stated} The Pro plan costs 40 dollars a month.", context=[OTHER, DOC])])
     assert [h for _, h in counting.pairs] == ["The Pro plan costs 40 dollars a month."] * 2
     assert f.details["method"] == "nli" and [u["sentence"] for u in f.details["unsupported"]] == [1]
+
+
+def test_events_without_context_are_left_unjudged_so_the_rate_is_over_rag_answers():
+    det = GroundingDetector(method="lexical")
+    rag = make_event(response="The smartwatch has a two-year warranty.", context=[DOC])
+    plain = make_event(response="Paris is the capital of France.")
+    blank_docs = make_event(response="Paris.", context=["  "])
+    no_answer = make_event(response=" ", context=[DOC])
+    batch = [rag, plain, blank_docs, no_answer]
+    det.score_batch(batch)
+    assert det.unjudged(batch) == {plain.event_id, blank_docs.event_id, no_answer.event_id}

@@ -358,3 +358,18 @@ def test_a_finding_rate_of_one_detector_divides_by_the_events_it_judged():
         )
     )
     assert spanning.rules[0].judged_by is None
+
+
+def test_the_default_grounding_rate_is_a_share_of_the_rag_answers():
+    """grounding leaves the events without context unjudged: 1 ungrounded answer in 5 RAG answers (20%) alerts
+    even where RAG answers are a quarter of the traffic (5% of every event, under the 10% threshold)."""
+    rule = next(r for r in load_policy().rules if r.name == "grounding-rate")
+    assert rule.judged_by == "grounding"
+    only = parse_policy(yaml.safe_dump({"version": 1, "rules": [rule.model_dump(exclude_defaults=True)]}))
+    engine, out = PolicyEngine(only), []
+    for i in range(150):
+        rec = record(T0 + i, 20, findings={"grounding.ungrounded_response": {"medium": 1}})
+        rec.unjudged = {"grounding": 15}
+        engine.ingest(rec)
+        out += engine.evaluate(T0 + i)
+    assert [d.action for d in out] == ["alert"] and out[0].evidence["value"] == 0.2

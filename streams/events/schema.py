@@ -209,7 +209,8 @@ class MetricsRecord(BaseModel):
     complaints: int = Field(default=0, description="Events with feedback 'complaint'.")
     unjudged: dict[str, int] = Field(
         default_factory=dict,
-        description="Events a detector left unjudged (its ration under load refused them, or it failed on their batch), "
+        description="Events a detector left unjudged (its ration under load refused them, it had nothing to judge them on "
+        "(grounding: no context documents), or it failed on their batch), "
         "by detector: a finding_rate over one detector's findings divides by the events it judged.",
     )
     gauges: dict[str, float] = Field(

@@ -440,6 +440,8 @@ def run_demo(settings: Settings, opts: DemoOptions, console: Console | None = No
                 "findings": dict(sorted(tally.findings_by_detector.items())),
                 "findings_by_kind": dict(sorted(tally.findings_by_kind.items())),
                 "findings_total": len(tally.finding_ids),
+                # What the detectors' rations left unjudged while the worker was behind (toxicity's head), by detector.
+                "events_unjudged": dict(sorted(tally.unjudged.items())),
                 "findings_duplicated": tally.findings_duplicated,
                 "events_by_phase": dict(sorted(sent.by_phase.items())),
                 "findings_by_phase": _nest(tally.findings_by_phase),

@@ -49,6 +49,7 @@ class OutputTally:
     dead_letter_reasons: Counter = field(default_factory=Counter)
     events_processed: int = 0
     metrics_records: int = 0
+    unjudged: Counter = field(default_factory=Counter)  # events a detector left unjudged (its ration under load), by detector
     actions: int = 0
     action_log: list = field(default_factory=list)
     outcomes: dict = field(default_factory=dict)
@@ -77,6 +78,7 @@ class OutputTally:
             self.metrics_records += 1
             if m["scope"] == "model":
                 self.events_processed += m["events"]
+                self.unjudged.update(m.get("unjudged") or {})
         elif rec.role == "actions":
             a = rec.json()
             if not a or a.get("action") == "agent_start":

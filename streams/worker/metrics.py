@@ -116,7 +116,8 @@ class WorkerMetrics:
         self.events = PromCounter("streamwarden_events_total", "Valid inference events processed.", ["model", "model_version"], registry=r)
         self.unjudged = PromCounter(
             "streamwarden_unjudged_events_total",
-            "Events a detector left unjudged: its ration under load refused them, or it failed on their batch.",
+            "Events a detector left unjudged: its ration under load refused them, it had nothing to judge them on "
+            "(grounding: no context documents), or it failed on their batch.",
             ["model", "model_version", "detector"],
             registry=r,
         )

@@ -121,7 +121,7 @@ class BatchResult:
     dead_letters: list[DeadLetter] = field(default_factory=list)
     findings: list[Finding] = field(default_factory=list)
     detector_errors: Counter = field(default_factory=Counter)
-    # By detector, the events it left unjudged: its ration refused them, or it raised on their batch.
+    # By detector, the events it left unjudged: its ration refused them, it had nothing to judge them on, or it raised.
     unjudged: dict[str, set[str]] = field(default_factory=dict)
     detector_seconds: dict[str, float] = field(default_factory=dict)
     decode_seconds: float = 0.0
