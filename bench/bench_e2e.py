@@ -1,7 +1,8 @@
 """End to end through the broker: events/s one and two workers sustain with every default
 (CPU) detector, and p50/p99 latency from produce to finding; the workers' resident memory; ratios to the raw embedding
 throughput of the same model in the same run (the ceiling of the embedding-based detectors)
-and of two workers to one (with torch's default threads, and with ``torch_threads`` = cores / 2); the share of time per stage, from the workers' own /metrics.
+and of two workers to one (with torch's default threads, and with ``torch_threads`` = cores / 2); the share of time per stage, from the workers' own /metrics,
+and the share of the events each detector judged (toxicity's head is rationed under load: a burst is judged in part).
 Latency counts the findings about one event (PII, injection, toxicity, grounding, consistency, descriptors),
 not the window findings of drift and bias, whose event is an example picked from a window of earlier events.
 
@@ -85,10 +86,22 @@ def scrape(port: int) -> dict[str, float]:
         out[m.group(1)] = out.get(m.group(1), 0.0) + float(m.group(2))
     batch = re.search(r"^streamwarden_batch_duration_seconds_sum (\S+)$", text, re.M)
     out["_batch"] = float(batch.group(1)) if batch else 0.0
+    for m in re.finditer(r"^streamwarden_events_total\{[^}]*\} (\S+)$", text, re.M):
+        out["_events"] = out.get("_events", 0.0) + float(m.group(1))
+    for m in re.finditer(r'^streamwarden_unjudged_events_total\{[^}]*detector="([^"]+)"[^}]*\} (\S+)$', text, re.M):
+        out[f"_unjudged_{m.group(1)}"] = out.get(f"_unjudged_{m.group(1)}", 0.0) + float(m.group(2))
     return out
 
 
-def run(broker: EmbeddedBroker, workers: int, events: int, latency_s: float, log_dir: Path, torch_threads: int | None = None) -> dict:
+def run(
+    broker: EmbeddedBroker,
+    workers: int,
+    events: int,
+    latency_s: float,
+    log_dir: Path,
+    torch_threads: int | None = None,
+    options: dict | None = None,
+) -> dict:
     settings = Settings(
         profile="embedded",
         bootstrap=broker.bootstrap,
@@ -110,7 +123,7 @@ def run(broker: EmbeddedBroker, workers: int, events: int, latency_s: float, log
             "STREAMWARDEN_OUTPUT_PARTITIONS": "2",
             "STREAMWARDEN_METRICS_WINDOW_S": "0.5",
             "STREAMWARDEN_WEB_PORT": str(port),
-            "STREAMWARDEN_DETECTOR_OPTIONS": json.dumps(DETECTOR_OPTIONS),
+            "STREAMWARDEN_DETECTOR_OPTIONS": json.dumps({**DETECTOR_OPTIONS, **(options or {})}),
             "STREAMWARDEN_APP_ID": f"bench-{settings.topic_prefix}",
         }
         if torch_threads:
@@ -177,17 +190,25 @@ def run(broker: EmbeddedBroker, workers: int, events: int, latency_s: float, log
         for p in procs:
             p.wait(30)
     batch = stages.pop("_batch", 0.0) or 1.0
+    counted = stages.pop("_events", 0.0) or 1.0
+    # The share of the events each detector judged over the whole run (toxicity's ration under load; grounding judges
+    # only the events with context documents).
+    judged = {
+        k.removeprefix("_unjudged_"): round(1 - stages.pop(k) / counted, 3) for k in [k for k in stages if k.startswith("_unjudged_")]
+    }
     share = {k: round(v / batch, 3) for k, v in sorted(stages.items(), key=lambda kv: -kv[1])}
     share["other (decode, publish, bookkeeping)"] = round(max(0.0, 1 - sum(stages.values()) / batch), 3)
     return {
         "workers": workers,
         "torch_threads_per_worker": torch_threads or "torch default",
+        "detector_options": options or "defaults",
         "events_per_s": round(eps, 1),
         "latency_rate_events_per_s": round(rate, 1),
         "latency_samples": len(lat),
         "latency_p50_s": round(statistics.median(lat), 3) if lat else None,
         "latency_p99_s": round(lat[min(len(lat) - 1, int(0.99 * len(lat)))], 3) if lat else None,
         "share_of_batch_time": share,
+        "share_of_events_judged": judged,
         "worker_resident_mib": memory,  # per worker: (now, peak)
     }
 
@@ -205,7 +226,9 @@ def main() -> None:
         results = [run(broker, w, args.events, args.latency_seconds, log_dir) for w in (1, 2)]
         # Two workers on one host, each told to use its share of the cores.
         results.append(run(broker, 2, args.events, args.latency_seconds, log_dir, torch_threads=max(1, (os.cpu_count() or 2) // 2)))
-    one, two, two_shared = results
+        # The baseline of toxicity's ration: one worker whose toxicity head judges every response, whatever it costs.
+        results.append(run(broker, 1, args.events, args.latency_seconds, log_dir, options={"toxicity": {"head_time_share": None}}))
+    one, two, two_shared, unrationed = results
     print(
         json.dumps(
             {
@@ -216,6 +239,7 @@ def main() -> None:
                 "ratio_2_workers_to_embedding_ceiling": round(two["events_per_s"] / ceiling, 3),
                 "ratio_2_workers_to_1": round(two["events_per_s"] / one["events_per_s"], 3),
                 "ratio_2_workers_with_torch_threads_to_1": round(two_shared["events_per_s"] / one["events_per_s"], 3),
+                "ratio_1_worker_to_1_with_every_response_judged": round(one["events_per_s"] / unrationed["events_per_s"], 3),
                 "worker_logs": str(log_dir),
             },
             indent=2,
