@@ -8,8 +8,11 @@ PublishesSamples) evaluates that property; :func:`declared` and :func:`capabilit
 the class (and ``publishes_samples``).
 
 Threads: ``score_batch`` runs on one thread at a time (the worker's detector thread). Every
-method of these contracts may be called from another thread while it runs: a detector keeps
-the state they read behind a lock and answers from a copy taken under it. A detector that
+method of these contracts may be called from another thread while it runs (a detector keeps
+the state they read behind a lock and answers from a copy taken under it), but for two that
+belong to one batch: ``texts_to_embed`` and ``unjudged``, which the pipeline calls on the
+detector thread just before and just after ``score_batch`` of the same events (toxicity's
+``texts_to_embed`` spends its ration: it is called once per batch). A detector that
 :class:`RunsInBackground` also owns one thread of its own, which works on snapshots only.
 """
 

@@ -293,6 +293,7 @@ class EmbeddingService:
         missing = [t for t in missing if t not in fresh]
         if missing:
             with self._forward_lock:
+                self._load()  # loading the model is not what a text costs
                 t0 = time.perf_counter()
                 vectors = self._forward(missing)
                 per_text = (time.perf_counter() - t0) / len(missing)

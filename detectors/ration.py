@@ -35,6 +35,7 @@ class Ration:
         prefix: str = "nli",
         gauge: str = "nli_stage_events",
         units_per_second: str = "pairs_per_second",
+        burst_s: float = 1.0,
     ):
         if not 0.0 <= share <= 1.0:
             raise ConfigurationError(f"{prefix}_share must be within 0..1, got {share}")
@@ -42,13 +43,16 @@ class Ration:
             raise ConfigurationError(f"{prefix}_{units_per_second} must be positive or None, got {pairs_per_second}")
         if time_share is not None and not 0.0 < time_share <= 1.0:
             raise ConfigurationError(f"{prefix}_time_share must be within (0, 1] or None, got {time_share}")
+        if burst_s < 1.0:
+            raise ConfigurationError(f"a ration's burst must be at least one second's worth, got {burst_s}")
         self.gauge = gauge
+        self.burst_s = burst_s  # each bucket holds this many seconds' worth: a burst (a batch) above the rate still runs
         self.share = share
         self.rate = pairs_per_second
         self.time_share = time_share
         self._clock = clock
-        self._tokens = float(pairs_per_second or 0.0)
-        self._seconds = float(time_share or 0.0)
+        self._tokens = float(pairs_per_second or 0.0) * burst_s
+        self._seconds = float(time_share or 0.0) * burst_s
         self.seconds_per_pair = self.PRIOR_SECONDS_PER_PAIR
         self._last = clock()
         self._lock = threading.Lock()
@@ -61,16 +65,25 @@ class Ration:
         """Whether it can refuse anything (a share below 1 or a budget)."""
         return self.share < 1.0 or self.rate is not None or self.time_share is not None
 
+    @staticmethod
+    def uniform(event_id: str, salt: bytes = b"") -> float:
+        """A number in [0, 1) drawn from the event id (the same on every worker and replay); ``salt`` makes an
+        independent draw."""
+        return int.from_bytes(hashlib.blake2b(event_id.encode("utf-8"), digest_size=8, key=salt).digest(), "big") / 2**64
+
     def chosen(self, event_id: str) -> bool:
         """Is this event in the configured share?"""
-        if self.share >= 1.0:
-            return True
-        h = int.from_bytes(hashlib.blake2b(event_id.encode("utf-8"), digest_size=8).digest(), "big") / 2**64
-        return h < self.share
+        return self.share >= 1.0 or self.uniform(event_id) < self.share
+
+    def count(self, outcome: str, n: int = 1) -> None:
+        """Count a decision the caller made itself (``admitted``, ``skipped_share``, ``skipped_budget``)."""
+        with self._lock:
+            setattr(self, outcome, getattr(self, outcome) + n)
 
     def take(self, pairs: int) -> bool:
         """Spend ``pairs`` of the budgets if they have them (an unlimited budget always has). When a
-        bucket is full, one request larger than it may run, and leaves it in debt."""
+        bucket is full, one request larger than it may run, and leaves it in debt. A bucket holds ``burst_s``
+        seconds' worth."""
         if self.rate is None and self.time_share is None:
             return True
         with self._lock:
@@ -79,11 +92,13 @@ class Ration:
             cost = pairs * self.seconds_per_pair
             ok = True
             if self.rate is not None:
-                self._tokens = min(self.rate, self._tokens + elapsed * self.rate)
-                ok = pairs <= self._tokens or (pairs > self.rate and self._tokens >= self.rate)
+                full = self.rate * self.burst_s
+                self._tokens = min(full, self._tokens + elapsed * self.rate)
+                ok = pairs <= self._tokens or (pairs > full and self._tokens >= full)
             if self.time_share is not None:
-                self._seconds = min(self.time_share, self._seconds + elapsed * self.time_share)
-                ok = ok and (cost <= self._seconds or (cost > self.time_share and self._seconds >= self.time_share))
+                full = self.time_share * self.burst_s
+                self._seconds = min(full, self._seconds + elapsed * self.time_share)
+                ok = ok and (cost <= self._seconds or (cost > full and self._seconds >= full))
             if ok:
                 self._tokens -= pairs
                 self._seconds -= cost

@@ -322,14 +322,15 @@ class ToxicityDetector(Detector, NeedsEmbeddings, ExposesGauges, LeavesUnjudged)
     """Flags toxic responses; scores the prompt too, so that a toxic answer to a clean prompt stands out.
 
     The embedding pass over responses is the costly stage (about 1 GFLOP per new response with the default
-    model: 9-11 ms on 2 CPU cores), so it is rationed like the NLI stages: ``head_share`` of the events (by
-    event id), at most ``head_texts_per_second`` new texts, and at most ``head_time_share`` of the worker's
-    wall clock (0.5 by default: the model may take half of it; the forward pass has a thread of its own, so
-    the detectors and the rest keep the other half and the other core). A response whose vectors are cached
-    costs nothing and is always judged. A response the ration refuses is left **unjudged**: no head, no rules,
-    no finding, and the worker counts it (``unjudged`` per model version), so that the toxic-rate rule divides
-    by the events toxicity judged: under load the rate is that of a sample, not one diluted by the events
-    nobody read. ``head_time_share=None`` (and the other two at their defaults) judges every response.
+    model: 9-11 ms on 2 CPU cores), so it can be rationed like the NLI stages: ``head_share`` of the events (by
+    event id), at most ``head_texts_per_second`` new texts, at most ``head_time_share`` of the wall clock, each
+    bucket holding ``head_burst_s`` seconds' worth (a batch above the rate still runs). The worker turns on
+    ``head_time_share=0.5`` (``Settings.detector_kwargs``: the model may take half of its wall clock; the
+    forward pass has a thread of its own, so the detectors keep the other half and the other core); built
+    alone, the detector judges every response. A response the ration refuses is left **unjudged**: no head, no
+    rules, no finding, and the worker counts it (``unjudged`` per model version), so that the toxic-rate rule
+    divides by the events toxicity judged: under load the rate is that of a fair sample (see :meth:`_plan`),
+    not one diluted by the events nobody read.
     """
 
     name = "toxicity"
@@ -347,7 +348,8 @@ class ToxicityDetector(Detector, NeedsEmbeddings, ExposesGauges, LeavesUnjudged)
         embeddings: EmbeddingService | None = None,
         head_share: float = 1.0,
         head_texts_per_second: float | None = None,
-        head_time_share: float | None = 0.5,
+        head_time_share: float | None = None,
+        head_burst_s: float = 4.0,
     ):
         if threshold is not None and not 0.0 < threshold < 1.0:
             raise ConfigurationError("threshold must be between 0 and 1")
@@ -372,11 +374,12 @@ class ToxicityDetector(Detector, NeedsEmbeddings, ExposesGauges, LeavesUnjudged)
             prefix="head",
             gauge="toxicity_head_events",
             units_per_second="texts_per_second",
+            burst_s=head_burst_s,
         )
-        # The batch texts_to_embed planned (its event ids), the responses the ration refused in it, and the
-        # events the last score_batch left unjudged; responses judged because their vectors were cached.
+        # The batch texts_to_embed planned (its event ids), the events the head judges in it, and the events the
+        # last score_batch left unjudged; events judged at no cost (their vectors cached), counted.
         self._planned: tuple[str, ...] = ()
-        self._refused: set[str] = set()
+        self._judged: set[str] = set()
         self._unjudged: set[str] = set()
         self._cached = 0
 
@@ -461,39 +464,55 @@ class ToxicityDetector(Detector, NeedsEmbeddings, ExposesGauges, LeavesUnjudged)
         return chunk_text(text, self.chunk_chars, self.max_chunks, self.head.identity_mask)
 
     def _plan(self, events: Sequence[EventLike]) -> None:
-        """Cut the batch's responses into chunks and ask the ration which responses the head may read: a
-        response whose chunks are all cached is free; the others cost their uncached chunks, at the seconds
-        per text the embedding service measured."""
+        """Cut the batch's responses into chunks and decide which events the head judges. The ration decides on the
+        responses the model would have to encode (their uncached chunks, at the seconds per text the embedding
+        service measured), each at its first event. Every other event (its response cached, or already paid for
+        in this batch) costs nothing, but is judged with the same probability as the batch's new responses were
+        admitted (an independent draw from its event id), so that the judged events stay a fair sample: repeated
+        answers are mostly canned and clean, and judging every one of them while new ones are refused would dilute
+        the rate. An event with an empty response has nothing to judge: it counts as judged."""
         cut = {e.response: self._chunks(e.response) for e in events}
-        refused: set[str] = set()
-        if self.ration.limited:
+        if not self.ration.limited:
+            judged = {e.event_id for e in events}
+        else:
             service = self.embeddings
-            measured = service.seconds_per_text
-            if measured:
-                self.ration.seconds_per_pair = measured
-            admitted: set[str] = set()
-            cached = 0
+            if service.seconds_per_text:
+                self.ration.seconds_per_pair = service.seconds_per_text
+            cost = {r: len(service.uncached(chunks)) if chunks else 0 for r, (chunks, _) in cut.items()}
+            judged, paid, free = set(), set(), []
+            tried = admitted = 0
             for e in events:
-                if e.response in admitted:
-                    continue
-                new = len(service.uncached(cut[e.response][0]))
-                if new == 0:
-                    cached += 1
-                if new == 0 or self.ration.admit(e.event_id, new):
-                    admitted.add(e.response)
-                    refused.discard(e.response)
+                r = e.response
+                if not cut[r][0]:
+                    judged.add(e.event_id)
+                elif cost[r] == 0 or r in paid:
+                    free.append(e)
                 else:
-                    refused.add(e.response)
+                    tried += 1
+                    if self.ration.admit(e.event_id, cost[r]):
+                        admitted += 1
+                        paid.add(r)
+                        judged.add(e.event_id)
+            share = admitted / tried if tried else 1.0
+            cached = 0
+            for e in free:
+                if not self.ration.chosen(e.event_id):
+                    self.ration.count("skipped_share")
+                elif share >= 1.0 or Ration.uniform(e.event_id, b"toxicity") < share:
+                    judged.add(e.event_id)
+                    cached += 1
+                else:
+                    self.ration.count("skipped_budget")
             with self._lock:
                 self._cached += cached
-        self._cut, self._refused, self._planned = cut, refused, tuple(e.event_id for e in events)
+        self._cut, self._judged, self._planned = cut, judged, tuple(e.event_id for e in events)
 
     def texts_to_embed(self, events: Sequence[EventLike]) -> list[str]:
         # The responses only: a prompt is scored when its response was flagged (rare), in a second,
         # small encode, so that the batch's shared forward pass carries one text per event, not two.
         self._plan(events)
-        cut, refused = self._cut, self._refused
-        return [c for e in events if e.response not in refused for c in cut[e.response][0]]
+        cut, judged = self._cut, self._judged
+        return [c for e in events if e.event_id in judged for c in cut[e.response][0]]
 
     def unjudged(self, events: Sequence[EventLike]) -> set[str]:
         return {e.event_id for e in events if e.event_id in self._unjudged}
@@ -513,10 +532,10 @@ class ToxicityDetector(Detector, NeedsEmbeddings, ExposesGauges, LeavesUnjudged)
             return []
         if self._planned != tuple(e.event_id for e in events):  # called without texts_to_embed (no worker)
             self._plan(events)
-        judged = [e for e in events if e.response not in self._refused]
-        self._unjudged = {e.event_id for e in events if e.response in self._refused}
+        judged = [e for e in events if e.event_id in self._judged]
+        self._unjudged = {e.event_id for e in events if e.event_id not in self._judged}
         results = self.score_many([e.response for e in judged])
-        self._cut, self._refused, self._planned = {}, set(), ()  # the batch's texts are not kept past it
+        self._cut, self._judged, self._planned = {}, set(), ()  # the batch's texts are not kept past it
         flagged = [i for i, r in enumerate(results) if r.flagged]
         prompts: dict[int, ToxicityResult] = {}
         if self.score_prompts and flagged:

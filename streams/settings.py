@@ -273,6 +273,10 @@ class Settings(BaseSettings):
         if "drift" in self.detectors:
             # The same for the embedding drift's MMD tests: their matrix products run beside the batch's Python work.
             out.setdefault("drift", {}).setdefault("background", True)
+        if "toxicity" in self.detectors:
+            # Toxicity's embedding head takes at most half the wall clock: under load it judges a fair sample (the
+            # rest counted unjudged, and the toxic-rate rule divides by the judged) instead of falling behind.
+            out.setdefault("toxicity", {}).setdefault("head_time_share", 0.5)
         return out
 
     @property

@@ -142,11 +142,12 @@ def test_a_held_test_does_not_hold_the_previous_reference_back(monkeypatch):
 
     import detectors.drift as drift
 
-    gate, calls = threading.Event(), []
+    gate, started, calls = threading.Event(), threading.Event(), []
     real = drift.mmd_permutation_test
 
     def held(ref, window, *args, **kwargs):
         calls.append((np.asarray(ref).copy(), np.asarray(window).copy()))
+        started.set()
         assert gate.wait(30)
         return real(ref, window, *args, **kwargs)
 
@@ -156,6 +157,8 @@ def test_a_held_test_does_not_hold_the_previous_reference_back(monkeypatch):
     events = _drift_events()  # 200 events: the reference, then four full windows, each due a test
     for i in range(0, len(events), 40):
         det.score_batch(events[i : i + 40])  # never drained: the first test is held while the others queue
+        if i == 40:  # the first window is due: its test starts (and is held) before the next snapshot can replace it
+            assert started.wait(30)
     gate.set()
     det.drain(60)
     det.close()

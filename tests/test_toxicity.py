@@ -333,21 +333,42 @@ def test_under_load_the_ration_leaves_responses_unjudged_and_says_which(det):
     assert not set(service.encoded) & set(texts[2:])
     counts = {g.labels["outcome"]: g.value for g in d.gauges()}
     assert counts == {"admitted": 2, "skipped_share": 0, "skipped_budget": 2, "cached": 0}
-    # The budget spent, a response whose vectors are cached is still judged (it costs nothing); the rest waits.
+    # The budget spent, a response whose vectors are cached costs nothing, but it is judged only as often as the
+    # batch's new ones are (here none): judging every cached (canned, mostly clean) answer would dilute the rate.
     again = [make_event(response=texts[0]), make_event(response=texts[3])]
-    assert d.texts_to_embed(again) == [texts[0]]
-    assert [f.event_id for f in d.score_batch(again)] == [again[0].event_id] and d.unjudged(again) == {again[1].event_id}
+    assert d.texts_to_embed(again) == [] and d.score_batch(again) == [] and d.unjudged(again) == {e.event_id for e in again}
     # A second later the bucket holds 0.25 s again.
     now[0] = 1.0
     last = [make_event(response=texts[3])]
     assert len(d.score_batch(last)) == 1 and d.unjudged(last) == set()  # scored without the worker's texts_to_embed
-    assert {g.labels["outcome"]: g.value for g in d.gauges()}["cached"] == 1
 
 
-def test_without_a_budget_every_response_is_judged_and_nothing_is_counted(det):
-    d = ToxicityDetector(embeddings=det.embeddings, head_time_share=None)
+def test_cached_responses_are_judged_as_often_as_the_batchs_new_ones(det):
+    from detectors.ration import Ration
+
+    d = ToxicityDetector(embeddings=_Costed(det.embeddings, 0.1))  # type: ignore[arg-type]
+    d.ration = Ration(time_share=0.1, clock=lambda: 0.0, prefix="head", gauge="toxicity_head_events")
+    d.embeddings.encode([TOXIC])  # cached from here on
+    new = [make_event(response=f"{TOXIC} Fresh {i}.") for i in range(2)]
+    cached = [make_event(response=TOXIC) for _ in range(20)]
+    batch = new + cached
+    # 0.1 s in the bucket: one of the two new responses, so each cached one is judged with probability 1/2.
+    assert d.texts_to_embed(batch).count(TOXIC) == len(expected := [e for e in cached if Ration.uniform(e.event_id, b"toxicity") < 0.5])
+    assert 0 < len(expected) < 20  # drawn from the event id (every worker and replay agree), not all of them
+    found = d.score_batch(batch)
+    assert {f.event_id for f in found} == {new[0].event_id, *(e.event_id for e in expected)}
+    assert d.unjudged(batch) == {new[1].event_id} | {e.event_id for e in cached if e not in expected}
+
+
+def test_built_alone_it_judges_every_response_and_the_worker_rations_it():
+    from streams.settings import Settings
+
+    d = ToxicityDetector()
     assert not d.ration.limited and d.gauges() == []
-    events = [make_event(response=f"{TOXIC} Again {i}.") for i in range(3)]
-    assert len(d.texts_to_embed(events)) == 3 and len(d.score_batch(events)) == 3 and d.unjudged(events) == set()
+    assert Settings().detector_kwargs()["toxicity"]["head_time_share"] == 0.5
+    kept = Settings(detector_options={"toxicity": {"head_time_share": None}}).detector_kwargs()["toxicity"]
+    assert kept["head_time_share"] is None  # judge every response, at any cost
     with pytest.raises(Exception, match="head_time_share"):
         ToxicityDetector(head_time_share=0.0)
+    with pytest.raises(Exception, match="burst"):
+        ToxicityDetector(head_time_share=0.5, head_burst_s=0.5)

@@ -61,7 +61,8 @@ def _judged(rule: Rule, w: str) -> str:
         return _events(rule, w)
     by_detector = _matchers(rule, [f'detector="{detector}"'])
     unjudged = f"sum by ({GROUP}) ({_count('streamwarden_unjudged_events_total', by_detector, w)})"
-    return f"({_events(rule, w)} - ({unjudged} or {_events(rule, w)} * 0))"
+    # clamp_min: a worker's restart resets its counters apart, and a count below zero means nothing
+    return f"clamp_min({_events(rule, w)} - ({unjudged} or {_events(rule, w)} * 0), 0)"
 
 
 def _findings(rule: Rule, w: str) -> str:

@@ -354,10 +354,6 @@ class Pipeline:
             t = time.perf_counter()
             try:
                 out[id(detector)] = detector.score_batch(result.events)
-                if LeavesUnjudged in declared(detector):
-                    left = cast(LeavesUnjudged, detector).unjudged(result.events)
-                    if left:
-                        result.unjudged[detector.name] = set(left)
             except Exception as exc:  # noqa: BLE001 - one detector must not stop the others or the stream
                 result.detector_errors[detector.name] += 1
                 result.unjudged[detector.name] = {e.event_id for e in result.events}
@@ -371,4 +367,12 @@ class Pipeline:
                 )
             finally:
                 result.detector_seconds[detector.name] = time.perf_counter() - t
+            if id(detector) in out and LeavesUnjudged in declared(detector):
+                try:
+                    left = cast(LeavesUnjudged, detector).unjudged(result.events)
+                except Exception as exc:  # noqa: BLE001 - its findings stand; the events count as judged
+                    log.error("detector %s could not say which events it left unjudged: %s", detector.name, type(exc).__name__)
+                else:
+                    if left:
+                        result.unjudged[detector.name] = set(left)
         return out
