@@ -1,7 +1,8 @@
 """Where a worker's time goes in each phase of the demo's traffic: one process, no broker, every default
 detector as the worker builds it (``Settings().detector_kwargs()``), the pipeline sequential (``overlap=False``)
-so that each stage's time is its own. Per phase: events/s, ms per event, and the stages' ms per event, and the
-phase's cost as a ratio of the clean phase's in the same run (the baseline).
+so that each stage's time is its own. Per phase: events/s, ms per event, and the stages' ms per event, the
+phase's cost as a ratio of the clean phase's in the same run (the baseline), and the share of the events toxicity's
+head judged (the worker's ration: at most half the wall clock for its MiniLM pass; ``--judge-all`` turns it off).
 
     .venv/bin/python bench/bench_phases.py [--phases clean,hallucination,...] [--events 1500] [--batch 64]
 
@@ -29,6 +30,7 @@ def main() -> None:
     ap.add_argument("--phases", default=PHASES)
     ap.add_argument("--events", type=int, default=1500)
     ap.add_argument("--batch", type=int, default=64)
+    ap.add_argument("--judge-all", action="store_true", help="toxicity's head judges every response (no ration)")
     args = ap.parse_args()
     logging.disable(logging.WARNING)
     phases = args.phases.split(",")
@@ -47,6 +49,8 @@ def main() -> None:
     embeddings.configure(threads=settings.cpu_threads())
     options = settings.detector_kwargs()
     options["descriptor_drift"]["reports_dir"] = tempfile.mkdtemp(prefix="bench-phases-")
+    if args.judge_all:
+        options["toxicity"]["head_time_share"] = None
     detectors = build(settings.detectors, options)
     for d in detectors:
         d.warm_up()
@@ -59,17 +63,20 @@ def main() -> None:
                 print(f"{phase}: no events in this run")
                 continue
             stages: dict[str, float] = {}
+            unjudged = 0
             t0 = time.perf_counter()
             for i in range(0, len(records), args.batch):
                 result = pipeline.process(records[i : i + args.batch])
                 for k, v in result.detector_seconds.items():
                     stages[k] = stages.get(k, 0.0) + v
+                unjudged += len(result.unjudged.get("toxicity", ()))
             wall = time.perf_counter() - t0
             cost[phase] = wall / len(records)
             top = sorted(stages.items(), key=lambda kv: -kv[1])[:7]
             print(
                 f"{phase:<14} {len(records):5d} events  {len(records) / wall:7.1f} events/s  {1000 * cost[phase]:6.2f} ms/event"
-                f"  x{cost[phase] / cost['clean']:.2f} of clean  |  " + ", ".join(f"{k} {1000 * v / len(records):.2f}" for k, v in top),
+                f"  x{cost[phase] / cost['clean']:.2f} of clean  toxicity judged {1 - unjudged / len(records):4.0%}  |  "
+                + ", ".join(f"{k} {1000 * v / len(records):.2f}" for k, v in top),
                 flush=True,
             )
     finally:
