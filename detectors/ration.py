@@ -3,7 +3,7 @@
 A share of the events (chosen by a hash of the event id, so every worker and every replay picks the
 same ones), a budget of units per second (NLI pairs, texts), and a share of the worker's time (seconds of
 the model per second of wall clock, from what the calls measured or an estimate the caller keeps up to
-date). Each budget is a token bucket holding at most one second's worth. What it refuses goes to the
+date). Each budget is a token bucket holding ``burst_s`` seconds' worth (one by default). What it refuses goes to the
 detector's cheap method, or is left unjudged and counted as such (``unjudged`` in the metrics: a rate
 over that detector's findings divides by the events it judged). Used by the NLI stages of grounding and
 consistency (:class:`detectors.nli.NLIRation`) and by toxicity's embedding head.
@@ -36,6 +36,7 @@ class Ration:
         gauge: str = "nli_stage_events",
         units_per_second: str = "pairs_per_second",
         burst_s: float = 1.0,
+        outcomes: tuple[str, ...] = ("admitted", "skipped_share", "skipped_budget"),
     ):
         if not 0.0 <= share <= 1.0:
             raise ConfigurationError(f"{prefix}_share must be within 0..1, got {share}")
@@ -44,8 +45,9 @@ class Ration:
         if time_share is not None and not 0.0 < time_share <= 1.0:
             raise ConfigurationError(f"{prefix}_time_share must be within (0, 1] or None, got {time_share}")
         if burst_s < 1.0:
-            raise ConfigurationError(f"a ration's burst must be at least one second's worth, got {burst_s}")
+            raise ConfigurationError(f"{prefix}_burst_s must be at least 1 (one second's worth), got {burst_s}")
         self.gauge = gauge
+        self.outcomes = outcomes  # the gauge's series
         self.burst_s = burst_s  # each bucket holds this many seconds' worth: a burst (a batch) above the rate still runs
         self.share = share
         self.rate = pairs_per_second
@@ -59,6 +61,7 @@ class Ration:
         self.admitted = 0
         self.skipped_share = 0
         self.skipped_budget = 0
+        self.free = 0  # judged at no cost, where the caller counts them (toxicity: cached vectors)
 
     @property
     def limited(self) -> bool:
@@ -79,6 +82,19 @@ class Ration:
         """Count a decision the caller made itself (``admitted``, ``skipped_share``, ``skipped_budget``)."""
         with self._lock:
             setattr(self, outcome, getattr(self, outcome) + n)
+
+    def has_room(self) -> bool:
+        """Whether the budgets could take one more unit now (spends nothing)."""
+        if self.rate is None and self.time_share is None:
+            return True
+        with self._lock:
+            elapsed = self._clock() - self._last
+            ok = True
+            if self.rate is not None:
+                ok = min(self.rate * self.burst_s, self._tokens + elapsed * self.rate) >= 1
+            if self.time_share is not None:
+                ok = ok and min(self.time_share * self.burst_s, self._seconds + elapsed * self.time_share) >= self.seconds_per_pair
+            return ok
 
     def take(self, pairs: int) -> bool:
         """Spend ``pairs`` of the budgets if they have them (an unlimited budget always has). When a
@@ -130,5 +146,5 @@ class Ration:
     def gauges(self, detector: str) -> list[Gauge]:
         """Events so far, by what the ration decided: ``streamwarden_<gauge>{detector, outcome}``."""
         with self._lock:
-            counts = {"admitted": self.admitted, "skipped_share": self.skipped_share, "skipped_budget": self.skipped_budget}
+            counts = {k: getattr(self, k) for k in self.outcomes}
         return [Gauge(self.gauge, {"detector": detector, "outcome": k}, float(v)) for k, v in counts.items()]

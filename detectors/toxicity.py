@@ -375,13 +375,14 @@ class ToxicityDetector(Detector, NeedsEmbeddings, ExposesGauges, LeavesUnjudged)
             gauge="toxicity_head_events",
             units_per_second="texts_per_second",
             burst_s=head_burst_s,
+            outcomes=("admitted", "skipped_share", "skipped_budget", "free"),
         )
         # The batch texts_to_embed planned (its event ids), the events the head judges in it, and the events the
-        # last score_batch left unjudged; events judged at no cost (their vectors cached), counted.
+        # last score_batch left unjudged.
         self._planned: tuple[str, ...] = ()
         self._judged: set[str] = set()
         self._unjudged: set[str] = set()
-        self._cached = 0
+        self._share = 1.0  # the share of its new responses the ration admitted in the last batch that had any
 
     @cached_property
     def head(self) -> ToxicityHead:
@@ -464,13 +465,16 @@ class ToxicityDetector(Detector, NeedsEmbeddings, ExposesGauges, LeavesUnjudged)
         return chunk_text(text, self.chunk_chars, self.max_chunks, self.head.identity_mask)
 
     def _plan(self, events: Sequence[EventLike]) -> None:
-        """Cut the batch's responses into chunks and decide which events the head judges. The ration decides on the
-        responses the model would have to encode (their uncached chunks, at the seconds per text the embedding
-        service measured), each at its first event. Every other event (its response cached, or already paid for
-        in this batch) costs nothing, but is judged with the same probability as the batch's new responses were
-        admitted (an independent draw from its event id), so that the judged events stay a fair sample: repeated
-        answers are mostly canned and clean, and judging every one of them while new ones are refused would dilute
-        the rate. An event with an empty response has nothing to judge: it counts as judged."""
+        """Cut the batch's responses into chunks and decide which events the head judges.
+
+        ``head_share`` picks events by their id first. The budgets then decide on each event whose response the
+        model would have to encode (its uncached chunks, at the seconds per text the embedding service measured),
+        taken in an order drawn from the event ids (not the batch's); a response refused at one event is tried
+        again at its next. Every other event costs nothing (its vectors cached, its response already paid for in
+        this batch, or empty), but is judged with the probability the batch's new responses were admitted with
+        (the last batch's while this one has none and the bucket is empty), by an independent draw from its
+        event id. So the judged events stay a fair sample: repeated and empty answers are mostly canned or failed
+        ones, and judging every one of them while new ones are refused would dilute the rate."""
         cut = {e.response: self._chunks(e.response) for e in events}
         if not self.ration.limited:
             judged = {e.event_id for e in events}
@@ -481,30 +485,32 @@ class ToxicityDetector(Detector, NeedsEmbeddings, ExposesGauges, LeavesUnjudged)
             cost = {r: len(service.uncached(chunks)) if chunks else 0 for r, (chunks, _) in cut.items()}
             judged, paid, free = set(), set(), []
             tried = admitted = 0
-            for e in events:
-                r = e.response
-                if not cut[r][0]:
-                    judged.add(e.event_id)
-                elif cost[r] == 0 or r in paid:
-                    free.append(e)
-                else:
-                    tried += 1
-                    if self.ration.admit(e.event_id, cost[r]):
-                        admitted += 1
-                        paid.add(r)
-                        judged.add(e.event_id)
-            share = admitted / tried if tried else 1.0
-            cached = 0
-            for e in free:
+            for e in sorted(events, key=lambda e: Ration.uniform(e.event_id, b"order")):
                 if not self.ration.chosen(e.event_id):
                     self.ration.count("skipped_share")
-                elif share >= 1.0 or Ration.uniform(e.event_id, b"toxicity") < share:
+                    continue
+                r = e.response
+                if cost[r] == 0 or r in paid:
+                    free.append(e)
+                    continue
+                tried += 1
+                if self.ration.take(cost[r]):
+                    self.ration.count("admitted")
+                    admitted += 1
+                    paid.add(r)
                     judged.add(e.event_id)
-                    cached += 1
                 else:
                     self.ration.count("skipped_budget")
-            with self._lock:
-                self._cached += cached
+            if tried:
+                share = self._share = admitted / tried
+            else:
+                share = 1.0 if self.ration.has_room() else self._share
+            for e in free:
+                if share >= 1.0 or Ration.uniform(e.event_id, b"toxicity") < share:
+                    judged.add(e.event_id)
+                    self.ration.count("free")
+                else:
+                    self.ration.count("skipped_budget")
         self._cut, self._judged, self._planned = cut, judged, tuple(e.event_id for e in events)
 
     def texts_to_embed(self, events: Sequence[EventLike]) -> list[str]:
@@ -518,13 +524,9 @@ class ToxicityDetector(Detector, NeedsEmbeddings, ExposesGauges, LeavesUnjudged)
         return {e.event_id for e in events if e.event_id in self._unjudged}
 
     def gauges(self) -> list[Gauge]:
-        """Responses so far by what the ration decided (``streamwarden_toxicity_head_events{detector, outcome}``:
-        admitted, skipped_share, skipped_budget, and cached: judged at no cost); none when nothing is rationed."""
-        if not self.ration.limited:
-            return []
-        with self._lock:
-            cached = self._cached
-        return [*self.ration.gauges(self.name), Gauge(self.ration.gauge, {"detector": self.name, "outcome": "cached"}, float(cached))]
+        """Events so far by what the ration decided (``streamwarden_toxicity_head_events{detector, outcome}``:
+        admitted, skipped_share, skipped_budget, and free: judged at no model cost); none when nothing is rationed."""
+        return self.ration.gauges(self.name) if self.ration.limited else []
 
     def score_batch(self, events: Sequence[EventLike]) -> list[Finding]:
         if not events:

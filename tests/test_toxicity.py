@@ -315,49 +315,81 @@ class _Costed:
 
 
 def test_under_load_the_ration_leaves_responses_unjudged_and_says_which(det):
+    import uuid
+
     from detectors.ration import Ration
 
     service = _Costed(det.embeddings, 0.1)
     d = ToxicityDetector(embeddings=service)  # type: ignore[arg-type]
     now = [0.0]
     # A quarter of the wall clock for the head: 0.25 s in the bucket, 0.1 s a new text.
-    d.ration = Ration(time_share=0.25, clock=lambda: now[0], prefix="head", gauge="toxicity_head_events")
-    texts = [f"{TOXIC} Number {i}." for i in range(4)]
-    events = [make_event(response=t) for t in texts]
-    assert all(d.embeddings.uncached([t]) for t in texts)
-    wanted = d.texts_to_embed(events)
-    assert wanted == texts[:2]  # two fit the budget; the others are not encoded at all
+    d.ration = Ration(time_share=0.25, clock=lambda: now[0], prefix="head", gauge="toxicity_head_events", outcomes=d.ration.outcomes)
+    run = uuid.uuid4().hex  # new texts, whatever this process encoded before
+    events = [make_event(event_id=f"e{i}", response=f"{TOXIC} Number {i}, {run}.") for i in range(4)]
+    assert all(d.embeddings.uncached([e.response]) for e in events)
+    # Decided in an order drawn from the event ids, not the batch's: two fit the budget.
+    first, *_ = order = sorted(events, key=lambda e: Ration.uniform(e.event_id, b"order"))
+    admitted, refused = order[:2], order[2:]
+    assert sorted(d.texts_to_embed(events)) == sorted(e.response for e in admitted)  # the others are not encoded at all
     findings = d.score_batch(events)
-    assert [f.event_id for f in findings] == [e.event_id for e in events[:2]]  # refused: no head, no rules, no finding
-    assert d.unjudged(events) == {e.event_id for e in events[2:]}
-    assert not set(service.encoded) & set(texts[2:])
-    counts = {g.labels["outcome"]: g.value for g in d.gauges()}
-    assert counts == {"admitted": 2, "skipped_share": 0, "skipped_budget": 2, "cached": 0}
+    assert {f.event_id for f in findings} == {e.event_id for e in admitted}  # refused: no head, no rules, no finding
+    assert d.unjudged(events) == {e.event_id for e in refused}
+    assert not set(service.encoded) & {e.response for e in refused}
+    assert {g.labels["outcome"]: g.value for g in d.gauges()} == {"admitted": 2, "skipped_share": 0, "skipped_budget": 2, "free": 0}
     # The budget spent, a response whose vectors are cached costs nothing, but it is judged only as often as the
     # batch's new ones are (here none): judging every cached (canned, mostly clean) answer would dilute the rate.
-    again = [make_event(response=texts[0]), make_event(response=texts[3])]
+    again = [make_event(response=first.response), make_event(response=refused[0].response)]
     assert d.texts_to_embed(again) == [] and d.score_batch(again) == [] and d.unjudged(again) == {e.event_id for e in again}
+    # A batch of cached answers alone, the bucket still empty: the last batch's share (none) stands.
+    cached_only = [make_event(response=first.response)]
+    assert d.score_batch(cached_only) == [] and d.unjudged(cached_only) == {cached_only[0].event_id}
     # A second later the bucket holds 0.25 s again.
     now[0] = 1.0
-    last = [make_event(response=texts[3])]
+    last = [make_event(response=refused[1].response)]
     assert len(d.score_batch(last)) == 1 and d.unjudged(last) == set()  # scored without the worker's texts_to_embed
 
 
-def test_cached_responses_are_judged_as_often_as_the_batchs_new_ones(det):
+def test_cached_and_empty_responses_are_judged_as_often_as_the_batchs_new_ones(det):
+    import uuid
+
     from detectors.ration import Ration
 
     d = ToxicityDetector(embeddings=_Costed(det.embeddings, 0.1))  # type: ignore[arg-type]
-    d.ration = Ration(time_share=0.1, clock=lambda: 0.0, prefix="head", gauge="toxicity_head_events")
+    d.ration = Ration(time_share=0.1, clock=lambda: 0.0, prefix="head", gauge="toxicity_head_events", outcomes=d.ration.outcomes)
     d.embeddings.encode([TOXIC])  # cached from here on
-    new = [make_event(response=f"{TOXIC} Fresh {i}.") for i in range(2)]
-    cached = [make_event(response=TOXIC) for _ in range(20)]
-    batch = new + cached
-    # 0.1 s in the bucket: one of the two new responses, so each cached one is judged with probability 1/2.
-    assert d.texts_to_embed(batch).count(TOXIC) == len(expected := [e for e in cached if Ration.uniform(e.event_id, b"toxicity") < 0.5])
-    assert 0 < len(expected) < 20  # drawn from the event id (every worker and replay agree), not all of them
+    run = uuid.uuid4().hex
+    new = [make_event(event_id=f"new-{i}", response=f"{TOXIC} Fresh {i}, {run}.") for i in range(2)]
+    cached = [make_event(event_id=f"cached-{i}", response=TOXIC) for i in range(20)]
+    empty = [make_event(event_id=f"empty-{i}", response="") for i in range(20)]
+    batch = new + cached + empty
+    # 0.1 s in the bucket: one of the two new responses, so each free event is judged with probability 1/2,
+    # drawn from its event id (every worker and replay agree).
+    expected = {e.event_id for e in cached + empty if Ration.uniform(e.event_id, b"toxicity") < 0.5}
+    assert 0 < len(expected & {e.event_id for e in cached}) < 20 and 0 < len(expected & {e.event_id for e in empty}) < 20
+    assert d.texts_to_embed(batch).count(TOXIC) == len(expected & {e.event_id for e in cached})
     found = d.score_batch(batch)
-    assert {f.event_id for f in found} == {new[0].event_id, *(e.event_id for e in expected)}
-    assert d.unjudged(batch) == {new[1].event_id} | {e.event_id for e in cached if e not in expected}
+    admitted = [e for e in new if e.event_id not in d.unjudged(batch)]
+    assert len(admitted) == 1
+    assert {f.event_id for f in found} == {admitted[0].event_id} | (expected & {e.event_id for e in cached})
+    assert d.unjudged(batch) == {e.event_id for e in batch} - expected - {admitted[0].event_id}
+
+
+def test_the_share_and_the_burst_of_a_ration():
+    from detectors.ration import Ration
+
+    now = [0.0]
+    r = Ration(time_share=0.5, clock=lambda: now[0], burst_s=4.0)
+    r.seconds_per_pair = 0.1
+    assert r.take(20) and not r.take(1) and not r.has_room()  # a full bucket: 4 s' worth of a half share, 2 s
+    now[0] = 1.0
+    assert r.has_room() and r.take(5) and not r.has_room()  # refilled at 0.5 s a second
+    now[0] = 100.0
+    assert r.take(30) and not r.has_room()  # one request above a full bucket runs, and leaves it in debt
+    now[0] = 101.0
+    assert not r.has_room()  # still paying it off
+    half = Ration(share=0.5)
+    picked = [half.chosen(f"id-{i}") for i in range(1000)]
+    assert 400 < sum(picked) < 600 and picked == [Ration(share=0.5).chosen(f"id-{i}") for i in range(1000)]
 
 
 def test_built_alone_it_judges_every_response_and_the_worker_rations_it():
@@ -365,8 +397,8 @@ def test_built_alone_it_judges_every_response_and_the_worker_rations_it():
 
     d = ToxicityDetector()
     assert not d.ration.limited and d.gauges() == []
-    assert Settings().detector_kwargs()["toxicity"]["head_time_share"] == 0.5
-    kept = Settings(detector_options={"toxicity": {"head_time_share": None}}).detector_kwargs()["toxicity"]
+    assert Settings(detectors=["toxicity"], detector_options={}).detector_kwargs()["toxicity"]["head_time_share"] == 0.5
+    kept = Settings(detectors=["toxicity"], detector_options={"toxicity": {"head_time_share": None}}).detector_kwargs()["toxicity"]
     assert kept["head_time_share"] is None  # judge every response, at any cost
     with pytest.raises(Exception, match="head_time_share"):
         ToxicityDetector(head_time_share=0.0)
