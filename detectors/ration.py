@@ -131,16 +131,14 @@ class Ration:
             self.seconds_per_pair = 0.7 * self.seconds_per_pair + 0.3 * (seconds / pairs)
 
     def admit(self, event_id: str, pairs: int) -> bool:
+        """Is this event in the share, and do the budgets take its ``pairs``? The decision is counted."""
         if not self.chosen(event_id):
-            with self._lock:
-                self.skipped_share += 1
+            self.count("skipped_share")
             return False
         if not self.take(pairs):
-            with self._lock:
-                self.skipped_budget += 1
+            self.count("skipped_budget")
             return False
-        with self._lock:
-            self.admitted += 1
+        self.count("admitted")
         return True
 
     def gauges(self, detector: str) -> list[Gauge]:
