@@ -1,3 +1,5 @@
+import asyncio
+
 import pytest
 from pydantic import ValidationError
 
@@ -153,3 +155,27 @@ def test_the_onnx_sessions_take_the_configured_thread_count_and_do_not_spin(monk
     scorer.probabilities(["A cat sleeps."], ["An animal rests."])
     embeddings.EmbeddingService(backend="onnx").encode(["A cat sleeps."])  # nor here
     assert seen == [(1, "0"), (1, "0")]  # idle threads sleep: the cores are shared with the rest of the worker
+
+
+@pytest.mark.parametrize("profile", ["embedded", "production"])
+def test_fetches_wait_briefly_on_the_embedded_broker_only(profile):
+    """tansu holds a waiting fetch to its end instead of answering when a record arrives, so on the embedded broker
+    every consumer (the worker's faust consumer too, whose wait faust fixes at 1.5 s) waits 100 ms at most; on Kafka,
+    which answers at once, the clients keep their own waits."""
+    from streams.worker.app import Worker
+
+    settings = Settings(profile=profile, bootstrap="127.0.0.1:1", app_id=f"fetch-{profile}")
+    embedded = profile == "embedded"
+    reader = kafka_clients.consumer_config(settings, "reader")
+    assert reader.get("fetch_max_wait_ms") == (kafka_clients.EMBEDDED_FETCH_MAX_WAIT_MS if embedded else None)
+    assert kafka_clients.consumer_config(settings, "reader", fetch_max_wait_ms=7)["fetch_max_wait_ms"] == 7
+    worker = Worker(settings)
+    worker.app.finalize()
+    thread = worker.app.consumer._new_consumer_thread()
+
+    async def fetch_wait():  # aiokafka makes its consumer in a running loop; built, never started: nothing connects
+        consumer = thread._create_worker_consumer(worker.app.transport)
+        await consumer.stop()
+        return consumer._fetch_max_wait_ms
+
+    assert asyncio.new_event_loop().run_until_complete(fetch_wait()) == (kafka_clients.EMBEDDED_FETCH_MAX_WAIT_MS if embedded else 1500)

@@ -84,6 +84,9 @@ class Worker:
         # faust makes its data directory (one level) on start: its parents live in the state directory.
         (settings.state_dir / "worker").mkdir(parents=True, exist_ok=True)
         self.app = faust.App(settings.app_id, monitor=CommitMonitor(self.gate, self._flush_soon), **kafka_clients.faust_options(settings))
+        transport = kafka_clients.faust_transport(settings, self.app)
+        if transport is not None:  # before any topic asks the app for its transport
+            self.app.transport = transport
         specs = topic_specs(settings)
 
         def raw_topic(role: str) -> Any:
