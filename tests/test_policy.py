@@ -373,3 +373,27 @@ def test_the_default_grounding_rate_is_a_share_of_the_rag_answers():
         engine.ingest(rec)
         out += engine.evaluate(T0 + i)
     assert [d.action for d in out] == ["alert"] and out[0].evidence["value"] == 0.2
+
+
+def test_the_agent_reads_a_newer_workers_metrics_and_refuses_another_schema_version(caplog):
+    """Fields a later release adds are ignored (and named once in the log), so agents and workers upgrade in either
+    order; a record of another schema_version, or not an object, is refused and counted."""
+    from streams.actions.agent import PolicyAgent
+    from streams.settings import Settings
+
+    agent = PolicyAgent(Settings(), policy(ERROR_RULE))
+    newer = json.loads(record(T0, 10, errors=3).model_dump_json())
+    newer["judged_by_region"] = {"eu": 4}  # a field this release does not know
+    with caplog.at_level("WARNING", logger="streams.actions.agent"):
+        agent._ingest(json.dumps(newer).encode())
+        agent._ingest(json.dumps(newer).encode())
+    value = agent.metrics.registry.get_sample_value
+    assert value("streamwarden_policy_metrics_records_total") == 2 and value("streamwarden_policy_bad_records_total") == 0
+    assert [r.getMessage().count("judged_by_region") for r in caplog.records] == [1]  # named once
+    agent.step(prod=None, now=T0)
+    assert value("streamwarden_policy_rule_value", dict(rule="errors", model="m", model_version="v1", route="")) == 0.3
+    for bad in (dict(newer, schema_version=2), [newer], dict(newer, events="many")):
+        agent._ingest(json.dumps(bad).encode())
+    assert value("streamwarden_policy_bad_records_total") == 3
+    with pytest.raises(ValueError, match="extra"):  # writers stay strict
+        MetricsRecord(**newer)

@@ -180,6 +180,7 @@ class PolicyAgent:
             chart_points=settings.incident_chart_points,
         )
         self.web: WebUI | None = None
+        self._unknown_fields: set[str] = set()  # metrics fields of a newer worker, logged once each (at most 100 kept)
 
     # -- the loop ------------------------------------------------------------------------
 
@@ -311,8 +312,16 @@ class PolicyAgent:
 
     def _ingest(self, value: bytes | None) -> None:
         try:
-            self.engine.ingest(MetricsRecord.model_validate_json(value or b""))
+            record, unknown = MetricsRecord.from_wire(value or b"")
+            self.engine.ingest(record)
             self.metrics.metrics_records.inc()
+            new = [k[:64] for k in unknown if k[:64] not in self._unknown_fields]
+            if new and len(self._unknown_fields) < 100:
+                self._unknown_fields.update(new[:10])
+                log.warning(
+                    "metrics records carry fields this agent does not know, ignored (a newer worker: upgrade the agent): %s",
+                    ", ".join(new[:10]),
+                )
         except ValueError:
             self.metrics.bad_records.inc()
             log.warning("metrics topic: a record that is not a MetricsRecord was skipped")

@@ -225,6 +225,23 @@ class MetricsRecord(BaseModel):
     detector_errors: dict[str, int] = Field(default_factory=dict)
     duplicates: int = 0
 
+    @classmethod
+    def from_wire(cls, value: bytes) -> tuple[MetricsRecord, list[str]]:
+        """A record read from the metrics topic, and the top-level fields it carried that this release does not know.
+
+        Additive fields keep ``schema_version`` 1 and are left out here, so a policy agent reads a newer worker's
+        records (as this release's: an ``unjudged`` unknown to it would mean dividing by every event, as before it
+        existed) and agents and workers can be upgraded in either order. A change that readers must not ignore
+        bumps ``schema_version``, which is refused. Records are still built strictly: a writer's typo fails.
+        """
+        data = json.loads(value)
+        if not isinstance(data, dict):
+            raise ValueError("a metrics record is a JSON object")
+        unknown = sorted(k for k in data if k not in cls.model_fields)
+        for k in unknown:
+            del data[k]
+        return cls.model_validate(data), unknown
+
     @property
     def key(self) -> str:
         return f"{self.model}|{self.model_version}" if self.scope == "model" else "_pipeline"
