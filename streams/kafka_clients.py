@@ -56,10 +56,11 @@ def producer_config(settings: Settings, client_id: str = "streamwarden-tap", **o
     return config
 
 
-# How long the worker's fetch may wait for data on the embedded broker. Kafka answers a waiting fetch as soon as a
-# record arrives, so faust's long wait (1,500 ms, which faust fixes for aiokafka) costs nothing there. tansu holds the
-# fetch instead (bench/bench_fetch_wait.py: a record produced into a waiting 1,500 ms fetch was read 0.45 s later at
-# the median, 0.75 s at worst; 25 ms with 100 ms waits), and each event paid it between the tap and its findings.
+# How long the worker's fetch may wait for data on the embedded broker. Kafka answers a waiting fetch once
+# fetch.min.bytes (1) has arrived, so faust's long wait (1,500 ms, which faust fixes for aiokafka) costs nothing there.
+# tansu holds the fetch instead (bench/bench_fetch_wait.py, a kafka-python reader: a record produced into a waiting
+# 1,500 ms fetch was read 0.40-0.45 s later at the median, 0.75 s at worst; 25 ms with 100 ms waits). The worker's
+# 1,500 ms wait made the p50 from produce to detection 0.69 s at 160 events/s; 0.28 s with 100 ms (a probe, one run each).
 # The kafka-python readers (policy agent, demo, tools) keep their 500 ms: with 100 ms waits for them too, the 5-minute
 # demo ended 10,493 events behind instead of 297.
 EMBEDDED_FETCH_MAX_WAIT_MS = 100

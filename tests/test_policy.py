@@ -383,17 +383,20 @@ def test_the_agent_reads_a_newer_workers_metrics_and_refuses_another_schema_vers
 
     agent = PolicyAgent(Settings(), policy(ERROR_RULE))
     newer = json.loads(record(T0, 10, errors=3).model_dump_json())
-    newer["judged_by_region"] = {"eu": 4}  # a field this release does not know
+    newer["judged_by_region"] = {"eu": 4}  # fields this release does not know, at the top and in a nested model
+    newer["latency"]["p999_ms"] = 812
     with caplog.at_level("WARNING", logger="streams.actions.agent"):
         agent._ingest(json.dumps(newer).encode())
         agent._ingest(json.dumps(newer).encode())
     value = agent.metrics.registry.get_sample_value
     assert value("streamwarden_policy_metrics_records_total") == 2 and value("streamwarden_policy_bad_records_total") == 0
-    assert [r.getMessage().count("judged_by_region") for r in caplog.records] == [1]  # named once
+    assert [(r.getMessage().count("judged_by_region"), r.getMessage().count("latency.p999_ms")) for r in caplog.records] == [(1, 1)]
     agent.step(prod=None, now=T0)
     assert value("streamwarden_policy_rule_value", dict(rule="errors", model="m", model_version="v1", route="")) == 0.3
     for bad in (dict(newer, schema_version=2), [newer], dict(newer, events="many")):
         agent._ingest(json.dumps(bad).encode())
-    assert value("streamwarden_policy_bad_records_total") == 3
+    agent._ingest(b"[" * 100_000)  # deeper than the JSON parser goes: refused, the agent goes on
+    agent._ingest(b"\xff\xfe")
+    assert value("streamwarden_policy_bad_records_total") == 5
     with pytest.raises(ValueError, match="extra"):  # writers stay strict
         MetricsRecord(**newer)

@@ -176,4 +176,8 @@ def test_the_worker_fetches_with_short_waits_on_the_embedded_broker_only(profile
         return consumer._fetch_max_wait_ms
 
     expected = kafka_clients.EMBEDDED_FETCH_MAX_WAIT_MS if profile == "embedded" else 1500
-    assert asyncio.new_event_loop().run_until_complete(fetch_wait()) == expected
+    loop = asyncio.new_event_loop()
+    try:
+        assert loop.run_until_complete(fetch_wait()) == expected
+    finally:
+        loop.close()

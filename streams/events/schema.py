@@ -227,19 +227,21 @@ class MetricsRecord(BaseModel):
 
     @classmethod
     def from_wire(cls, value: bytes) -> tuple[MetricsRecord, list[str]]:
-        """A record read from the metrics topic, and the top-level fields it carried that this release does not know.
+        """A record read from the metrics topic, and the fields it carried that this release does not know.
 
-        Additive fields keep ``schema_version`` 1 and are left out here, so a policy agent reads a newer worker's
-        records (as this release's: an ``unjudged`` unknown to it would mean dividing by every event, as before it
-        existed) and agents and workers can be upgraded in either order. A change that readers must not ignore
-        bumps ``schema_version``, which is refused. Records are still built strictly: a writer's typo fails.
+        Added fields (top-level or in ``latency``) keep ``schema_version`` 1 and are left out here, so a policy agent
+        reads a newer worker's records as its own release's (an ``unjudged`` unknown to it means dividing by every
+        event, as before it existed). A change that readers must not ignore (a new meaning, a new ``scope``) bumps
+        ``schema_version``, which is refused. Records are still built strictly: a writer's typo fails. Every
+        refusal is a ValueError.
         """
-        data = json.loads(value)
+        try:
+            data = json.loads(value)
+        except RecursionError as exc:  # nested beyond the parser's depth: not a metrics record
+            raise ValueError("a metrics record nested too deep") from exc
         if not isinstance(data, dict):
             raise ValueError("a metrics record is a JSON object")
-        unknown = sorted(k for k in data if k not in cls.model_fields)
-        for k in unknown:
-            del data[k]
+        unknown = _drop_unknown(cls, data, "")
         return cls.model_validate(data), unknown
 
     @property
@@ -302,3 +304,16 @@ class KillSwitchState(BaseModel):
     action_id: str | None = None
     model_version: str | None = None
     at: datetime = Field(default_factory=utcnow)
+
+
+def _drop_unknown(model: type[BaseModel], data: dict[str, Any], prefix: str) -> list[str]:
+    """Remove the keys of ``data`` that ``model`` has no field for, in it and in its nested models; their names."""
+    unknown = []
+    for key in list(data):
+        field = model.model_fields.get(key)
+        if field is None:
+            unknown.append(prefix + key)
+            del data[key]
+        elif isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel) and isinstance(data[key], dict):
+            unknown += _drop_unknown(field.annotation, data[key], f"{prefix}{key}.")
+    return unknown
