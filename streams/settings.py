@@ -89,6 +89,14 @@ class Settings(BaseSettings):
         "Random per process when unset: set it to compare hashes across workers and restarts.",
     )
     batch_size: int = Field(default=64, ge=1, le=10_000)
+    shutdown_timeout_s: float = Field(
+        default=25.0,
+        gt=0,
+        le=3_600,
+        description="After SIGTERM or SIGINT the worker stops cleanly (its last commit, its metrics) within this; "
+        "past it (the broker unreachable, a detector stuck) it exits with status 75 without a clean stop, and the "
+        "partitions' next owner processes its uncommitted batches again. Under an orchestrator's grace period (30 s).",
+    )
     batch_within_s: float = Field(default=0.5, gt=0, le=60)
     max_event_bytes: int = Field(default=1_000_000, ge=1_024)
     deadletter_payload: Literal["redacted", "original"] = Field(

@@ -101,3 +101,32 @@ def test_a_graceful_stop_publishes_the_last_counts(settings, start_worker):
         wait_for(lambda: tally.events_processed >= len(events), 15, 0.2, "the last counts")
         time.sleep(1)
     assert tally.events_processed == len(events)
+
+
+def test_a_worker_whose_broker_is_gone_still_obeys_sigterm(tmp_path):
+    """Without its broker, faust's clean stop can wait forever (a worker orphaned that way ran on for half an hour):
+    past shutdown_timeout_s of the signal the worker exits with status 75 instead, so an orchestrator's SIGTERM is
+    obeyed; what it had not committed goes to the partitions' next owner."""
+    from streams.local.broker import EmbeddedBroker
+    from streams.worker.app import EXIT_STOP_TIMED_OUT
+
+    from .conftest import WorkerProcess, isolated_settings
+
+    broker = EmbeddedBroker().start()  # its own: this test stops it
+    try:
+        settings = isolated_settings(broker)
+        ensure_topics(settings)
+        w = WorkerProcess(
+            settings, tmp_path / "worker.log", dict(STREAMWARDEN_DETECTORS='["descriptors"]', STREAMWARDEN_SHUTDOWN_TIMEOUT_S="3")
+        )
+        try:
+            wait_for(lambda: http_ok(f"http://127.0.0.1:{settings.web_port}/healthz"), 90, message="the worker")
+            broker.stop()
+            w.proc.send_signal(signal.SIGTERM)
+            status = w.proc.wait(120)  # TimeoutExpired (a failure) if it never stops
+        finally:
+            w.stop(signal.SIGKILL)
+    finally:
+        broker.stop()
+    assert status == EXIT_STOP_TIMED_OUT, w.log()[-2000:]
+    assert "did not stop within 3 s of the signal" in w.log()

@@ -19,6 +19,7 @@ import asyncio
 import logging
 import os
 import socket
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, cast
@@ -42,6 +43,31 @@ from streams.worker.pipeline import PROCESSING_FAILED, BatchResult, DeadLetter, 
 from streams.worker.web import register_pages
 
 log = logging.getLogger(__name__)
+
+# The worker's exit status when it did not stop within shutdown_timeout_s of a signal (EX_TEMPFAIL).
+EXIT_STOP_TIMED_OUT = 75
+_stop_deadline: threading.Timer | None = None
+
+
+def exit_unless_stopped(timeout_s: float) -> None:
+    """Exit the process ``timeout_s`` from now unless it has ended by then (the first call arms it; later ones do
+    nothing). Nothing is lost: offsets not committed are processed again by the partitions' next owner."""
+    global _stop_deadline
+    if _stop_deadline is not None:
+        return
+
+    def fire() -> None:
+        log.critical(
+            "the worker did not stop within %.0f s of the signal (is the broker reachable?): exiting without a clean "
+            "stop; the partitions' next owner processes its uncommitted batches again",
+            timeout_s,
+        )
+        logging.shutdown()
+        os._exit(EXIT_STOP_TIMED_OUT)
+
+    _stop_deadline = threading.Timer(timeout_s, fire)
+    _stop_deadline.daemon = True
+    _stop_deadline.start()
 
 
 class Worker:
@@ -389,7 +415,20 @@ class Worker:
         """Run the faust worker in this process until it is stopped (SIGTERM/SIGINT)."""
         from faust.worker import Worker as FaustWorker
 
-        worker = FaustWorker(self.app, loglevel=self.settings.log_level, quiet=True)
+        timeout_s = self.settings.shutdown_timeout_s
+
+        class BoundedStopWorker(FaustWorker):
+            """faust's worker, whose stop after a signal is bounded: without the broker it can wait forever."""
+
+            def _on_sigterm(self) -> None:
+                exit_unless_stopped(timeout_s)
+                super()._on_sigterm()
+
+            def _on_sigint(self) -> None:
+                exit_unless_stopped(timeout_s)
+                super()._on_sigint()
+
+        worker = BoundedStopWorker(self.app, loglevel=self.settings.log_level, quiet=True)
         # At DEBUG the Kafka clients log every message they send, payload included: the
         # monitor's logs must not carry user data, so they stay at INFO whatever the level.
         client_level = max(logging.INFO, getattr(logging, self.settings.log_level.upper()))
