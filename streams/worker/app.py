@@ -47,6 +47,7 @@ log = logging.getLogger(__name__)
 # The worker's exit status when it did not stop within shutdown_timeout_s of a signal (EX_TEMPFAIL).
 EXIT_STOP_TIMED_OUT = 75
 _stop_deadline: threading.Timer | None = None
+_stopped_cleanly = threading.Event()  # faust's stop is done: its last commit made, the event loop closed
 
 
 def exit_unless_stopped(timeout_s: float) -> None:
@@ -57,12 +58,20 @@ def exit_unless_stopped(timeout_s: float) -> None:
         return
 
     def fire() -> None:
+        # Logging takes its handlers' locks, which a stuck thread may hold: exit in 2 s whatever happens here.
+        backstop = threading.Timer(2.0, os._exit, (EXIT_STOP_TIMED_OUT,))
+        backstop.daemon = True
+        backstop.start()
+        if _stopped_cleanly.is_set():  # the clean stop was made; what is left (a busy thread's join at exit) is not
+            log.warning("the worker stopped cleanly, but its process had not ended %.0f s after the signal: exiting", timeout_s)
+            os._exit(0)
         log.critical(
             "the worker did not stop within %.0f s of the signal (is the broker reachable?): exiting without a clean "
             "stop; the partitions' next owner processes its uncommitted batches again",
             timeout_s,
         )
-        logging.shutdown()
+        for handler in logging.getLogger().handlers:
+            handler.flush()
         os._exit(EXIT_STOP_TIMED_OUT)
 
     _stop_deadline = threading.Timer(timeout_s, fire)
@@ -434,4 +443,9 @@ class Worker:
         client_level = max(logging.INFO, getattr(logging, self.settings.log_level.upper()))
         for name in ("faust", "aiokafka", "kafka", "mode"):
             logging.getLogger(name).setLevel(client_level)
-        worker.execute_from_commandline()
+        try:
+            worker.execute_from_commandline()
+        except SystemExit as done:  # faust raises it once it has stopped and closed its loop
+            if done.code in (0, None):
+                _stopped_cleanly.set()
+            raise
