@@ -61,7 +61,7 @@ class Ration:
         self.admitted = 0
         self.skipped_share = 0
         self.skipped_budget = 0
-        self.free = 0  # judged at no cost, where the caller counts them (toxicity: cached vectors)
+        self.free = 0  # judged at no model cost, where the caller counts them (toxicity: cached, already paid or empty)
 
     @property
     def limited(self) -> bool:
@@ -79,22 +79,26 @@ class Ration:
         return self.share >= 1.0 or self.uniform(event_id) < self.share
 
     def count(self, outcome: str, n: int = 1) -> None:
-        """Count a decision the caller made itself (``admitted``, ``skipped_share``, ``skipped_budget``)."""
+        """Count a decision the caller made itself (one of ``outcomes``)."""
         with self._lock:
             setattr(self, outcome, getattr(self, outcome) + n)
+
+    def _refill(self) -> None:
+        """Fill the buckets for the time since the last call, up to ``burst_s`` seconds' worth (under the lock)."""
+        now = self._clock()
+        elapsed, self._last = now - self._last, now
+        if self.rate is not None:
+            self._tokens = min(self.rate * self.burst_s, self._tokens + elapsed * self.rate)
+        if self.time_share is not None:
+            self._seconds = min(self.time_share * self.burst_s, self._seconds + elapsed * self.time_share)
 
     def has_room(self) -> bool:
         """Whether the budgets could take one more unit now (spends nothing)."""
         if self.rate is None and self.time_share is None:
             return True
         with self._lock:
-            elapsed = self._clock() - self._last
-            ok = True
-            if self.rate is not None:
-                ok = min(self.rate * self.burst_s, self._tokens + elapsed * self.rate) >= 1
-            if self.time_share is not None:
-                ok = ok and min(self.time_share * self.burst_s, self._seconds + elapsed * self.time_share) >= self.seconds_per_pair
-            return ok
+            self._refill()
+            return (self.rate is None or self._tokens >= 1) and (self.time_share is None or self._seconds >= self.seconds_per_pair)
 
     def take(self, pairs: int) -> bool:
         """Spend ``pairs`` of the budgets if they have them (an unlimited budget always has). When a
@@ -103,17 +107,14 @@ class Ration:
         if self.rate is None and self.time_share is None:
             return True
         with self._lock:
-            now = self._clock()
-            elapsed, self._last = now - self._last, now
+            self._refill()
             cost = pairs * self.seconds_per_pair
             ok = True
             if self.rate is not None:
                 full = self.rate * self.burst_s
-                self._tokens = min(full, self._tokens + elapsed * self.rate)
                 ok = pairs <= self._tokens or (pairs > full and self._tokens >= full)
             if self.time_share is not None:
                 full = self.time_share * self.burst_s
-                self._seconds = min(full, self._seconds + elapsed * self.time_share)
                 ok = ok and (cost <= self._seconds or (cost > full and self._seconds >= full))
             if ok:
                 self._tokens -= pairs
