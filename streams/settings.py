@@ -89,14 +89,6 @@ class Settings(BaseSettings):
         "Random per process when unset: set it to compare hashes across workers and restarts.",
     )
     batch_size: int = Field(default=64, ge=1, le=10_000)
-    shutdown_timeout_s: float = Field(
-        default=25.0,
-        gt=0,
-        le=3_600,
-        description="After SIGTERM or SIGINT the worker stops cleanly (its last commit, its metrics) within this; "
-        "past it (the broker unreachable, a detector stuck) it exits with status 75 without a clean stop, and the "
-        "partitions' next owner processes its uncommitted batches again. Under an orchestrator's grace period (30 s).",
-    )
     batch_within_s: float = Field(default=0.5, gt=0, le=60)
     max_event_bytes: int = Field(default=1_000_000, ge=1_024)
     deadletter_payload: Literal["redacted", "original"] = Field(
@@ -126,6 +118,14 @@ class Settings(BaseSettings):
         default=1024, ge=1, description="Events a worker holds in memory ahead of its detectors; the rest waits in Kafka (lag)."
     )
     metrics_window_s: float = Field(default=10.0, gt=0)
+    shutdown_timeout_s: float = Field(
+        default=25.0,
+        gt=0,
+        le=3_600,
+        description="After SIGTERM or SIGINT the worker stops cleanly (its last commit, its metrics) within this; "
+        "past it (the broker unreachable, a detector stuck) it exits with status 75 without a clean stop, and the "
+        "partitions' next owner processes its uncommitted batches again. Under an orchestrator's grace period (30 s).",
+    )
     commit_interval_s: float | None = Field(
         default=None,
         gt=0,

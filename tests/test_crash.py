@@ -108,7 +108,7 @@ def test_a_worker_whose_broker_is_gone_still_obeys_sigterm(tmp_path):
     past shutdown_timeout_s of the signal the worker exits with status 75 instead, so an orchestrator's SIGTERM is
     obeyed; what it had not committed goes to the partitions' next owner."""
     from streams.local.broker import EmbeddedBroker
-    from streams.worker.app import EXIT_STOP_TIMED_OUT
+    from streams.worker.shutdown import EXIT_STOP_TIMED_OUT
 
     from .conftest import WorkerProcess, isolated_settings
 

@@ -19,7 +19,6 @@ import asyncio
 import logging
 import os
 import socket
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, cast
@@ -40,43 +39,10 @@ from streams.worker.commits import CommitGate, CommitMonitor
 from streams.worker.deadletters import DeadLetterWriter
 from streams.worker.metrics import WindowAggregator, WorkerMetrics
 from streams.worker.pipeline import PROCESSING_FAILED, BatchResult, DeadLetter, Pipeline, RawRecord
+from streams.worker.shutdown import bounded_stop, stopped_cleanly
 from streams.worker.web import register_pages
 
 log = logging.getLogger(__name__)
-
-# The worker's exit status when it did not stop within shutdown_timeout_s of a signal (EX_TEMPFAIL).
-EXIT_STOP_TIMED_OUT = 75
-_stop_deadline: threading.Timer | None = None
-_stopped_cleanly = threading.Event()  # faust's stop is done: its last commit made, the event loop closed
-
-
-def exit_unless_stopped(timeout_s: float) -> None:
-    """Exit the process ``timeout_s`` from now unless it has ended by then (the first call arms it; later ones do
-    nothing). Nothing is lost: offsets not committed are processed again by the partitions' next owner."""
-    global _stop_deadline
-    if _stop_deadline is not None:
-        return
-
-    def fire() -> None:
-        # Logging takes its handlers' locks, which a stuck thread may hold: exit in 2 s whatever happens here.
-        backstop = threading.Timer(2.0, os._exit, (EXIT_STOP_TIMED_OUT,))
-        backstop.daemon = True
-        backstop.start()
-        if _stopped_cleanly.is_set():  # the clean stop was made; what is left (a busy thread's join at exit) is not
-            log.warning("the worker stopped cleanly, but its process had not ended %.0f s after the signal: exiting", timeout_s)
-            os._exit(0)
-        log.critical(
-            "the worker did not stop within %.0f s of the signal (is the broker reachable?): exiting without a clean "
-            "stop; the partitions' next owner processes its uncommitted batches again",
-            timeout_s,
-        )
-        for handler in logging.getLogger().handlers:
-            handler.flush()
-        os._exit(EXIT_STOP_TIMED_OUT)
-
-    _stop_deadline = threading.Timer(timeout_s, fire)
-    _stop_deadline.daemon = True
-    _stop_deadline.start()
 
 
 class Worker:
@@ -424,20 +390,7 @@ class Worker:
         """Run the faust worker in this process until it is stopped (SIGTERM/SIGINT)."""
         from faust.worker import Worker as FaustWorker
 
-        timeout_s = self.settings.shutdown_timeout_s
-
-        class BoundedStopWorker(FaustWorker):
-            """faust's worker, whose stop after a signal is bounded: without the broker it can wait forever."""
-
-            def _on_sigterm(self) -> None:
-                exit_unless_stopped(timeout_s)
-                super()._on_sigterm()
-
-            def _on_sigint(self) -> None:
-                exit_unless_stopped(timeout_s)
-                super()._on_sigint()
-
-        worker = BoundedStopWorker(self.app, loglevel=self.settings.log_level, quiet=True)
+        worker = bounded_stop(FaustWorker, self.settings.shutdown_timeout_s)(self.app, loglevel=self.settings.log_level, quiet=True)
         # At DEBUG the Kafka clients log every message they send, payload included: the
         # monitor's logs must not carry user data, so they stay at INFO whatever the level.
         client_level = max(logging.INFO, getattr(logging, self.settings.log_level.upper()))
@@ -447,5 +400,5 @@ class Worker:
             worker.execute_from_commandline()
         except SystemExit as done:  # faust raises it once it has stopped and closed its loop
             if done.code in (0, None):
-                _stopped_cleanly.set()
+                stopped_cleanly()
             raise
