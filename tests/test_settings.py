@@ -42,6 +42,11 @@ def test_bad_settings_are_clear_errors(tmp_path, monkeypatch):
         Settings(kafka={"security_protocol": "SASL_PLAINTEXT"})
     with pytest.raises(ValidationError, match="unknown_option"):
         Settings(unknown_option=1)
+    with pytest.raises(ValidationError, match="embedding_precision"):
+        Settings(embedding_precision="bf16")
+    monkeypatch.setenv("STREAMWARDEN_EMBEDDING_PRECISION", "fp32")
+    assert Settings().embedding_precision == "fp32"
+    monkeypatch.delenv("STREAMWARDEN_EMBEDDING_PRECISION")
     bad = tmp_path / "sw.ini"
     bad.write_text("x=1")
     monkeypatch.setenv("STREAMWARDEN_CONFIG", str(bad))

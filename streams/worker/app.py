@@ -56,7 +56,7 @@ class Worker:
         import torch
 
         torch.set_num_threads(threads)
-        embeddings.configure(backend=settings.embedding_backend, threads=threads)
+        embeddings.configure(backend=settings.embedding_backend, threads=threads, precision=settings.embedding_precision)
         self.detectors = registry.build(settings.detectors, settings.detector_kwargs())
         for detector in self.detectors:
             detector.warm_up()
