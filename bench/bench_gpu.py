@@ -1,7 +1,8 @@
 """GPU figures, each beside a CPU baseline run in the same process (ratios, not only absolute figures).
 
-* embedding sentences/s on CUDA in fp32 and fp16 at batch sizes 64, 256 and 1,024, and the worker's own path
-  (``EmbeddingService``: fp16, batch 256), against the CPU on a sample of the same sentences;
+* embedding sentences/s on CUDA in fp32 and fp16 at batch sizes 64, 256 and 1,024 (each after a whole pass to
+  warm up), and the worker's own path (``EmbeddingService``, batch 256) in fp16 and fp32, rounds taking turns
+  (which precision should ``auto`` take?), against the CPU on a sample of the same sentences;
 * the MMD permutation test (``detectors.drift.mmd_permutation_test`` with its default permutations) at
   5,000 x 5,000 on CUDA, against the CPU at a smaller size (2,000 x 2,000 unless told: the output says so), and
   its p-values on shifted and unshifted embeddings on both devices (is the CUDA result right?);
@@ -10,7 +11,9 @@
   model on onnxruntime's CPU provider;
 * events/s per worker, detectors only: the embedding-based detectors' ``score_batch`` (drift, and
   self-consistency with the embedding method) on micro-batches, as the worker calls them (one embedding pass
-  per micro-batch first), with no broker and no decoding: the ceiling of one worker's detector thread.
+  per micro-batch first), with no broker and no decoding: the ceiling of one worker's detector thread. With no
+  LRU of vectors (traffic that never repeats), then at the best micro-batch in the other precision and with the
+  worker's LRU.
 
 It imports only ``detectors.embeddings``, ``.drift``, ``.nli`` and ``.consistency`` (and what they import), each
 section on its own: a failing section prints its error and the next one runs. ``detectors`` needs pydantic;
@@ -76,6 +79,7 @@ def say(line: str = "") -> None:
 class Sizes:
     batches: tuple[int, ...] = (64, 256, 1024)  # embedding batch sizes on the GPU
     gpu_texts: int = 0  # sentences per GPU figure (0: every text)
+    runs: int = 3  # timed passes per embedding figure, after a whole pass to warm up
     cpu_sample: int = 512  # sentences of the CPU baseline
     mmd_n: int = 5000  # rows per window on the GPU
     mmd_cpu_n: int = 2000  # rows per window on the CPU (and on the GPU beside it)
@@ -91,6 +95,7 @@ class Sizes:
 
 QUICK = Sizes(
     batches=(8, 32),
+    runs=1,
     gpu_texts=64,
     cpu_sample=32,
     mmd_n=120,
@@ -253,7 +258,10 @@ def convert_model(source: Path, dest: Path, texts: Sequence[str], max_bytes: int
         chars = {i for i, t in enumerate(by_id) if (len(t) == 1 or (t.startswith("##") and len(t) == 3)) and ord(t[-1]) < 0x250}
         base = needed | chars | specials
         if len(base) > rows:
-            raise RuntimeError(f"the texts need {len(base)} tokens, the budget allows {rows}: carry fewer texts or raise --max-model-mb")
+            raise RuntimeError(
+                f"the texts need {len(base)} tokens, the budget allows {rows}: carry fewer texts (--per-group), raise "
+                "--max-model-mb, or hold back tracked files this bench never reads (bench/README.md, 'On a GPU machine')"
+            )
         fill = (i for i, t in enumerate(by_id) if i not in base and not t.startswith("[unused"))
         keep = sorted(base | set(itertools.islice(fill, rows - len(base))))
     new_id = {old: new for new, old in enumerate(keep)}
@@ -513,18 +521,16 @@ def embeddings_section(ctx: Context) -> None:
         model.eval()
         models[dtype] = model
         for batch in s.batches:
-            encode(model, texts[:batch], batch)  # warm-up: kernels, allocator
+            # Warm-up: one whole pass, so that every padded length's kernels are chosen before the clock runs
+            # (a first run's fp16 figures were a third of its worker's, from a warm-up of one batch).
+            encode(model, texts, batch)
             sync(ctx.device)
-            rate = len(texts) / timed(functools.partial(encode, model, texts, batch))
+            rate = len(texts) / timed(functools.partial(encode, model, texts, batch), min_seconds=0, max_runs=s.runs)
             say(f"{ctx.device:<34}{dtype:<7}{batch:>6}{len(texts):>11}{rate:>14,.0f}{rate / cpu_rate:>9.2f}")
             if dtype == "fp16" and rate > best[0]:
                 best = (rate, f"batch {batch}")
-    service = ctx.service()
-    service.encode(texts[:64])
-    rate = len(texts) / timed(lambda: service._forward(texts))
-    say(
-        f"{'EmbeddingService (the worker)':<34}{'fp16' if ctx.device.startswith('cuda') else 'fp32':<7}{service.batch_size:>6}{len(texts):>11}{rate:>14,.0f}{rate / cpu_rate:>9.2f}"
-    )
+    say(f"(each: one whole pass to warm up, then the best of {s.runs})")
+    worker = service_precisions(ctx, texts, cpu_rate)
     for dtype, model in models.items():
         cos = (encode(model, sample, 64) * reference).sum(axis=1)
         say(
@@ -532,8 +538,42 @@ def embeddings_section(ctx: Context) -> None:
         )
     ctx.figures["embeddings"] = (
         f"embeddings: {best[0]:,.0f} sentences/s on {ctx.device} fp16 ({best[1]}), x{best[0] / cpu_rate:.1f} the CPU's {cpu_rate:,.0f}/s "
-        f"(fp32, batch 64, {os.cpu_count()} cores); the worker's EmbeddingService {rate:,.0f}/s"
+        f"(fp32, batch 64, {os.cpu_count()} cores); the worker's EmbeddingService {worker}"
     )
+
+
+def service_precisions(ctx: Context, texts: Sequence[str], cpu_rate: float) -> str:
+    """The worker's own path (``EmbeddingService._forward``, its batch size) in each precision it offers on the
+    device, rounds taking turns (so that a drift of the machine's speed falls on both): which should the default be?"""
+    from detectors.embeddings import EmbeddingService
+
+    precisions = ("fp16", "fp32") if ctx.device.startswith("cuda") else ("fp32",)
+    services = {p: EmbeddingService(ctx.model, device=ctx.device, precision=p) for p in precisions}
+    for service in services.values():
+        service._forward(list(texts))  # warm-up: a whole pass
+        sync(ctx.device)
+    rates: dict[str, list[float]] = {p: [] for p in precisions}
+    rounds = ctx.sizes.runs + 2
+    for _ in range(rounds):
+        for p, service in services.items():
+            t0 = time.perf_counter()
+            service._forward(list(texts))
+            sync(ctx.device)
+            rates[p].append(len(texts) / (time.perf_counter() - t0))
+    default = ctx.service().precision
+    base = statistics.median(rates["fp32"])
+    for p in precisions:
+        median = statistics.median(rates[p])
+        say(
+            f"{'EmbeddingService ' + p + (' (default)' if p == default else ''):<34}{p:<7}{services[p].batch_size:>6}{len(texts):>11}"
+            f"{median:>14,.0f}{median / cpu_rate:>9.2f}   best {max(rates[p]):,.0f}, x{median / base:.2f} fp32"
+        )
+    say(f"(EmbeddingService: the median of {rounds} rounds, the precisions taking turns, after a whole pass each)")
+    if len(precisions) > 1:
+        a, b = (services[p]._forward(list(texts[:512])) for p in precisions)
+        cos = (a * b).sum(axis=1)
+        say(f"EmbeddingService fp16 against fp32 on {len(cos)} sentences: cosine min {cos.min():.5f}, mean {cos.mean():.5f}")
+    return ", ".join(f"{p} {statistics.median(rates[p]):,.0f}/s" for p in precisions) + f" (default {default})"
 
 
 def mmd_section(ctx: Context) -> None:
@@ -772,11 +812,14 @@ def make_events(sentences: Sequence[str], n: int) -> list[BenchEvent]:
 
 
 def detectors_section(ctx: Context) -> None:
-    from detectors.consistency import SelfConsistencyDetector
     from detectors.drift import EmbeddingDriftDetector
+    from detectors.embeddings import EmbeddingService
 
     s = ctx.sizes
-    service = ctx.service()
+    # No vectors kept across micro-batches: consistency embeds sentences, and the carried texts are a few
+    # thousand distinct sentences, so the worker's LRU (10,000 entries) would serve nearly all of them after the
+    # first pass. Without it every micro-batch's texts reach the model: traffic that never repeats itself.
+    service = EmbeddingService(ctx.model, device=ctx.device, cache_entries=0)
     service.warm_up()
     events = make_events(ctx.sentences, s.events)
     probe = EmbeddingDriftDetector(embeddings=service, device=ctx.device, **s.drift)
@@ -784,53 +827,81 @@ def detectors_section(ctx: Context) -> None:
         f"drift: reference {probe.reference_size}, window {probe.window_size}, a test every {probe.test_every} events, "
         f"{probe.permutations} permutations, sample_rate {probe.sample_rate}; consistency: method 'embedding', 3 samples per event"
     )
-    say(f"{len(events)} events per run; the first micro-batch is a warm-up, not timed; no broker, no decoding")
+    say(
+        f"{len(events)} events per run; the first micro-batch is a warm-up, not timed; no broker, no decoding; "
+        f"embeddings {service.precision}, no LRU across micro-batches"
+    )
     say(
         f"{'micro-batch':>11}{'events/s':>11}{'texts/event':>13}{'drift tests':>13}{'findings':>10}   share of time: embed / drift / consistency"
     )
     best = (0.0, 0)
     for batch in s.event_batches:
-        drift = EmbeddingDriftDetector(embeddings=service, device=ctx.device, **s.drift)
-        consistency = SelfConsistencyDetector(method="embedding", embeddings=service)
-        tests = [0]
-        run_test = drift._run_test
-
-        def counting(key, cur, run_test=run_test, tests=tests):
-            tests[0] += 1
-            return run_test(key, cur)
-
-        setattr(drift, "_run_test", counting)  # noqa: B010 - count the MMD tests without changing them
-        stages = {"embed": 0.0, "drift": 0.0, "consistency": 0.0}
-        findings = 0
-        batches = [events[i : i + batch] for i in range(0, len(events), batch)]
-        encoded = service.texts_encoded
-        timed_events = 0
-        for j, b in enumerate(batches):
-            t0 = time.perf_counter()
-            texts = drift.texts_to_embed(b) + consistency.texts_to_embed(b)
-            with service.batch(texts):
-                t1 = time.perf_counter()
-                findings += len(drift.score_batch(b))
-                sync(ctx.device)
-                t2 = time.perf_counter()
-                findings += len(consistency.score_batch(b))
-                t3 = time.perf_counter()
-            if j == 0 and len(batches) > 1:
-                encoded = service.texts_encoded
-                continue
-            timed_events += len(b)
-            stages["embed"] += t1 - t0
-            stages["drift"] += t2 - t1
-            stages["consistency"] += t3 - t2
-        total = sum(stages.values())
-        rate = timed_events / total
-        share = " / ".join(f"{v / total:.0%}" for v in stages.values())
-        say(f"{batch:>11,}{rate:>11,.0f}{(service.texts_encoded - encoded) / timed_events:>13.2f}{tests[0]:>13}{findings:>10}   {share}")
+        rate, line = detectors_run(ctx, service, events, batch)
+        say(line)
         best = max(best, (rate, batch))
     say("(texts/event: texts the model encoded per event, after the micro-batch's de-duplication; a worker also decodes and validates)")
+    others = []
+    variants: list[tuple[str, str, Any]] = []
+    if ctx.device.startswith("cuda"):
+        precision = "fp32" if service.precision == "fp16" else "fp16"
+        model = EmbeddingService(ctx.model, device=ctx.device, precision=precision, cache_entries=0)
+        variants.append((f"embeddings in {precision}", "", model))
+    variants.append(("the worker's LRU of vectors", " (10,000): repeated sentences served from it", ctx.service()))
+    for label, more, other in variants:
+        rate, line = detectors_run(ctx, other, events, best[1])
+        say(f"the same with {label}{more}:")
+        say(line)
+        others.append(f"{rate:,.0f} with {label}")
     ctx.figures["detectors"] = (
-        f"detectors only (drift + consistency[embedding], no broker): {best[0]:,.0f} events/s per worker on {ctx.device} (micro-batch {best[1]})"
+        f"detectors only (drift + consistency[embedding], no broker): {best[0]:,.0f} events/s per worker on {ctx.device} "
+        f"(micro-batch {best[1]}, embeddings {service.precision}, no LRU); " + "; ".join(others)
     )
+
+
+def detectors_run(ctx: Context, service: Any, events: Sequence[BenchEvent], batch: int) -> tuple[float, str]:
+    """One run of drift and consistency over ``events`` in micro-batches of ``batch``: events/s and its table line."""
+    from detectors.consistency import SelfConsistencyDetector
+    from detectors.drift import EmbeddingDriftDetector
+
+    service.warm_up()
+    service.clear_cache()  # each run starts with no vectors kept from another
+    drift = EmbeddingDriftDetector(embeddings=service, device=ctx.device, **ctx.sizes.drift)
+    consistency = SelfConsistencyDetector(method="embedding", embeddings=service)
+    tests = [0]
+    run_test = drift._run_test
+
+    def counting(*args, run_test=run_test, tests=tests):
+        tests[0] += 1
+        return run_test(*args)
+
+    setattr(drift, "_run_test", counting)  # noqa: B010 - count the MMD tests without changing them
+    stages = {"embed": 0.0, "drift": 0.0, "consistency": 0.0}
+    findings = 0
+    batches = [events[i : i + batch] for i in range(0, len(events), batch)]
+    encoded = service.texts_encoded
+    timed_events = 0
+    for j, b in enumerate(batches):
+        t0 = time.perf_counter()
+        texts = drift.texts_to_embed(b) + consistency.texts_to_embed(b)
+        with service.batch(texts):
+            t1 = time.perf_counter()
+            findings += len(drift.score_batch(b))
+            sync(ctx.device)
+            t2 = time.perf_counter()
+            findings += len(consistency.score_batch(b))
+            t3 = time.perf_counter()
+        if j == 0 and len(batches) > 1:
+            encoded = service.texts_encoded
+            continue
+        timed_events += len(b)
+        stages["embed"] += t1 - t0
+        stages["drift"] += t2 - t1
+        stages["consistency"] += t3 - t2
+    total = sum(stages.values())
+    rate = timed_events / total
+    share = " / ".join(f"{v / total:.0%}" for v in stages.values())
+    line = f"{batch:>11,}{rate:>11,.0f}{(service.texts_encoded - encoded) / timed_events:>13.2f}{tests[0]:>13}{findings:>10}   {share}"
+    return rate, line
 
 
 def section(name: str, title: str, fn: Callable[..., None], *args: Any) -> None:
