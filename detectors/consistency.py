@@ -46,7 +46,7 @@ from functools import cached_property
 import numpy as np
 
 from .base import Detector, EventLike, Finding, Severity
-from .contracts import ExposesGauges, Gauge, KeepsWindows, NeedsEmbeddings
+from .contracts import ExposesGauges, Gauge, KeepsWindows, LeavesUnjudged, NeedsEmbeddings
 from .embeddings import UsesEmbeddings
 from .errors import ConfigurationError
 
@@ -96,8 +96,12 @@ class UnigramScores:
         return float(np.mean([min(1.0, r / self.ceiling) for r in self.raw])) if self.raw else 0.0
 
 
-class SelfConsistencyDetector(UsesEmbeddings, Detector, NeedsEmbeddings, ExposesGauges):
-    """Scores each event's response against its ``samples``; flags likely hallucinations."""
+class SelfConsistencyDetector(UsesEmbeddings, Detector, NeedsEmbeddings, ExposesGauges, LeavesUnjudged):
+    """Scores each event's response against its ``samples``; flags likely hallucinations.
+
+    An event with fewer than ``min_samples`` samples, or an empty response, is left **unjudged** (the worker
+    counts it), so that the hallucination rate is a share of the events that could be checked, whatever share of
+    the traffic carries samples."""
 
     name = "consistency"
 
@@ -135,12 +139,19 @@ class SelfConsistencyDetector(UsesEmbeddings, Detector, NeedsEmbeddings, Exposes
 
         return NLIScorer.shared(self.nli_model)
 
+    def checkable(self, event: EventLike) -> bool:
+        """Whether ``event`` carries what a judgement needs: a response and at least ``min_samples`` samples."""
+        return len(event.samples) >= self.min_samples and bool(event.response.strip())
+
+    def unjudged(self, events: Sequence[EventLike]) -> set[str]:
+        return {e.event_id for e in events if not self.checkable(e)}
+
     def texts_to_embed(self, events: Sequence[EventLike]) -> list[str]:
         if self.method != "embedding":
             return []
         out = []
         for e in events:
-            if len(e.samples) >= self.min_samples and e.response.strip():
+            if self.checkable(e):
                 out.extend(split_sentences(e.response))
                 for x in e.samples:
                     out.extend(split_sentences(x) or [x])
@@ -226,7 +237,7 @@ class SelfConsistencyDetector(UsesEmbeddings, Detector, NeedsEmbeddings, Exposes
     # -- the detector hook -------------------------------------------------------------------------
 
     def score_batch(self, events: Sequence[EventLike]) -> list[Finding]:
-        checked = [e for e in events if len(e.samples) >= self.min_samples and e.response.strip()]
+        checked = [e for e in events if self.checkable(e)]
         if not checked:
             return []
         use_nli = None

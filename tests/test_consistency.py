@@ -48,6 +48,14 @@ def test_detector_flags_only_events_with_enough_samples_and_a_high_score():
     findings = det.score_batch([bad, good, no_samples])
     assert [f.event_id for f in findings] == [bad.event_id]
     assert findings[0].kind == "inconsistent_response" and findings[0].details["n_samples"] == 3
+    # What it could not check it leaves unjudged (too few samples, an empty response), so that the rate of its
+    # findings is a share of the events it judged, not of every event.
+    one_sample = make_event(response=MADE_UP, samples=SAMPLES[:1])
+    empty = make_event(response="  ", samples=SAMPLES)
+    batch = [bad, good, no_samples, one_sample, empty]
+    det.score_batch(batch)
+    assert det.unjudged(batch) == {no_samples.event_id, one_sample.event_id, empty.event_id}
+    assert SelfConsistencyDetector(min_samples=1).unjudged(batch) == {no_samples.event_id, empty.event_id}
 
 
 def test_unknown_method_and_a_missing_nli_model_are_clear_errors(monkeypatch, tmp_path):

@@ -84,9 +84,11 @@ def test_demo_runs_for_20_seconds_and_its_summary_is_consistent(tmp_path):
             assert "toxicity.toxic_response" not in kinds, phase
     assert s["metrics_records"] > 0
     # Unjudged, from the metrics topic: grounding's events without context documents (all but the RAG questions, an
-    # eighth of the events), and whatever toxicity's ration left while the worker was behind; no detector failed.
-    assert set(s["events_unjudged"]) <= {"grounding", "toxicity"}
+    # eighth of the events), consistency's events without samples (all the code helper's, most of the support
+    # assistant's), and whatever toxicity's ration left while the worker was behind; no detector failed.
+    assert set(s["events_unjudged"]) <= {"grounding", "toxicity", "consistency"}
     assert 0.5 * s["events_processed"] < s["events_unjudged"]["grounding"] < s["events_processed"]
+    assert 0.5 * s["events_processed"] < s["events_unjudged"]["consistency"] < s["events_processed"]
     # The policy agent tripped the kill switch and a rollback for the leaking model, once each, rolled
     # the toxic canary back, and the stand-in deployment controller got each rollback with the version
     # to return to.

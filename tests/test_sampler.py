@@ -66,12 +66,14 @@ def test_worker_resamples_and_flags_inconsistent_events(settings, start_worker):
         events = [
             make_event(prompt="Who founded the company?", response="It was founded in 1931 by Ada Lovelace in Paris.") for _ in range(20)
         ]
+        # One sample is too few to judge, and the sampler leaves an event that has samples alone: unjudged.
+        unsampled = [make_event(response="It was founded in 1931.", samples=["It was founded in 1931."]) for _ in range(5)]
         with Tap(settings=settings) as tap:
-            for e in events:
+            for e in events + unsampled:
                 tap.record(e)
         try:
             wait_for(
-                lambda: tally.findings_by_kind.get("consistency.inconsistent_response", 0) >= 20,
+                lambda: tally.findings_by_kind.get("consistency.inconsistent_response", 0) >= 20 and tally.events_processed >= 25,
                 timeout=90,
                 message="findings on re-sampled events",
             )
@@ -82,6 +84,8 @@ def test_worker_resamples_and_flags_inconsistent_events(settings, start_worker):
             reader.stop()
         assert len(model.requests) == 20 and all(r["body"]["n"] == 4 for r in model.requests)
     assert set(tally.finding_event_ids) == {e.event_id for e in events}
+    # The re-sampled events count as judged (their judgement came later); only the unsampled five do not.
+    assert tally.events_processed == 25 and tally.unjudged["consistency"] == 5, tally.unjudged
 
 
 def test_a_local_causal_lm_path_is_a_sample_source(tmp_path):

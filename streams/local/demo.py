@@ -440,7 +440,8 @@ def run_demo(settings: Settings, opts: DemoOptions, console: Console | None = No
                 "findings": dict(sorted(tally.findings_by_detector.items())),
                 "findings_by_kind": dict(sorted(tally.findings_by_kind.items())),
                 "findings_total": len(tally.finding_ids),
-                # What the detectors' rations left unjudged while the worker was behind (toxicity's head), by detector.
+                # What the detectors left unjudged, by detector: what they had nothing to judge on (grounding: no
+                # context documents; consistency: no samples) and what a ration refused while the worker was behind.
                 "events_unjudged": dict(sorted(tally.unjudged.items())),
                 "findings_duplicated": tally.findings_duplicated,
                 "events_by_phase": dict(sorted(sent.by_phase.items())),

@@ -222,10 +222,14 @@ class Worker:
         self.metrics.observe(result, len(records), time.perf_counter() - t0)
         self._observe_lag(records)
         self.metrics.set_detector_gauges(self.detectors)
-        self.gate.add(records, result)  # counted in metrics once its offsets are committed
         if self.sampler is not None:
-            for event in result.events:
-                self.sampler.offer(event)
+            sampled = {event.event_id for event in result.events if self.sampler.offer(event)}
+            left = result.unjudged.get(self._consistency.name) if self._consistency is not None else None
+            if sampled and left:
+                # Judged later, when their samples come back (check_sampled): not unjudged. A request that then
+                # fails leaves one judged event without a finding, counted in streamwarden_sampler_requests_total{outcome="failed"}.
+                left -= sampled
+        self.gate.add(records, result)  # counted in metrics once its offsets are committed
         return result
 
     async def _process(self, records: list[RawRecord]) -> BatchResult:
