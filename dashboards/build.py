@@ -322,6 +322,17 @@ def bias() -> db.Dashboard:
     )
 
 
+def judged_share(detector: str, by: str = "model, model_version") -> str:
+    """PromQL: ``detector``'s findings over the events it judged (every event less those it left unjudged), per
+    ``by``: the share its finding_rate rule reads (streams/policy/prometheus_rules.py)."""
+    events = f"sum by ({by}) (rate(streamwarden_events_total{{{M}}}[{RI}]))"
+    unjudged = f'sum by ({by}) (rate(streamwarden_unjudged_events_total{{{M}, detector="{detector}"}}[{RI}]))'
+    return (
+        f'(sum by ({by}) (rate(streamwarden_findings_total{{{M}, detector="{detector}"}}[{RI}])) / '
+        f"({events} - ({unjudged} or {events} * 0))) or vector(0)"
+    )
+
+
 def consistency() -> db.Dashboard:
     d = base(
         "streamwarden-consistency",
@@ -331,12 +342,11 @@ def consistency() -> db.Dashboard:
     return (
         d.with_panel(
             ts(
-                "inconsistent responses / events",
-                q(
-                    f'(sum by (model) (rate(streamwarden_findings_total{{{M}, detector="consistency"}}[{RI}])) / sum by (model) (rate(streamwarden_events_total{{{M}}}[{RI}]))) or vector(0)',
-                    "{{model}}",
-                ),
+                "inconsistent responses / events judged",
+                q(judged_share("consistency"), "{{model}} {{model_version}}"),
                 unit="percentunit",
+                desc="Over the events consistency judged: those that carried samples (or were re-sampled), as the "
+                "hallucination-rate rule counts; the pipeline dashboard shows how many it left unjudged.",
             )
         )
         .with_panel(
@@ -360,14 +370,11 @@ def consistency() -> db.Dashboard:
         )
         .with_panel(
             ts(
-                "ungrounded responses / events",
-                q(
-                    f'(sum by (model) (rate(streamwarden_findings_total{{{M}, detector="grounding"}}[{RI}])) / sum by (model) (rate(streamwarden_events_total{{{M}}}[{RI}]))) or vector(0)',
-                    "{{model}}",
-                ),
+                "ungrounded responses / RAG answers judged",
+                q(judged_share("grounding"), "{{model}} {{model_version}}"),
                 unit="percentunit",
-                desc="Responses with a sentence that no context document supports, over all events: only events with "
-                "context are checked, so divide by your share of RAG traffic for the share of RAG answers.",
+                desc="Responses with a sentence that no context document supports, over the events grounding judged "
+                "(those with context documents), as the grounding-rate rule counts.",
             )
         )
         .with_panel(
@@ -438,13 +445,7 @@ def attacks() -> db.Dashboard:
         .with_panel(
             ts(
                 "toxic responses / events judged",
-                q(
-                    f'(sum by (model, model_version) (rate(streamwarden_findings_total{{{M}, detector="toxicity"}}[{RI}])) / '
-                    f"(sum by (model, model_version) (rate(streamwarden_events_total{{{M}}}[{RI}])) - "
-                    f'(sum by (model, model_version) (rate(streamwarden_unjudged_events_total{{{M}, detector="toxicity"}}[{RI}])) '
-                    f"or sum by (model, model_version) (rate(streamwarden_events_total{{{M}}}[{RI}])) * 0))) or vector(0)",
-                    "{{model}} {{model_version}}",
-                ),
+                q(judged_share("toxicity"), "{{model}} {{model_version}}"),
                 unit="percentunit",
                 desc="Per model version, so that a canary's jump shows beside the stable version; over the events toxicity "
                 "judged (under load its ration leaves some unjudged: the pipeline dashboard shows how many), as the toxic-rate rule counts.",
