@@ -183,8 +183,8 @@ def test_close_stops_the_thread_without_waiting_for_a_stuck_run():
     assert det.run_counts()["dropped"] == 1 and gate.finished == 0
     det.score_batch([make_event() for _ in range(10)])  # due, but closed: dropped, nothing runs inline
     assert det.run_counts()["dropped"] == 2 and len(gate.seen) == 1
-    thread = next(t for t in threading.enumerate() if t.name == "descriptor_drift-background")
-    assert thread.daemon
+    thread = det._runner._thread  # this detector's own (other tests' detectors may have left threads of that name)
+    assert thread is not None and thread.name == "descriptor_drift-background" and thread.daemon
     gate.open.set()
     thread.join(60)
     assert not thread.is_alive() and det.drain(0) == []
