@@ -121,6 +121,11 @@ class RunsInBackground(Protocol):
         """Stops its thread: queued runs are dropped, the one in progress gets ``timeout`` seconds, its
         findings stay for :meth:`drain`. The thread is a daemon: it never holds the process."""
 
+    @abc.abstractmethod
+    def run_counts(self) -> dict[str, int]:
+        """Its thread's runs so far: submitted, coalesced, ran, failed (they raised), dropped. The worker counts
+        the failed ones as this detector's errors, as it does a batch the detector raised on."""
+
 
 @runtime_checkable
 class LeavesUnjudged(Protocol):

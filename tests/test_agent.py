@@ -236,6 +236,45 @@ def test_descriptor_drift_runs_on_its_own_thread_in_the_worker_and_stops_with_it
     assert det.run_counts()["dropped"] == 1 and len(w.findings_topic.sent) == 1
 
 
+def test_a_failed_run_of_a_detectors_own_thread_counts_as_that_detectors_error(tmp_path):
+    import time
+
+    small = {"reference_size": 20, "window_size": 20, "test_every": 10, "pii": False}
+    w = Worker(
+        Settings(
+            profile="embedded",
+            bootstrap="127.0.0.1:1",
+            detectors=["descriptor_drift"],
+            detector_options={"descriptor_drift": small},
+            app_id="background-failure-test",
+            state_dir=tmp_path / "state",
+            reports_dir=tmp_path / "reports",
+        )
+    )
+    w.findings_topic = RecordingTopic()
+    (det,) = w.detectors
+
+    def broken(key, ref_rows, rows):
+        raise RuntimeError("the window test broke")
+
+    det._test = broken
+    run(w.handle(_records([make_event() for _ in range(40)])))
+    deadline = time.monotonic() + 60
+    while det.run_counts()["failed"] < 1 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    failed = det.run_counts()["failed"]
+    assert failed >= 1
+    errors = w.metrics.detector_errors.labels("descriptor_drift")
+    assert errors._value.get() == 0  # not counted before the worker's tick
+    run(w.publish_background_findings())
+    assert errors._value.get() == failed
+    run(w.publish_background_findings())  # counted once, not again on the next tick
+    assert errors._value.get() == failed
+    (pipeline,) = [r for r in w.windows.flush() if r.scope == "pipeline"]
+    assert pipeline.detector_errors == {"descriptor_drift": failed}  # the metrics topic carries them too
+    run(w.stop_background())
+
+
 def test_the_pipelines_forward_pass_thread_stops_with_the_worker():
     # toxicity asks for vectors and pii does not: the batch's forward pass runs on the pipeline's own thread
     w = Worker(Settings(profile="embedded", bootstrap="127.0.0.1:1", detectors=["pii", "toxicity"], app_id="forward-test"))

@@ -27,7 +27,7 @@ import faust
 from faust.types import TP
 
 from detectors import embeddings, registry
-from detectors.base import Finding
+from detectors.base import Detector, Finding
 from detectors.contracts import PublishesSamples, RunsInBackground, declared
 from detectors.drift import DriftMerger, EmbeddingDriftDetector
 from streams import kafka_clients
@@ -64,6 +64,7 @@ class Worker:
         # the next batch, or with the timer when traffic pauses; their threads stop with the worker.
         self._in_background = [cast(RunsInBackground, d) for d in self.detectors if RunsInBackground in declared(d)]
         self._background_unpublished: list[Finding] = []
+        self._background_failed: dict[str, int] = {}  # failed runs of each detector's thread, counted so far
         self.otlp_decoder = OTLPDecoder(settings.otlp_encoding, DecodeOptions.from_settings(settings)) if settings.otlp_enabled else None
         self.pipeline = Pipeline(
             self.detectors, settings.max_event_bytes, settings.otlp_topic_name if settings.otlp_enabled else None, self.otlp_decoder
@@ -295,7 +296,10 @@ class Worker:
     # -- the detectors' own threads -------------------------------------------------------
 
     async def publish_background_findings(self) -> None:
-        """Publish what the detectors' own threads completed and no batch carried yet (never waits for a run)."""
+        """Publish what the detectors' own threads completed and no batch carried yet (never waits for a run); count
+        their failed runs as the detectors' errors (streamwarden_detector_errors_total and the metrics topic), like
+        a batch a detector raised on."""
+        self._count_background_failures()
         # What a failed publish left comes first: drain() hands each finding over once, so the worker keeps it.
         findings = self._background_unpublished + [f for d in self._in_background for f in d.drain(0)]
         self._background_unpublished = []
@@ -310,6 +314,16 @@ class Worker:
             return
         self.metrics.observe_findings(result)
         self.windows.add_findings(findings)
+
+    def _count_background_failures(self) -> None:
+        for d in self._in_background:
+            name = cast(Detector, d).name
+            failed = d.run_counts().get("failed", 0)
+            new = failed - self._background_failed.get(name, 0)
+            if new > 0:
+                self._background_failed[name] = failed
+                self.metrics.detector_errors.labels(name).inc(new)
+                self.windows.add_detector_errors({name: new})
 
     async def stop_background(self, timeout: float = 2.0) -> None:
         """Stop the detectors' threads (a run in progress gets ``timeout`` seconds, off the event loop;

@@ -55,6 +55,10 @@ class WindowAggregator:
             by_sev = rec.finding_severities.setdefault(key, {})
             by_sev[sev] = by_sev.get(sev, 0) + 1
 
+    def add_detector_errors(self, counts: dict[str, int]) -> None:
+        """Detector errors outside a batch (a detector's own thread failed a run), by detector."""
+        _add_counts(self._pipeline.detector_errors, counts)
+
     def add(self, result: BatchResult) -> None:
         p = self._pipeline
         p.batches += 1
@@ -140,7 +144,10 @@ class WorkerMetrics:
         )
         self.duplicates = PromCounter("streamwarden_duplicate_events_total", "Events dropped as duplicates of an event_id.", registry=r)
         self.detector_errors = PromCounter(
-            "streamwarden_detector_errors_total", "Batches on which a detector raised.", ["detector"], registry=r
+            "streamwarden_detector_errors_total",
+            "Batches on which a detector raised, and failed runs of its own thread.",
+            ["detector"],
+            registry=r,
         )
         self.batch_seconds = Histogram(
             "streamwarden_batch_duration_seconds",
