@@ -284,3 +284,16 @@ def test_the_pipelines_forward_pass_thread_stops_with_the_worker():
     assert thread is not None
     run(w.stop_background())
     assert w.pipeline._forward_thread is None and thread._shutdown
+
+
+def test_a_worker_forgets_the_lag_of_partitions_it_no_longer_holds():
+    w = Worker(Settings(profile="embedded", bootstrap="127.0.0.1:1", detectors=["descriptors"], app_id="lag-test"))
+    w.metrics.lag.labels("inference", "0").set(500)
+    w.metrics.lag.labels("inference", "1").set(7)
+
+    def reported():
+        return {s.labels["partition"]: s.value for m in w.metrics.lag.collect() for s in m.samples}
+
+    assert reported() == {"0": 500, "1": 7}
+    w.forget_lag({TP("inference", 0), TP("inference", 9)})  # revoked: one it reported, one it never did
+    assert reported() == {"1": 7}  # the next owner of partition 0 reports it; a stale 500 here would add to the backlog

@@ -201,8 +201,18 @@ class Worker:
             dropped = self.gate.forget(revoked)
             if dropped:
                 log.info("%d uncommitted batch(es) of revoked partitions left to their next owner", dropped)
+            self.forget_lag(revoked)
 
         register_pages(self)
+
+    def forget_lag(self, partitions: Any) -> None:
+        """Drop the lag this worker reported for partitions it no longer holds: their next owner reports it now, and
+        a stale value here would stay on the dashboards and in the falling-behind alert."""
+        for tp in partitions:
+            try:
+                self.metrics.lag.remove(tp.topic, str(tp.partition))
+            except KeyError:  # never reported here
+                pass
 
     def _flush_soon(self) -> None:
         try:
