@@ -75,12 +75,13 @@ def alertmanager_binary() -> str:
 
 
 class Alertmanager:
-    """A real Alertmanager on 127.0.0.1, routing every alert to ``webhook_url`` within about a second."""
+    """A real Alertmanager on 127.0.0.1, routing every alert to ``webhook_url`` within about a second; or, with
+    ``config``, running that configuration as it is (the compose stack's, say)."""
 
-    def __init__(self, workdir: Path, webhook_url: str):
+    def __init__(self, workdir: Path, webhook_url: str = "", config: dict | None = None):
         self.port = free_port()
         self.workdir = workdir
-        config = {
+        config = config or {
             "route": {
                 "receiver": "hook",
                 "group_by": ["alertname", "model"],
