@@ -42,6 +42,25 @@ def test_budget_fraction_rate_and_concurrency_are_respected():
     asyncio.run(scenario())
 
 
+def test_an_event_without_a_response_is_never_sampled_and_too_few_samples_are_counted():
+    async def scenario():
+        answers = iter(["A full answer.", "", "  "])
+        with ModelStandIn(lambda prompt: next(answers, "")) as model:
+            s = Sampler(ChatModel(model.base_url, "m"), SamplerBudget(fraction=1.0, max_rps=50, k=3), min_samples=2)
+            assert s.offer(make_event(response="")) is False and s.offer(make_event(response="  ")) is False
+            assert model.requests == [] and s.counts["requested"] == 0
+            assert s.offer(make_event()) is True
+            for _ in range(100):
+                if s.counts["too_few_samples"] or s.counts["sampled"]:
+                    break
+                await asyncio.sleep(0.05)
+            # One usable sample of three: fewer than consistency needs, so counted, and the event is not handed on.
+            assert s.counts["too_few_samples"] == 1 and s.counts["sampled"] == 0 and s.drain() == []
+            await s.close()
+
+    asyncio.run(scenario())
+
+
 @pytest.mark.integration
 def test_worker_resamples_and_flags_inconsistent_events(settings, start_worker):
     ensure_topics(settings)
@@ -113,3 +132,24 @@ def test_a_local_causal_lm_path_is_a_sample_source(tmp_path):
         assert len(ready.samples) == 3 and all(isinstance(x, str) for x in ready.samples)
 
     asyncio.run(scenario())
+
+
+def test_a_sampler_asking_for_fewer_samples_than_consistency_needs_is_a_configuration_error():
+    from streams.errors import ConfigurationError
+    from streams.settings import Settings
+    from streams.worker.app import Worker
+
+    settings = Settings(
+        profile="embedded",
+        bootstrap="127.0.0.1:1",
+        app_id="sampler-config-test",
+        detectors=["consistency"],
+        detector_options={"consistency": {"min_samples": 5}},
+        model_endpoint="http://127.0.0.1:1/v1",
+        model_endpoint_model="m",
+        sampler_fraction=0.1,
+        sampler_k=4,
+    )
+    with pytest.raises(ConfigurationError, match="sampler_k 4 is below consistency's min_samples 5"):
+        Worker(settings)
+    assert Worker(settings.model_copy(update={"sampler_k": 5})).sampler.min_samples == 5

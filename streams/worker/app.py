@@ -31,6 +31,7 @@ from detectors.base import Detector, Finding
 from detectors.contracts import PublishesSamples, RunsInBackground, declared
 from detectors.drift import DriftMerger, EmbeddingDriftDetector
 from streams import kafka_clients
+from streams.errors import ConfigurationError
 from streams.events.topics import topic_specs
 from streams.otlp.decode import DecodeOptions, OTLPDecoder
 from streams.settings import Settings
@@ -147,8 +148,14 @@ class Worker:
             client = ChatModel(settings.model_endpoint, settings.model_endpoint_model, settings.model_endpoint_api_key)
         else:
             return None
+        min_samples = getattr(self._consistency, "min_samples", 2)
+        if settings.sampler_k < min_samples:
+            raise ConfigurationError(
+                f"sampler_k {settings.sampler_k} is below consistency's min_samples {min_samples}: "
+                "no re-sampled event could be judged (raise sampler_k or lower detector_options.consistency.min_samples)"
+            )
         budget = SamplerBudget(settings.sampler_fraction, settings.sampler_max_rps, settings.sampler_k, settings.sampler_max_in_flight)
-        return Sampler(client, budget)
+        return Sampler(client, budget, min_samples)
 
     # -- agents, timers, commits, pages ---------------------------------------------------
 
@@ -237,8 +244,10 @@ class Worker:
             sampled = {event.event_id for event in result.events if self.sampler.offer(event)}
             left = result.unjudged.get(self._consistency.name) if self._consistency is not None else None
             if sampled and left:
-                # Judged later, when their samples come back (check_sampled): not unjudged. A request that then
-                # fails leaves one judged event without a finding, counted in streamwarden_sampler_requests_total{outcome="failed"}.
+                # Judged later, when their samples come back (check_sampled): not unjudged. The sampler takes only
+                # events with a response; a request that then fails, or returns fewer usable samples than
+                # min_samples, leaves one judged event without a finding: streamwarden_sampler_requests_total
+                # counts those (outcome failed, too_few_samples).
                 left -= sampled
         self.gate.add(records, result)  # counted in metrics once its offsets are committed
         return result

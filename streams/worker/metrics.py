@@ -180,7 +180,7 @@ class WorkerMetrics:
         )
         self.sampler = PromCounter(
             "streamwarden_sampler_requests_total",
-            "Re-sampling of the model for self-consistency, by outcome (requested, sampled, failed, skipped_rate, skipped_busy).",
+            "Re-sampling of the model for self-consistency, by outcome (requested, sampled, failed, too_few_samples, skipped_rate, skipped_busy).",
             ["outcome"],
             registry=r,
         )

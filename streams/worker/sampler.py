@@ -34,10 +34,13 @@ class SamplerBudget:
 
 
 class Sampler:
-    def __init__(self, client, budget: SamplerBudget):
-        """``client``: anything with ``async acomplete(prompt, n) -> list[str]`` (ChatModel, LocalModel)."""
+    def __init__(self, client, budget: SamplerBudget, min_samples: int = 1):
+        """``client``: anything with ``async acomplete(prompt, n) -> list[str]`` (ChatModel, LocalModel);
+        ``min_samples``: the fewest usable samples a judgement needs (consistency's): a request that returns fewer
+        is counted as ``too_few_samples``, and its event is not handed on."""
         self.client = client
         self.budget = budget
+        self.min_samples = min_samples
         self.counts: Counter = Counter()
         self._tokens = budget.max_rps
         self._last = time.monotonic()
@@ -58,8 +61,9 @@ class Sampler:
         return False
 
     def offer(self, event: InferenceEvent) -> bool:
-        """Start sampling ``event`` if it needs samples and the budget allows; never blocks."""
-        if event.samples or not self.chosen(event):
+        """Start sampling ``event`` if it needs samples and the budget allows; never blocks. An event without a
+        response (a failed request, say) has nothing to check: it is never sampled."""
+        if event.samples or not event.response.strip() or not self.chosen(event):
             return False
         if len(self._in_flight) >= self.budget.max_in_flight or len(self._ready) >= self.budget.max_ready:
             self.counts["skipped_busy"] += 1
@@ -81,8 +85,13 @@ class Sampler:
             self.counts["failed"] += 1
             log.warning("sampler: request failed: %s", type(exc).__name__)
             return
+        usable = [s for s in samples if s and s.strip()]
+        if len(usable) < self.min_samples:
+            self.counts["too_few_samples"] += 1
+            log.warning("sampler: %d usable samples of %d asked, fewer than %d", len(usable), self.budget.k, self.min_samples)
+            return
         self.counts["sampled"] += 1
-        self._ready.append(event.model_copy(update={"samples": [s for s in samples if s]}))
+        self._ready.append(event.model_copy(update={"samples": usable}))
 
     def drain(self) -> list[InferenceEvent]:
         out = list(self._ready)
