@@ -329,7 +329,7 @@ def judged_share(detector: str, by: str = "model, model_version") -> str:
     unjudged = f'sum by ({by}) (rate(streamwarden_unjudged_events_total{{{M}, detector="{detector}"}}[{RI}]))'
     return (
         f'(sum by ({by}) (rate(streamwarden_findings_total{{{M}, detector="{detector}"}}[{RI}])) / '
-        f"({events} - ({unjudged} or {events} * 0))) or vector(0)"
+        f"(({events} - ({unjudged} or {events} * 0)) > 0)) or vector(0)"  # none judged: no share, not NaN
     )
 
 

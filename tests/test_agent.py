@@ -253,6 +253,10 @@ def test_a_failed_run_of_a_detectors_own_thread_counts_as_that_detectors_error(t
     )
     w.findings_topic = RecordingTopic()
     (det,) = w.detectors
+    # The counter exists at 0 from the start, so that Prometheus sees the first error as an increase.
+    assert [(s.labels, s.value) for m in w.metrics.detector_errors.collect() for s in m.samples if s.name.endswith("_total")] == [
+        ({"detector": "descriptor_drift"}, 0.0)
+    ]
 
     def broken(key, ref_rows, rows):
         raise RuntimeError("the window test broke")

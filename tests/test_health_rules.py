@@ -19,6 +19,7 @@ ALERTS = {
     "streamwarden:policy-agent-down",
     "streamwarden:detector-failing",
     "streamwarden:falling-behind",
+    "streamwarden:worker-stalled",
     "streamwarden:dead-letters",
 }
 W1, W2 = 'job="streamwarden-worker", instance="w1:6066"', 'job="streamwarden-worker", instance="w2:6066"'
@@ -109,16 +110,24 @@ def test_a_detector_that_keeps_failing_warns_and_one_failure_does_not(tmp_path):
     health_test(
         tmp_path,
         input_series=[
-            # toxicity raises on a batch every 15 s from the start; pii failed once at 1m, then never again.
+            # toxicity raises on a batch every 15 s from the start; pii failed once at 1m, then never again; drift's
+            # own thread fails a run every 6 minutes (its tests are rare under light traffic). Every series exists
+            # at 0 from the start: the worker creates them for its detectors, so a first error is an increase too.
             {"series": 'streamwarden_detector_errors_total{detector="toxicity", instance="w1:6066"}', "values": "0+1x80"},
             {"series": 'streamwarden_detector_errors_total{detector="pii", instance="w1:6066"}', "values": "0x3 1x76"},
+            {"series": 'streamwarden_detector_errors_total{detector="drift", instance="w1:6066"}', "values": "0x23 1x23 2x23 3x23 4x8"},
         ],
         alert_rule_test=[
-            firing("streamwarden:detector-failing", "8m"),  # failing for less than 10 minutes: not yet
+            firing("streamwarden:detector-failing", "4m"),  # failing, but not yet for 5 minutes
+            # pii's one failure 9 minutes ago, and drift's first, are not a detector that keeps failing.
+            firing(
+                "streamwarden:detector-failing", "10m", {"severity": "warning", "source": "streamwarden-health", "detector": "toxicity"}
+            ),
             firing(
                 "streamwarden:detector-failing",
-                "15m",
+                "19m",
                 {"severity": "warning", "source": "streamwarden-health", "detector": "toxicity"},
+                {"severity": "warning", "source": "streamwarden-health", "detector": "drift"},
             ),
         ],
     )
@@ -158,6 +167,26 @@ def test_a_partition_reported_by_two_workers_is_counted_once(tmp_path):
     )
 
 
+def test_a_worker_that_finishes_no_batch_while_records_wait_warns(tmp_path):
+    health_test(
+        tmp_path,
+        input_series=[
+            # w1's batch count stops at 2m with 50,000 records waiting: its lag gauge freezes (it is set per batch).
+            {"series": LAG % (0, "w1:6066"), "values": "100x8 50000x72"},
+            {"series": 'streamwarden_batch_duration_seconds_count{instance="w1:6066"}', "values": "0+4x8 32x72"},
+            # w2 works through its backlog; w3 is idle with nothing waiting.
+            {"series": LAG % (1, "w2:6066"), "values": "50000-100x80"},
+            {"series": 'streamwarden_batch_duration_seconds_count{instance="w2:6066"}', "values": "0+4x80"},
+            {"series": LAG % (2, "w3:6066"), "values": "0x80"},
+            {"series": 'streamwarden_batch_duration_seconds_count{instance="w3:6066"}', "values": "10x80"},
+        ],
+        alert_rule_test=[
+            firing("streamwarden:worker-stalled", "6m"),  # no batch for 4 minutes: not yet
+            firing("streamwarden:worker-stalled", "15m", {"severity": "warning", "source": "streamwarden-health", "instance": "w1:6066"}),
+        ],
+    )
+
+
 @pytest.mark.parametrize(("dead_per_step", "fires"), [(12, True), (2, False)])
 def test_a_high_share_of_dead_letters_warns(tmp_path, dead_per_step, fires):
     # 200 events per 15 s; 12 dead letters per 15 s is 5.7% of the records, 2 is 1%.
@@ -170,4 +199,13 @@ def test_a_high_share_of_dead_letters_warns(tmp_path, dead_per_step, fires):
         alert_rule_test=[
             firing("streamwarden:dead-letters", "15m", *([{"severity": "warning", "source": "streamwarden-health"}] if fires else []))
         ],
+    )
+
+
+def test_dead_letters_alone_warn(tmp_path):
+    # A producer whose every record is malformed: no event was ever counted, so there is no events series at all.
+    health_test(
+        tmp_path,
+        input_series=[{"series": 'streamwarden_dead_letters_total{reason="schema", instance="w1:6066"}', "values": "0+50x80"}],
+        alert_rule_test=[firing("streamwarden:dead-letters", "15m", {"severity": "warning", "source": "streamwarden-health"})],
     )

@@ -71,6 +71,8 @@ class Worker:
             self.detectors, settings.max_event_bytes, settings.otlp_topic_name if settings.otlp_enabled else None, self.otlp_decoder
         )
         self.metrics = WorkerMetrics()
+        for detector in self.detectors:  # at 0 from the start, so that a first error is an increase (the health alerts)
+            self.metrics.detector_errors.labels(detector.name)
         for detector in self.detectors:
             categories = getattr(detector, "categories", None)  # a bounded label set, declared by the detector
             if categories:
