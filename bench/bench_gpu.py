@@ -525,7 +525,7 @@ def embeddings_section(ctx: Context) -> None:
             # (a first run's fp16 figures were a third of its worker's, from a warm-up of one batch).
             encode(model, texts, batch)
             sync(ctx.device)
-            rate = len(texts) / timed(functools.partial(encode, model, texts, batch), min_seconds=0, max_runs=s.runs)
+            rate = len(texts) / timed(functools.partial(encode, model, texts, batch), min_seconds=float("inf"), max_runs=s.runs)
             say(f"{ctx.device:<34}{dtype:<7}{batch:>6}{len(texts):>11}{rate:>14,.0f}{rate / cpu_rate:>9.2f}")
             if dtype == "fp16" and rate > best[0]:
                 best = (rate, f"batch {batch}")
