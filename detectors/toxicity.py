@@ -469,8 +469,11 @@ class ToxicityDetector(Detector, NeedsEmbeddings, ExposesGauges, LeavesUnjudged)
 
         ``head_share`` picks events by their id first. The budgets then decide on each event whose response the
         model would have to encode (its uncached chunks, at the seconds per text the embedding service measured),
-        taken in an order drawn from the event ids (not the batch's); a response refused at one event is tried
-        again at its next. Every other event costs nothing (its vectors cached, its response already paid for in
+        taken in an order drawn from the event ids (not the batch's), until the first that the budget refuses: the
+        rest of the batch's new responses are refused too, so the judged ones are a prefix of a random order,
+        whatever their lengths (skipping on to the shorter ones that still fit would judge short answers more often
+        than long ones; what the budget kept stays in its bucket for the next batch). Every other event costs
+        nothing (its vectors cached, its response already paid for in
         this batch, or empty), but is judged with the probability the batch's new responses were admitted with
         (the last batch's while this one has none and the bucket is empty), by an independent draw from its
         event id. So the judged events stay a fair sample: repeated and empty answers are mostly canned or failed
@@ -485,6 +488,7 @@ class ToxicityDetector(Detector, NeedsEmbeddings, ExposesGauges, LeavesUnjudged)
             cost = {r: len(service.uncached(chunks)) if chunks else 0 for r, (chunks, _) in cut.items()}
             judged, paid, free = set(), set(), []
             tried = admitted = 0
+            refused = False
             for e in sorted(events, key=lambda e: Ration.uniform(e.event_id, b"order")):
                 if not self.ration.chosen(e.event_id):
                     self.ration.count("skipped_share")
@@ -494,12 +498,13 @@ class ToxicityDetector(Detector, NeedsEmbeddings, ExposesGauges, LeavesUnjudged)
                     free.append(e)
                     continue
                 tried += 1
-                if self.ration.take(cost[r]):
+                if not refused and self.ration.take(cost[r]):
                     self.ration.count("admitted")
                     admitted += 1
                     paid.add(r)
                     judged.add(e.event_id)
                 else:
+                    refused = True
                     self.ration.count("skipped_budget")
             if tried:
                 share = self._share = admitted / tried

@@ -349,6 +349,31 @@ def test_under_load_the_ration_leaves_responses_unjudged_and_says_which(det):
     assert len(d.score_batch(last)) == 1 and d.unjudged(last) == set()  # scored without the worker's texts_to_embed
 
 
+def test_once_the_budget_refuses_a_response_the_batchs_shorter_ones_are_not_judged_in_its_place(det):
+    import uuid
+
+    from detectors.ration import Ration
+
+    d = ToxicityDetector(embeddings=_Costed(det.embeddings, 0.1))  # type: ignore[arg-type]
+    # 0.25 s in the bucket, 0.1 s a new text: two and a half chunks.
+    d.ration = Ration(time_share=0.25, clock=lambda: 0.0, prefix="head", gauge="toxicity_head_events", outcomes=d.ration.outcomes)
+    run = uuid.uuid4().hex
+    candidates = [make_event(event_id=f"len-{i}", response=f"{TOXIC} Short {i}, {run}.") for i in range(40)]
+    first = min(candidates, key=lambda e: Ration.uniform(e.event_id, b"order"))
+    long = first.model_copy(update={"response": " ".join(f"{TOXIC} Long part {k}, {run}." for k in range(12))})
+    assert len(d._chunks(long.response)[0]) >= 3  # three chunks or more: more than the bucket holds
+    batch = [long] + [e for e in candidates if e is not first][:5]
+    d.ration.seconds_per_pair = 0.1
+    assert d.ration.take(1)  # an earlier batch spent 0.1 s: 0.15 s left, not a full bucket (a full one lets one
+    # request larger than itself run)
+    # The long answer comes first in the order and is refused; each short one would fit, but none is judged in its
+    # place (before, one was: short answers were judged more often than long ones whenever the bucket ran low).
+    assert d.texts_to_embed(batch) == []
+    d.score_batch(batch)
+    assert d.unjudged(batch) == {e.event_id for e in batch}
+    assert {g.labels["outcome"]: g.value for g in d.gauges()}["skipped_budget"] == len(batch)
+
+
 def test_cached_and_empty_responses_are_judged_as_often_as_the_batchs_new_ones(det):
     import uuid
 
