@@ -327,10 +327,10 @@ def judged_share(detector: str, by: str = "model, model_version") -> str:
     ``by``: the share its finding_rate rule reads (streams/policy/prometheus_rules.py)."""
     events = f"sum by ({by}) (rate(streamwarden_events_total{{{M}}}[{RI}]))"
     unjudged = f'sum by ({by}) (rate(streamwarden_unjudged_events_total{{{M}, detector="{detector}"}}[{RI}]))'
-    return (
-        f'(sum by ({by}) (rate(streamwarden_findings_total{{{M}, detector="{detector}"}}[{RI}])) / '
-        f"(({events} - ({unjudged} or {events} * 0)) > 0)) or vector(0)"  # none judged: no share, not NaN
-    )
+    judged = f"(({events} - ({unjudged} or {events} * 0)) > 0)"
+    # Where it judged events but found nothing, 0; where it judged none, no value (not NaN, nor a 0 that reads
+    # as "all clean").
+    return f'(sum by ({by}) (rate(streamwarden_findings_total{{{M}, detector="{detector}"}}[{RI}])) / {judged}) or on ({by}) ({judged} * 0)'
 
 
 def consistency() -> db.Dashboard:

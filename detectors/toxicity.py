@@ -470,13 +470,13 @@ class ToxicityDetector(Detector, NeedsEmbeddings, ExposesGauges, LeavesUnjudged)
         ``head_share`` picks events by their id first. The budgets then decide on each event whose response the
         model would have to encode (its uncached chunks, at the seconds per text the embedding service measured),
         taken in an order drawn from the event ids (not the batch's), until the first that the budget refuses: the
-        rest of the batch's new responses are refused too, so the judged ones are a prefix of a random order,
-        whatever their lengths (skipping on to the shorter ones that still fit would judge short answers more often
-        than long ones; what the budget kept stays in its bucket for the next batch). Every other event costs
-        nothing (its vectors cached, its response already paid for in
-        this batch, or empty), but is judged with the probability the batch's new responses were admitted with
-        (the last batch's while this one has none and the bucket is empty), by an independent draw from its
-        event id. So the judged events stay a fair sample: repeated and empty answers are mostly canned or failed
+        rest of the batch's new responses are refused too, so the judged ones are a prefix of a random order
+        (skipping on to the shorter ones that still fit would judge short answers more often than long ones; what
+        the budget kept stays in its bucket for the next batch). Length still decides at the cut: the response
+        there is refused if it costs more than the bucket has left, where a shorter one would have fit. Every
+        other event costs nothing (its vectors cached, its response already paid for in this batch, or empty), but
+        is judged with the probability the batch's new responses were admitted with (the last batch's while this
+        one has none and the bucket is empty), by an independent draw from its event id. So the judged events stay a fair sample: repeated and empty answers are mostly canned or failed
         ones, and judging every one of them while new ones are refused would dilute the rate."""
         cut = {e.response: self._chunks(e.response) for e in events}
         if not self.ration.limited:

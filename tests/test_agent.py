@@ -301,3 +301,29 @@ def test_a_worker_forgets_the_lag_of_partitions_it_no_longer_holds():
     assert reported() == {"0": 500, "1": 7}
     w.forget_lag({TP("inference", 0), TP("inference", 9)})  # revoked: one it reported, one it never did
     assert reported() == {"1": 7}  # the next owner of partition 0 reports it; a stale 500 here would add to the backlog
+
+
+def test_the_lag_keeps_growing_on_the_dashboards_while_a_batch_hangs():
+    """Set after each batch only, a caught-up worker's lag would read 0 while its next batch hangs and the backlog
+    grows in Kafka: a timer recomputes it from the broker's latest high watermark."""
+    w = Worker(Settings(profile="embedded", bootstrap="127.0.0.1:1", detectors=["descriptors"], app_id="lag-timer-test"))
+
+    class Consumer:
+        highwaters = {TP("in", 0): 10}
+
+        def highwater(self, tp):
+            return self.highwaters.get(tp)
+
+    w.app.consumer = Consumer()
+    w._observe_lag(_records([make_event() for _ in range(10)]))  # offsets 0-9 of partition 0: caught up
+
+    def lag():
+        return {s.labels["partition"]: s.value for m in w.metrics.lag.collect() for s in m.samples}
+
+    assert lag() == {"0": 0}
+    Consumer.highwaters[TP("in", 0)] = 5_010  # 5,000 more arrive; the next batch never returns
+    w.refresh_lag()
+    assert lag() == {"0": 5_000}
+    w.forget_lag({TP("in", 0)})  # given up: neither reported nor refreshed any more
+    w.refresh_lag()
+    assert lag() == {}

@@ -185,6 +185,22 @@ def test_a_worker_that_finishes_no_batch_while_records_wait_warns(tmp_path):
             firing("streamwarden:worker-stalled", "15m", {"severity": "warning", "source": "streamwarden-health", "instance": "w1:6066"}),
         ],
     )
+    # A caught-up worker whose next batch hangs: its lag read 0 at its last report, but the batch is in flight.
+    health_test(
+        tmp_path,
+        input_series=[
+            {"series": LAG % (0, "w1:6066"), "values": "0x80"},
+            {"series": 'streamwarden_batches_in_flight{instance="w1:6066"}', "values": "0x8 1x72"},
+            {"series": 'streamwarden_batch_duration_seconds_count{instance="w1:6066"}', "values": "0+4x8 32x72"},
+            # w2: caught up and idle, nothing in flight.
+            {"series": LAG % (1, "w2:6066"), "values": "0x80"},
+            {"series": 'streamwarden_batches_in_flight{instance="w2:6066"}', "values": "0x80"},
+            {"series": 'streamwarden_batch_duration_seconds_count{instance="w2:6066"}', "values": "10x80"},
+        ],
+        alert_rule_test=[
+            firing("streamwarden:worker-stalled", "15m", {"severity": "warning", "source": "streamwarden-health", "instance": "w1:6066"}),
+        ],
+    )
 
 
 @pytest.mark.parametrize(("dead_per_step", "fires"), [(12, True), (2, False)])

@@ -66,6 +66,7 @@ class Worker:
         self._in_background = [cast(RunsInBackground, d) for d in self.detectors if RunsInBackground in declared(d)]
         self._background_unpublished: list[Finding] = []
         self._background_failed: dict[str, int] = {}  # failed runs of each detector's thread, counted so far
+        self._processed: dict[tuple[str, int], int] = {}  # the last offset processed, per partition held (the lag)
         self.otlp_decoder = OTLPDecoder(settings.otlp_encoding, DecodeOptions.from_settings(settings)) if settings.otlp_enabled else None
         self.pipeline = Pipeline(
             self.detectors, settings.max_event_bytes, settings.otlp_topic_name if settings.otlp_enabled else None, self.otlp_decoder
@@ -175,6 +176,10 @@ class Worker:
         async def publish_metrics() -> None:
             await self.flush_metrics()
 
+        @app.timer(interval=5.0, name="streamwarden.lag")
+        async def refresh_lag() -> None:
+            self.refresh_lag()
+
         if self.drift_merger is not None:
 
             @app.timer(interval=settings.drift_interval_s, name="streamwarden.drift.publish")
@@ -218,10 +223,25 @@ class Worker:
         """Drop the lag this worker reported for partitions it no longer holds: their next owner reports it now, and
         a stale value here would stay on the dashboards and in the falling-behind alert."""
         for tp in partitions:
+            self._processed.pop((tp.topic, tp.partition), None)
             try:
                 self.metrics.lag.remove(tp.topic, str(tp.partition))
             except KeyError:  # never reported here
                 pass
+
+    def refresh_lag(self) -> None:
+        """The lag of every partition this worker processed from, against the broker's latest high watermark, on a
+        timer: set only after each batch, it would freeze at its last value while a batch hangs (a caught-up
+        worker's at 0), and neither the dashboards nor the falling-behind and worker-stalled alerts would see the
+        backlog grow."""
+        try:
+            consumer = self.app.consumer
+            for (topic, partition), offset in list(self._processed.items()):
+                highwater = consumer.highwater(TP(topic, partition))
+                if highwater is not None and highwater >= 0:
+                    self.metrics.lag.labels(topic, str(partition)).set(max(0, highwater - (offset + 1)))
+        except Exception:  # noqa: BLE001 - lag is best effort; processing never depends on it
+            pass
 
     def _flush_soon(self) -> None:
         try:
@@ -284,17 +304,10 @@ class Worker:
                 backoff = min(backoff * 2, 30.0)
 
     def _observe_lag(self, records: list[RawRecord]) -> None:
-        last: dict[tuple[str, int], int] = {}
         for r in records:
-            last[(r.topic, r.partition)] = max(r.offset, last.get((r.topic, r.partition), -1))
-        try:
-            consumer = self.app.consumer
-            for (topic, partition), offset in last.items():
-                highwater = consumer.highwater(TP(topic, partition))
-                if highwater is not None and highwater >= 0:
-                    self.metrics.lag.labels(topic, str(partition)).set(max(0, highwater - (offset + 1)))
-        except Exception:  # noqa: BLE001 - lag is best effort; processing never depends on it
-            pass
+            key = (r.topic, r.partition)
+            self._processed[key] = max(r.offset, self._processed.get(key, -1))
+        self.refresh_lag()
 
     async def publish(self, result: BatchResult) -> None:
         for finding in result.findings:
