@@ -113,15 +113,31 @@ def config(request):
 @pytest.fixture(scope="module")
 def traffic_findings(config):
     """(detector, findings) of the traffic in batches of 10, once per detector."""
-    det, events = _build(config), traffic()
+    det, events = _build(config, keep=True), traffic()
     yield det, events, _score(det, events)
     if isinstance(det, RunsInBackground):
         det.close()
 
 
-def _build(config):
+_built: list = []  # detectors a test built, closed after it (their threads must not outlive it)
+
+
+@pytest.fixture(autouse=True)
+def close_what_the_test_built():
+    yield
+    while _built:
+        det = _built.pop()
+        if isinstance(det, RunsInBackground):
+            det.close()
+
+
+def _build(config, keep=False):
+    """The detector of ``config``; closed after the test unless ``keep`` (a module fixture closes it)."""
     name, options = config
-    return registry.build([name], {name: options})[0]
+    det = registry.build([name], {name: options})[0]
+    if not keep:
+        _built.append(det)
+    return det
 
 
 def _score(det, events, batch=10):
