@@ -192,22 +192,27 @@ def test_the_worker_keeps_its_state_in_the_state_directory_not_the_current_one(t
     assert list(cwd.iterdir()) == []
 
 
+def _descriptor_drift_worker(tmp_path, app_id):
+    """A worker with descriptor_drift alone, its windows small (a test every 10 events), findings recorded."""
+    small = {"reference_size": 20, "window_size": 20, "test_every": 10, "pii": False}
+    settings = Settings(
+        profile="embedded",
+        bootstrap="127.0.0.1:1",
+        detectors=["descriptor_drift"],
+        detector_options={"descriptor_drift": small},
+        app_id=app_id,
+        state_dir=tmp_path / "state",
+        reports_dir=tmp_path / "reports",
+    )
+    w = Worker(settings)
+    w.findings_topic = RecordingTopic()
+    return w
+
+
 def test_descriptor_drift_runs_on_its_own_thread_in_the_worker_and_stops_with_it(tmp_path):
     import time
 
-    small = {"reference_size": 20, "window_size": 20, "test_every": 10, "pii": False}
-    w = Worker(
-        Settings(
-            profile="embedded",
-            bootstrap="127.0.0.1:1",
-            detectors=["descriptor_drift"],
-            detector_options={"descriptor_drift": small},
-            app_id="background-test",
-            state_dir=tmp_path / "state",
-            reports_dir=tmp_path / "reports",
-        )
-    )
-    w.findings_topic = RecordingTopic()
+    w = _descriptor_drift_worker(tmp_path, "background-test")
     (det,) = w.detectors
     assert det.background  # the worker's default
     refusing = [make_event(response="I'm sorry, but I can't help with that.") for _ in range(20)]
@@ -239,19 +244,7 @@ def test_descriptor_drift_runs_on_its_own_thread_in_the_worker_and_stops_with_it
 def test_a_failed_run_of_a_detectors_own_thread_counts_as_that_detectors_error(tmp_path):
     import time
 
-    small = {"reference_size": 20, "window_size": 20, "test_every": 10, "pii": False}
-    w = Worker(
-        Settings(
-            profile="embedded",
-            bootstrap="127.0.0.1:1",
-            detectors=["descriptor_drift"],
-            detector_options={"descriptor_drift": small},
-            app_id="background-failure-test",
-            state_dir=tmp_path / "state",
-            reports_dir=tmp_path / "reports",
-        )
-    )
-    w.findings_topic = RecordingTopic()
+    w = _descriptor_drift_worker(tmp_path, "background-failure-test")
     (det,) = w.detectors
     # The counter exists at 0 from the start, so that Prometheus sees the first error as an increase.
     assert [(s.labels, s.value) for m in w.metrics.detector_errors.collect() for s in m.samples if s.name.endswith("_total")] == [
