@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from .test_prometheus_rules import promtool
+from .test_prometheus_rules import promtool, run_promtool_tests
 
 ROOT = Path(__file__).resolve().parent.parent
 HEALTH = ROOT / "dashboards" / "prometheus" / "streamwarden-health.rules.yml"
@@ -33,17 +33,7 @@ def health_test(tmp_path, input_series: list[dict], alert_rule_test: list[dict])
     spec = yaml.safe_load(HEALTH.read_text())
     for rule in spec["groups"][0]["rules"]:
         rule.pop("annotations", None)
-    rules = tmp_path / "health.rules.yml"
-    rules.write_text(yaml.safe_dump(spec, sort_keys=False))
-    tests = {
-        "rule_files": [str(rules)],
-        "evaluation_interval": "15s",
-        "tests": [{"interval": "15s", "input_series": input_series, "alert_rule_test": alert_rule_test}],
-    }
-    path = tmp_path / "tests.yml"
-    path.write_text(yaml.safe_dump(tests, sort_keys=False))
-    p = subprocess.run([promtool(), "test", "rules", str(path)], capture_output=True, text=True)
-    assert p.returncode == 0, p.stdout + p.stderr
+    run_promtool_tests(tmp_path, yaml.safe_dump(spec, sort_keys=False), input_series, alert_rule_test)
 
 
 def firing(alert: str, at: str, *labels: dict) -> dict:

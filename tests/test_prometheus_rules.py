@@ -32,8 +32,13 @@ def test_committed_rules_are_what_the_default_policy_generates_and_promtool_acce
 
 def promtool_test(tmp_path, input_series: list[dict], alert_rule_test: list[dict]) -> None:
     """Run ``promtool test rules`` on the default policy's generated rules, 15 s steps."""
+    run_promtool_tests(tmp_path, render_prometheus_rules(load_policy()), input_series, alert_rule_test)
+
+
+def run_promtool_tests(tmp_path, rules_text: str, input_series: list[dict], alert_rule_test: list[dict]) -> None:
+    """``promtool test rules`` on the rule file ``rules_text``, 15 s steps; fails with promtool's report."""
     rules = tmp_path / "rules.yml"
-    rules.write_text(render_prometheus_rules(load_policy()))
+    rules.write_text(rules_text)
     tests = {
         "rule_files": [str(rules)],
         "evaluation_interval": "15s",
