@@ -476,8 +476,9 @@ class ToxicityDetector(Detector, NeedsEmbeddings, ExposesGauges, LeavesUnjudged)
         there is refused if it costs more than the bucket has left, where a shorter one would have fit. Every
         other event costs nothing (its vectors cached, its response already paid for in this batch, or empty), but
         is judged with the probability the batch's new responses were admitted with (the last batch's while this
-        one has none and the bucket is empty), by an independent draw from its event id. So the judged events stay a fair sample: repeated and empty answers are mostly canned or failed
-        ones, and judging every one of them while new ones are refused would dilute the rate."""
+        one has none and the bucket is empty), by an independent draw from its event id. So the judged events stay
+        a fair sample: repeated and empty answers are mostly canned or failed ones, and judging every one of them
+        while new ones are refused would dilute the rate."""
         cut = {e.response: self._chunks(e.response) for e in events}
         if not self.ration.limited:
             judged = {e.event_id for e in events}

@@ -320,3 +320,19 @@ def test_the_lag_keeps_growing_on_the_dashboards_while_a_batch_hangs():
     w.forget_lag({TP("in", 0)})  # given up: neither reported nor refreshed any more
     w.refresh_lag()
     assert lag() == {}
+
+
+def test_a_sampler_that_raises_costs_a_batch_its_resampling_not_its_commit_or_counts(caplog):
+    w = Worker(Settings(profile="embedded", bootstrap="127.0.0.1:1", detectors=["consistency"], app_id="sampler-raises-test"))
+    w.findings_topic = RecordingTopic()
+
+    class Broken:
+        def offer(self, event):
+            raise RuntimeError("the sampler broke")
+
+    w.sampler = Broken()
+    events = [make_event() for _ in range(3)]
+    result = run(w.handle(_records(events)))
+    assert result.unjudged["consistency"] == {e.event_id for e in events}  # no samples, and none coming
+    assert len(w.gate._pending) == 1 and w.gate._pending[0][1] is result  # still waits for its commit, to be counted
+    assert "the sampler failed on a batch: RuntimeError" in caplog.text

@@ -263,16 +263,24 @@ class Worker:
         self._observe_lag(records)
         self.metrics.set_detector_gauges(self.detectors)
         if self.sampler is not None:
-            sampled = {event.event_id for event in result.events if self.sampler.offer(event)}
-            left = result.unjudged.get(self._consistency.name) if self._consistency is not None else None
-            if sampled and left:
-                # Judged later, when their samples come back (check_sampled): not unjudged. The sampler takes only
-                # events with a response; a request that then fails, or returns fewer usable samples than
-                # min_samples, leaves one judged event without a finding: streamwarden_sampler_requests_total
-                # counts those (outcome failed, too_few_samples).
-                left -= sampled
+            self._offer_to_sampler(result)
         self.gate.add(records, result)  # counted in metrics once its offsets are committed
         return result
+
+    def _offer_to_sampler(self, result: BatchResult) -> None:
+        """Hand the batch's events without samples to the re-sampler. Those it takes are judged later, when their
+        samples come back (check_sampled), so they are not consistency's unjudged. It takes only events with a
+        response; a request that then fails, or returns fewer usable samples than min_samples, leaves one judged
+        event without a finding, counted in streamwarden_sampler_requests_total (failed, too_few_samples). A
+        sampler that raises costs the batch its re-sampling, never its commit or its counts."""
+        try:
+            sampled = {event.event_id for event in result.events if self.sampler.offer(event)}
+        except Exception as exc:  # noqa: BLE001 - re-sampling is best effort
+            log.error("the sampler failed on a batch: %s", type(exc).__name__)
+            return
+        left = result.unjudged.get(self._consistency.name) if self._consistency is not None else None
+        if sampled and left:
+            left -= sampled
 
     async def _process(self, records: list[RawRecord]) -> BatchResult:
         self.metrics.in_flight.inc()
