@@ -140,6 +140,47 @@ class LeavesUnjudged(Protocol):
         """The ids of the events of ``events``, the batch ``score_batch`` has just scored, that it left unjudged."""
 
 
+class PinnedReference(NamedTuple):
+    """A reference window a detector pinned from live traffic, in a form that travels: ``rows`` is a
+    2-d float array (embedding vectors; descriptor rows as their columns, NaN for a missing value),
+    never text. ``space`` says what the rows are (the embedding and its dimension, or the descriptor
+    columns): a reference is restored only into the same space."""
+
+    detector: str
+    key: tuple[str, ...]  # (model, version) or (model, version, field)
+    space: str
+    rows: np.ndarray
+    pinned_at: float  # unix seconds
+
+
+@runtime_checkable
+class KeepsReferences(Protocol):
+    """Pins a reference window from the first events of a model version, then tests later windows against it.
+
+    Kept only in memory, a reference would be re-learnt from live traffic after every restart or partition
+    move: from traffic that may already have drifted, so the alarm would go silent. The worker persists what
+    :meth:`pinned_references` hands over (a compacted topic) and gives the references back with
+    :meth:`restore_references` when it starts; :meth:`forget_reference` is a person's reset (the next
+    events pin a new one). Both may be called from any thread: the detector applies them at its next batch."""
+
+    @abc.abstractmethod
+    def pinned_references(self) -> list[PinnedReference]:
+        """The references pinned since the last call, each handed over once."""
+
+    @abc.abstractmethod
+    def restore_references(self, references: Sequence[PinnedReference]) -> None:
+        """Adopt these for keys that have not pinned a reference of their own yet (a reference of another
+        space or detector is ignored)."""
+
+    @abc.abstractmethod
+    def forget_reference(self, key: tuple[str, ...]) -> None:
+        """Drop ``key``'s reference and its window (and any restored one): the next events pin a new reference."""
+
+    @abc.abstractmethod
+    def reference_counts(self) -> dict[str, int]:
+        """References so far: pinned (from traffic), restored (adopted), refused (another space), forgotten."""
+
+
 @runtime_checkable
 class TextGenerator(Protocol):
     """What probes ask: one answer of the model under test to a prompt (``bias.counterfactual_gap``)."""
@@ -155,6 +196,7 @@ CONTRACTS: tuple[type, ...] = (
     BuildsReports,
     RunsInBackground,
     LeavesUnjudged,
+    KeepsReferences,
 )
 
 

@@ -18,6 +18,9 @@ describes the events and fills the windows, hands a snapshot of each window that
 thread (one run at a time; a model version whose run is still waiting gets the newer snapshot
 instead of a second run), and returns the findings the thread completed since the last call
 (:class:`~detectors.contracts.RunsInBackground`).
+
+A pinned reference is handed to the worker as numbers (the descriptor columns; never a text), which keeps
+it across restarts and gives it back (:class:`~detectors.contracts.KeepsReferences`).
 """
 
 from __future__ import annotations
@@ -30,10 +33,13 @@ from collections.abc import Sequence
 from functools import partial
 from pathlib import Path
 
+import numpy as np
+
 from .background import BackgroundRunsMixin, CoalescingRunner
 from .base import Detector, EventLike, Finding, Severity, finding_id
-from .contracts import BuildsReports, ExposesGauges, Gauge, KeepsWindows, RunsInBackground
+from .contracts import BuildsReports, ExposesGauges, Gauge, KeepsReferences, KeepsWindows, PinnedReference, RunsInBackground
 from .descriptors import is_refusal, sentiment
+from .references import ReferenceKeeper
 
 log = logging.getLogger(__name__)
 
@@ -43,15 +49,36 @@ _QUIET = threading.Lock()
 
 NUMERIC = ("prompt_chars", "response_chars", "sentiment", "pii_entities", "output_tokens", "latency_ms")
 CATEGORICAL = ("refusal",)
+COLUMNS = (*NUMERIC, *CATEGORICAL)
+_INTEGER = frozenset({"prompt_chars", "response_chars", "pii_entities", "output_tokens", "refusal"})
+# A persisted reference says which columns its rows hold, in order: one of other columns is not restored.
+SPACE = "descriptors:" + ",".join(COLUMNS)
 
 
-class DescriptorDriftDetector(BackgroundRunsMixin, Detector, ExposesGauges, KeepsWindows, BuildsReports, RunsInBackground):
+def rows_to_array(rows: Sequence[dict]) -> np.ndarray:
+    """Descriptor rows as a float64 array of COLUMNS (NaN for a missing value)."""
+    return np.array([[np.nan if r.get(c) is None else float(r[c]) for c in COLUMNS] for r in rows], dtype=np.float64).reshape(
+        len(rows), len(COLUMNS)
+    )
+
+
+def array_to_rows(values: np.ndarray) -> list[dict]:
+    """The inverse of :func:`rows_to_array`: the same rows, integers as integers and None where a value was missing."""
+    out = []
+    for line in np.asarray(values, dtype=np.float64):
+        out.append({c: None if np.isnan(v) else (int(v) if c in _INTEGER else float(v)) for c, v in zip(COLUMNS, line)})
+    return out
+
+
+class DescriptorDriftDetector(BackgroundRunsMixin, Detector, ExposesGauges, KeepsWindows, BuildsReports, RunsInBackground, KeepsReferences):
     """Threads and owners: ``score_batch`` (the batch path) owns the windows (``_ref``, ``_cur``,
     ``_since``) and changes them under ``_lock``; the readers of other threads (report, gauges,
     window_lengths) copy them under it. The window tests run on snapshots: a pinned reference is
     never changed again, and the current window is copied under the lock when a test is due. Who
     runs the tests owns the drift state ``_active`` (the batch path inline, the detector's thread
-    in background mode) and writes ``last`` under ``_lock``."""
+    in background mode) and writes ``last`` under ``_lock``. Restored references and resets wait in
+    ``_references`` until the next ``score_batch`` applies them; a reset bumps the key's epoch, and a run of
+    an older epoch still going is discarded."""
 
     name = "descriptor_drift"
 
@@ -82,6 +109,8 @@ class DescriptorDriftDetector(BackgroundRunsMixin, Detector, ExposesGauges, Keep
         self._active: set[tuple[str, str]] = set()
         self.last: dict[tuple[str, str], dict[str, dict]] = {}
         self._lock = threading.Lock()
+        self._references = ReferenceKeeper(self.name)
+        self._epoch: dict[tuple[str, str], int] = {}
         # background=True: the tests and reports run here, on a thread of the detector's own (started on first use).
         self._runner: CoalescingRunner[tuple[str, str], Finding] | None = CoalescingRunner(self.name) if background else None
 
@@ -110,6 +139,7 @@ class DescriptorDriftDetector(BackgroundRunsMixin, Detector, ExposesGauges, Keep
         return rows
 
     def score_batch(self, events: Sequence[EventLike]) -> list[Finding]:
+        self._apply_references()
         findings: list[Finding] = []
         for row in self.describe_events(events):
             e = row["_event"]
@@ -120,6 +150,7 @@ class DescriptorDriftDetector(BackgroundRunsMixin, Detector, ExposesGauges, Keep
                     ref.append({k: v for k, v in row.items() if k != "_event"})
                     if len(ref) >= self.reference_size:
                         self._pinned.add(key)  # from now on the reference is never changed: runs share it as is
+                        self._references.pinned(key, SPACE, rows_to_array(ref))
                     continue
                 cur = self._cur.setdefault(key, deque(maxlen=self.window_size))
                 cur.append(row)
@@ -127,7 +158,7 @@ class DescriptorDriftDetector(BackgroundRunsMixin, Detector, ExposesGauges, Keep
                 if len(cur) < self.window_size // 2 or self._since[key] < self.test_every:
                     continue
                 self._since[key] = 0
-                run = partial(self._test, key, self._ref[key], tuple(cur))  # the snapshot: rows are never changed
+                run = partial(self._test, key, self._ref[key], tuple(cur), self._epoch.get(key, 0))  # the snapshot: rows are never changed
             if self._runner is None:
                 findings.extend(run())
             else:
@@ -142,8 +173,9 @@ class DescriptorDriftDetector(BackgroundRunsMixin, Detector, ExposesGauges, Keep
             ref_rows, rows = list(self._ref[key]), list(self._cur[key])
         return _frame(ref_rows), _frame(rows)
 
-    def _test(self, key: tuple[str, str], ref_rows: Sequence[dict], rows: Sequence[dict]) -> list[Finding]:
-        """Test a snapshot of ``key``'s current window against its reference: its finding, if it starts a drift."""
+    def _test(self, key: tuple[str, str], ref_rows: Sequence[dict], rows: Sequence[dict], epoch: int = 0) -> list[Finding]:
+        """Test a snapshot of ``key``'s current window against its reference: its finding, if it starts a drift.
+        A snapshot taken before a reset of ``key`` (an older ``epoch``) is discarded."""
         from evidently.legacy.calculations.stattests import get_stattest
 
         ref, cur = _frame(ref_rows), _frame(rows)
@@ -159,6 +191,8 @@ class DescriptorDriftDetector(BackgroundRunsMixin, Detector, ExposesGauges, Keep
                 out = test(r, c, kind, self.threshold)
                 results[col] = {"stattest": test.name, "score": float(out.drift_score), "drifted": bool(out.drifted)}
         with self._lock:
+            if self._epoch.get(key, 0) != epoch:
+                return []
             self.last[key] = results
         drifted = sorted(c for c, r in results.items() if r["drifted"])
         if not drifted:
@@ -204,6 +238,48 @@ class DescriptorDriftDetector(BackgroundRunsMixin, Detector, ExposesGauges, Keep
                 details=details,
             )
         ]
+
+    # -- references that survive a restart (KeepsReferences) -------------------------------------
+
+    def pinned_references(self) -> list[PinnedReference]:
+        return self._references.take_pinned()
+
+    def restore_references(self, references: Sequence[PinnedReference]) -> None:
+        self._references.offer(references)
+
+    def forget_reference(self, key: tuple[str, ...]) -> None:
+        self._references.forget(key)
+
+    def reference_counts(self) -> dict[str, int]:
+        return self._references.counts()
+
+    def _apply_references(self) -> None:
+        """On the batch thread: resets first, then the restored references of versions that have pinned none."""
+        forgotten, restored = self._references.take_changes()
+        if not forgotten and not restored:
+            return
+        with self._lock:
+            for key in forgotten:
+                if len(key) != 2:
+                    continue
+                k2 = (key[0], key[1])
+                for table in (self._ref, self._cur, self._since, self.last):
+                    table.pop(k2, None)
+                self._pinned.discard(k2)
+                self._active.discard(k2)
+                self._epoch[k2] = self._epoch.get(k2, 0) + 1
+            for key, ref in restored.items():
+                if len(key) != 2:
+                    continue
+                k2 = (key[0], key[1])
+                if k2 in self._pinned:
+                    continue  # pinned here already (the worker reads back what it persisted, too)
+                if ref.space != SPACE or ref.rows.ndim != 2 or ref.rows.shape[1] != len(COLUMNS) or len(ref.rows) < 2:
+                    self._references.refused()
+                    continue
+                self._ref[k2] = array_to_rows(ref.rows)
+                self._pinned.add(k2)
+                self._references.adopted()
 
     def has_reference(self, model: str, version: str) -> bool:
         return (model, version) in self._pinned

@@ -26,6 +26,11 @@ of vectors) is given; ``embedding="model"`` takes the sentence-embedding model. 
 to one merger should make the same choice: the merger never mixes vectors of two dimensions (it
 tests the majority's and re-pins its reference when the dimension changes, as in a rolling change).
 
+References survive a restart (:class:`~detectors.contracts.KeepsReferences`): with ``reference="pinned"``
+each pinned reference (its vectors, never its texts) is handed to the worker, which keeps it on a compacted
+topic and gives it back when it starts, so a restart during a drift does not re-pin the reference from the
+drifted traffic. The :class:`DriftMerger` does the same with its merged references.
+
 ``sample_rate`` embeds a deterministic fraction of the events (by event_id) where embedding
 them all would cost more than the test needs.
 
@@ -58,13 +63,16 @@ from .base import Detector, EventLike, Finding, Severity, finding_id
 from .contracts import (
     ExposesGauges,
     Gauge,
+    KeepsReferences,
     KeepsWindows,
     NeedsEmbeddings,
+    PinnedReference,
     PublishesSamples,
     RunsInBackground,
 )
-from .embeddings import UsesEmbeddings
+from .embeddings import UsesEmbeddings, default_model_path
 from .errors import ConfigurationError
+from .references import ReferenceKeeper
 
 FIELDS = ("prompt", "response")
 # "model": the sentence-embedding model every detector shares (embedding_model, all-MiniLM-L6-v2 by
@@ -142,14 +150,23 @@ def mmd_permutation_test(
 
 
 class EmbeddingDriftDetector(
-    UsesEmbeddings, BackgroundRunsMixin, Detector, NeedsEmbeddings, ExposesGauges, KeepsWindows, PublishesSamples, RunsInBackground
+    UsesEmbeddings,
+    BackgroundRunsMixin,
+    Detector,
+    NeedsEmbeddings,
+    ExposesGauges,
+    KeepsWindows,
+    PublishesSamples,
+    RunsInBackground,
+    KeepsReferences,
 ):
     """Threads: ``score_batch`` owns the windows, reservoirs and pending references; it changes them
     under ``_lock``, and the readers of other threads (gauges, export_samples, window_lengths) copy
     them under it (with ``reference="previous"`` it also rolls a key's reference forward there, when
     it takes a window's snapshot: arrays are replaced, never changed in place). The tests (inline, or
     on the runner's thread in background mode, one at a time) own ``_active`` and write ``last``
-    under ``_lock``."""
+    under ``_lock``. Restored references and resets wait in ``_references`` until the next ``score_batch``
+    applies them; a reset bumps the key's epoch, and a test of an older epoch still running is discarded."""
 
     name = "drift"
 
@@ -212,6 +229,9 @@ class EmbeddingDriftDetector(
         self._since: dict[tuple[str, str, str], int] = {}
         self._active: set[tuple[str, str, str]] = set()
         self.last: dict[tuple[str, str, str], DriftResult] = {}
+        self._references = ReferenceKeeper(self.name)
+        self._epoch: dict[tuple[str, str, str], int] = {}  # bumped by a reset: a test of an older epoch is stale
+        self._space: str | None = None
         # background=True: the tests run here, on a thread of the detector's own (started on first use).
         self._runner: CoalescingRunner[tuple[str, str, str], Finding] | None = CoalescingRunner(self.name) if background else None
 
@@ -260,6 +280,7 @@ class EmbeddingDriftDetector(
         return out
 
     def score_batch(self, events: Sequence[EventLike]) -> list[Finding]:
+        self._apply_references()
         events = self.sampled(events)
         if not events:
             return []
@@ -286,6 +307,8 @@ class EmbeddingDriftDetector(
                             if len(pending) >= self.reference_size:
                                 self._ref[key] = np.stack(pending)
                                 del self._pending_ref[key]
+                                if self.reference_mode == "pinned":
+                                    self._references.pinned(key, self.reference_space(), self._ref[key])
                         continue
                 with self._lock:
                     cur = self._cur.setdefault(key, deque(maxlen=self.window_size))
@@ -294,25 +317,31 @@ class EmbeddingDriftDetector(
                     if len(cur) < min(self.window_size, self.reference_size) // 2 or self._since[key] < self.test_every:
                         continue
                     self._since[key] = 0
-                    ref, rows = self._ref[key], tuple(cur)  # the snapshot: the array is replaced, never changed
+                    ref, rows, epoch = (
+                        self._ref[key],
+                        tuple(cur),
+                        self._epoch.get(key, 0),
+                    )  # the snapshot: the array is replaced, never changed
                     if self.reference_mode == "previous" and len(cur) >= self.window_size:
                         # Roll forward now, not when the test ends: the next window is compared with this one
                         # even while this one's test still waits or runs on the detector's thread.
                         self._ref[key] = np.stack([v for v, _ in rows])
                 if self._runner is None:
-                    findings.extend(self._run_test(key, ref, rows))
+                    findings.extend(self._run_test(key, ref, rows, epoch))
                 else:
-                    self._runner.submit(key, partial(self._run_test, key, ref, rows))
+                    self._runner.submit(key, partial(self._run_test, key, ref, rows, epoch))
         if self._runner is not None:
             findings.extend(self._runner.drain(0))
         return findings
 
-    def _run_test(self, key, ref: np.ndarray, cur: Sequence[tuple[np.ndarray, EventLike]]) -> list[Finding]:
+    def _run_test(self, key, ref: np.ndarray, cur: Sequence[tuple[np.ndarray, EventLike]], epoch: int = 0) -> list[Finding]:
         """Test a snapshot of ``key``'s window (its rows, with the reference of the moment): its finding, if
-        it starts a drift episode."""
+        it starts a drift episode. A snapshot taken before a reset of ``key`` (an older ``epoch``) is discarded."""
         model, version, fname = key
         result = mmd_permutation_test(ref, np.stack([v for v, _ in cur]), self.permutations, self.alpha, self.device)
         with self._lock:
+            if self._epoch.get(key, 0) != epoch:
+                return []
             self.last[key] = result
         if not result.drifted:
             self._active.discard(key)
@@ -340,6 +369,54 @@ class EmbeddingDriftDetector(
                 details=result.details(fname, self.alpha, reference=self.reference_mode, example_event_id=last_event.event_id),
             )
         ]
+
+    # -- references that survive a restart (KeepsReferences) -------------------------------------
+
+    def reference_space(self) -> str:
+        """What the vectors are: ``embedding:model:dimension`` (a reference of another space is never restored)."""
+        if self._space is None:
+            self._space = embedding_space(self.embedding, self.embeddings)
+        return self._space
+
+    def pinned_references(self) -> list[PinnedReference]:
+        return self._references.take_pinned()
+
+    def restore_references(self, references: Sequence[PinnedReference]) -> None:
+        self._references.offer(references)
+
+    def forget_reference(self, key: tuple[str, ...]) -> None:
+        self._references.forget(key)
+
+    def reference_counts(self) -> dict[str, int]:
+        return self._references.counts()
+
+    def _apply_references(self) -> None:
+        """On the batch thread: resets first, then the restored references of keys that have none of their own."""
+        forgotten, restored = self._references.take_changes()
+        if not forgotten and not restored:
+            return
+        space = self.reference_space() if restored else ""
+        with self._lock:
+            for key in forgotten:
+                if len(key) != 3:
+                    continue
+                k3 = (key[0], key[1], key[2])
+                for table in (self._ref, self._pending_ref, self._cur, self._since, self.last):
+                    table.pop(k3, None)
+                self._active.discard(k3)
+                self._epoch[k3] = self._epoch.get(k3, 0) + 1
+            for key, ref in restored.items():
+                if len(key) != 3 or self.mode != "local" or self.reference_mode == "file":
+                    continue
+                k3 = (key[0], key[1], key[2])
+                if k3 in self._ref:
+                    continue  # pinned here already (the worker reads back what it persisted, too)
+                if ref.space != space or ref.rows.ndim != 2 or len(ref.rows) < 2:
+                    self._references.refused()
+                    continue
+                self._ref[k3] = np.ascontiguousarray(ref.rows, dtype=np.float32)
+                self._pending_ref.pop(k3, None)
+                self._references.adopted()
 
     def export_samples(self) -> list[tuple[str, str, str, int, np.ndarray]]:
         """Publish mode: each key's (model, version, field, count, sample) of this interval; resets."""
@@ -371,6 +448,23 @@ class EmbeddingDriftDetector(
                 **{("current", *k): len(c) for k, c in self._cur.items()},
                 **{("reservoir", *k): len(r) for k, r in self._reservoirs.items()},
             }
+
+
+def embedding_space(embedding: str, service) -> str:
+    """``embedding:model:dimension`` for references: the default model by name, another by its folder's last
+    two path parts (the same on every machine that installs it the same way); a service of vectors without a
+    model name (a library user's) by its class."""
+    name = getattr(service, "model_name", None)
+    if name is None:
+        label = type(service).__name__
+    else:
+        try:
+            default = str(name) == default_model_path()
+        except RuntimeError:  # the default model's package is not installed: it is not the default then
+            default = False
+        label = "all-MiniLM-L6-v2" if default else "/".join(Path(str(name)).parts[-2:])
+    dimension = getattr(service, "dimension", None)
+    return f"{embedding}:{label}:{dimension if dimension is not None else '?'}"
 
 
 def _are_texts(values) -> bool:
@@ -438,8 +532,13 @@ class DriftMerger:
 
     Threads: :meth:`add` runs on the event loop while :meth:`evaluate` runs on a background
     thread; the samples and results are changed under ``_lock`` and read from copies
-    (:meth:`last_results` for the results).
+    (:meth:`last_results` for the results). Its references survive a restart or a move of the drift
+    topic's partition as a detector's do (the same four methods as
+    :class:`~detectors.contracts.KeepsReferences`, as detector ``drift.merged``, applied at the next
+    :meth:`evaluate`); their space is ``merged:DIMENSION``, since the samples carry no embedding name.
     """
+
+    name = "drift.merged"
 
     def __init__(
         self,
@@ -462,6 +561,40 @@ class DriftMerger:
         self.last: dict[tuple[str, str, str], DriftResult] = {}
         self._lock = threading.Lock()
         self.mixed_dimensions = 0  # evaluations that left out samples of another embedding's dimension
+        self._references = ReferenceKeeper(self.name)
+
+    def pinned_references(self) -> list[PinnedReference]:
+        return self._references.take_pinned()
+
+    def restore_references(self, references: Sequence[PinnedReference]) -> None:
+        self._references.offer(references)
+
+    def forget_reference(self, key: tuple[str, ...]) -> None:
+        self._references.forget(key)
+
+    def reference_counts(self) -> dict[str, int]:
+        return self._references.counts()
+
+    def _apply_references(self) -> None:
+        forgotten, restored = self._references.take_changes()
+        for key in forgotten:
+            if len(key) == 3:
+                k3 = (key[0], key[1], key[2])
+                self._ref.pop(k3, None)
+                self._active.discard(k3)
+                with self._lock:
+                    self.last.pop(k3, None)
+        for key, ref in restored.items():
+            if len(key) != 3:
+                continue
+            k3 = (key[0], key[1], key[2])
+            if k3 in self._ref:
+                continue
+            if not ref.space.startswith("merged:") or ref.rows.ndim != 2 or ref.space != f"merged:{ref.rows.shape[1]}" or len(ref.rows) < 2:
+                self._references.refused()
+                continue
+            self._ref[k3] = np.ascontiguousarray(ref.rows, dtype=np.float32)
+            self._references.adopted()
 
     def add(self, model: str, version: str, field: str, producer: str, interval: int, count: int, vectors: np.ndarray) -> None:
         with self._lock:
@@ -484,6 +617,7 @@ class DriftMerger:
             return out
 
     def evaluate(self, current_interval: int) -> list[Finding]:
+        self._apply_references()
         findings = []
         for key, per in self._windows(current_interval - self.window_intervals + 1):
             # Workers that embed differently (a rolling change of drift's `embedding`: 384-d model vectors,
@@ -507,6 +641,7 @@ class DriftMerger:
             if key not in self._ref:
                 if len(window) >= self.window_size // 2:
                     self._ref[key] = window
+                    self._references.pinned(key, f"merged:{window.shape[1]}", window)
                     with self._lock:  # the next windows are new traffic, not the reference again
                         for k in per:
                             self._samples[key].pop(k, None)

@@ -139,6 +139,19 @@ class Settings(BaseSettings):
     drift_interval_s: float = Field(default=30.0, gt=0, description="With drift mode 'publish': how often workers publish samples.")
     drift_merge_window: int = Field(default=500, ge=20, description="Rows of the merged current window.")
     drift_merge_intervals: int = Field(default=4, ge=1, description="Intervals the merged window spans.")
+    keep_references: bool = Field(
+        default=True,
+        description="Persist the reference windows drift detectors pin (numbers, never text) to the compacted references "
+        "topic and restore them when a worker starts, so that a restart or a partition move during a drift does not "
+        "re-pin the reference from the drifted traffic. Off: every start re-pins from live traffic.",
+    )
+    reference_load_timeout_s: float = Field(
+        default=15.0,
+        gt=0,
+        le=600,
+        description="How long a starting worker waits to read the references topic before it consumes events; past it "
+        "the worker starts anyway (logged) and adopts the references as they arrive, for versions not yet pinned.",
+    )
     web_host: str = Field(default="127.0.0.1", description="Bind address of the worker's web server (metrics, reports).")
     web_port: int = Field(default=6066, ge=0, le=65535)
     worker_id: str | None = Field(default=None, description="Defaults to host:pid.")

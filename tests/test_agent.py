@@ -251,7 +251,7 @@ def test_a_failed_run_of_a_detectors_own_thread_counts_as_that_detectors_error(t
         ({"detector": "descriptor_drift"}, 0.0)
     ]
 
-    def broken(key, ref_rows, rows):
+    def broken(key, ref_rows, rows, epoch=0):
         raise RuntimeError("the window test broke")
 
     det._test = broken

@@ -77,14 +77,14 @@ class Gate:
         self.finished = 0
         det._test = self
 
-    def __call__(self, key, ref_rows, rows):
+    def __call__(self, key, ref_rows, rows, epoch=0):
         self.seen.append((len(rows), rows[-1]["_event"].event_id))
         self.started.set()
         assert self.open.wait(60), "the test never opened the gate"
         try:
             if self.fail_first and len(self.seen) == 1:
                 raise RuntimeError("event text: " + "dana@example.com")  # the frames quote this line, never the joined message
-            return self.test(key, ref_rows, rows)
+            return self.test(key, ref_rows, rows, epoch)
         finally:
             self.finished += 1
 

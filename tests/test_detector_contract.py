@@ -19,6 +19,7 @@ from detectors.contracts import (
     CONTRACTS,
     BuildsReports,
     ExposesGauges,
+    KeepsReferences,
     KeepsWindows,
     PublishesSamples,
     RunsInBackground,
@@ -242,6 +243,27 @@ def test_samples_are_published_only_in_publish_mode(config):
     samples = det.export_samples()
     assert det.publishes_samples == ("PublishesSamples" in capabilities(det)) == bool(samples)
     assert det.export_samples() == []  # a new interval
+
+
+def test_pinned_references_are_numbers_and_a_new_instance_restores_them_instead_of_pinning(config):
+    det = _build(config)
+    if not isinstance(det, KeepsReferences):
+        pytest.skip("keeps no references")
+    events = traffic()
+    _score(det, events)
+    pinned = det.pinned_references()
+    if "PublishesSamples" in capabilities(det):  # the merger pins in publish mode, not the detector
+        assert pinned == []
+        return
+    assert pinned, "the traffic pins no reference"
+    assert det.pinned_references() == []  # each handed over once
+    for ref in pinned:
+        assert ref.detector == det.name and ref.rows.ndim == 2 and ref.rows.dtype.kind == "f" and ref.space  # numbers, never text
+    fresh = _build(config)
+    fresh.restore_references(pinned)
+    _score(fresh, events)
+    assert fresh.reference_counts()["restored"] == len(pinned)
+    assert {r.key for r in fresh.pinned_references()}.isdisjoint({r.key for r in pinned})
 
 
 def test_reports_build_for_a_model_version_with_a_reference(traffic_findings, tmp_path):

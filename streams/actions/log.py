@@ -1,29 +1,21 @@
-"""Reading a topic back to its end, on any Kafka-protocol broker.
-
-End offsets cannot be trusted on the embedded broker, so "the end" is found by writing a
-marker first and reading until it comes back: on a one-partition topic everything written
-before the marker has then been read. On the actions topic the marker is an
-``agent_start`` record (an audit entry in its own right); on the compacted control topic
-it is a tombstone with a marker key, which compaction removes.
-"""
+"""The actions topic, read back to its end (``streams.events.topics.read_until_marker``): on it the
+marker is an ``agent_start`` record, an audit entry in its own right."""
 
 from __future__ import annotations
 
 import json
 import logging
-import time
 import uuid
-from collections.abc import Callable
 from typing import Any
 
 from streams import kafka_clients
 from streams.events.schema import ActionRecord
-from streams.events.topics import topic_name
+from streams.events.topics import MARKER_KEY_PREFIX, read_until_marker
 from streams.settings import Settings
 
 log = logging.getLogger(__name__)
 
-MARKER_KEY_PREFIX = b"__streamwarden_marker__:"
+__all__ = ["MARKER_KEY_PREFIX", "action_json", "consumer", "parse_action", "producer", "read_actions", "read_until_marker"]
 
 
 def producer(settings: Settings, client_id: str):
@@ -32,37 +24,6 @@ def producer(settings: Settings, client_id: str):
 
 def consumer(settings: Settings, client_id: str):
     return kafka_clients.consumer(settings, client_id)
-
-
-def read_until_marker(
-    settings: Settings, role: str, marker_key: bytes, marker_value: bytes | None, on_record: Callable, timeout_s: float = 30.0, prod=None
-):
-    """Write a marker to the one-partition topic of ``role``, then hand every record before it
-    to ``on_record(key, value)``. Returns the consumer, positioned just after the marker."""
-    from kafka import TopicPartition
-
-    topic = topic_name(settings, role)
-    own = prod is None
-    prod = prod or producer(settings, f"streamwarden-{role}-marker")
-    try:
-        prod.send(topic, key=marker_key, value=marker_value, partition=0).get(timeout=timeout_s)
-    finally:
-        if own:
-            prod.close(timeout=5)
-    cons = consumer(settings, f"streamwarden-{role}-reader")
-    tp = TopicPartition(topic, 0)
-    cons.assign([tp])
-    cons.seek_to_beginning(tp)
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        for messages in cons.poll(timeout_ms=200).values():
-            for m in messages:
-                if m.key == marker_key:
-                    cons.seek(tp, m.offset + 1)
-                    return cons
-                on_record(m.key, m.value)
-    cons.close()
-    raise TimeoutError(f"did not read back the marker on {topic} within {timeout_s:.0f}s")
 
 
 def parse_action(value: bytes | None) -> ActionRecord | None:

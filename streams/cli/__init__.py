@@ -1,6 +1,7 @@
 """The ``streamwarden`` command line: one module per command group.
 
 ``worker``      the stream processor              ``gateway``     the OpenAI-compatible proxy
+``references``  the drift references the workers keep (list, reset)
 ``policy``      rules and the policy agent        ``actions``     kill switch and rollout stages, by hand
 ``events``      topics, tap replay, the schema    ``dashboards``  Grafana as code
 ``local``       demo, embedded broker, traffic, probes (local tools)
@@ -63,6 +64,7 @@ app.add_typer(actions.killswitch_app, name="killswitch")
 app.add_typer(actions.rollout_app, name="rollout")
 app.add_typer(dashboards.dashboards_app, name="dashboards")
 app.add_typer(otlp.otlp_app, name="otlp")
+app.add_typer(worker.references_app, name="references")
 
 
 def exit_code(exc: BaseException) -> int:

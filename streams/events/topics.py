@@ -10,6 +10,7 @@ metrics        windowed MetricsRecord JSON per (model, model_version)       mode
 actions        decisions of the policy (the durable audit log)              action_id
 control        kill-switch state per model (compacted)                      model
 drift          interval samples of embeddings from every worker             model|ver|field
+references     the reference windows drift detectors pinned (compacted)     [detector, model, ver(, field)]
 otlp           OTLP ExportTraceServiceRequests (GenAI spans), from a        trace id
                Collector's kafka exporter or ``streamwarden otlp receive``
 =============  ===========================================================  ============
@@ -21,6 +22,8 @@ The OTLP topic is named by ``otlp_topic`` (default ``<prefix>otlp``) and exists 
 from __future__ import annotations
 
 import logging
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from streams import kafka_clients
@@ -28,7 +31,7 @@ from streams.settings import Settings
 
 log = logging.getLogger(__name__)
 
-ROLES = ("inference", "deadletter", "findings", "metrics", "actions", "control", "drift", "otlp")
+ROLES = ("inference", "deadletter", "findings", "metrics", "actions", "control", "drift", "references", "otlp")
 
 
 @dataclass(frozen=True)
@@ -50,6 +53,7 @@ def topic_specs(settings: Settings) -> dict[str, TopicSpec]:
         "actions": TopicSpec("actions", f"{p}actions", 1, {"retention.ms": "-1"}),
         "control": TopicSpec("control", f"{p}control", 1, {"cleanup.policy": "compact"}),
         "drift": TopicSpec("drift", f"{p}drift", out, {"retention.ms": str(6 * 3600 * 1000)}),
+        "references": TopicSpec("references", f"{p}references", 1, {"cleanup.policy": "compact"}),
     }
     if settings.otlp_enabled:
         specs["otlp"] = TopicSpec("otlp", settings.otlp_topic_name, settings.input_partitions)
@@ -110,3 +114,44 @@ def produce(settings: Settings, role: str, items, timeout_s: float = 30.0) -> in
         return len(futures)
     finally:
         producer.close(timeout=5)
+
+
+# -- reading a one-partition topic back to its end, on any Kafka-protocol broker ----------------
+#
+# End offsets cannot be trusted on the embedded broker, so "the end" is found by writing a marker first
+# and reading until it comes back: on a one-partition topic everything written before the marker has
+# then been read. On a compacted topic (control, references) the marker is a tombstone with a marker
+# key, which compaction removes.
+
+MARKER_KEY_PREFIX = b"__streamwarden_marker__:"
+
+
+def read_until_marker(
+    settings: Settings, role: str, marker_key: bytes, marker_value: bytes | None, on_record: Callable, timeout_s: float = 30.0, prod=None
+):
+    """Write a marker to the one-partition topic of ``role``, then hand every record before it
+    to ``on_record(key, value)``. Returns the consumer, positioned just after the marker."""
+    from kafka import TopicPartition
+
+    topic = topic_name(settings, role)
+    own = prod is None
+    prod = prod or kafka_clients.producer(settings, f"streamwarden-{role}-marker", linger_ms=0)
+    try:
+        prod.send(topic, key=marker_key, value=marker_value, partition=0).get(timeout=timeout_s)
+    finally:
+        if own:
+            prod.close(timeout=5)
+    cons = kafka_clients.consumer(settings, f"streamwarden-{role}-reader")
+    tp = TopicPartition(topic, 0)
+    cons.assign([tp])
+    cons.seek_to_beginning(tp)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        for messages in cons.poll(timeout_ms=200).values():
+            for m in messages:
+                if m.key == marker_key:
+                    cons.seek(tp, m.offset + 1)
+                    return cons
+                on_record(m.key, m.value)
+    cons.close()
+    raise TimeoutError(f"did not read back the marker on {topic} within {timeout_s:.0f}s")

@@ -11,6 +11,10 @@ is read by the same agent, so one consumer commits both topics' offsets the same
 No exception of one batch stops the stream or loses its events: decoding is total (a bad
 record is a dead letter), detectors are isolated from each other, and if handling the batch
 still fails (publishing, say), every record of it goes to the dead-letter topic with the reason.
+
+The reference windows the drift detectors pin go to the references topic, and a starting worker reads
+them back before it consumes (streams.worker.references): a restart does not re-learn a reference from
+traffic that has already drifted.
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ from faust.types import TP
 
 from detectors import embeddings, registry
 from detectors.base import Detector, Finding
-from detectors.contracts import PublishesSamples, RunsInBackground, declared
+from detectors.contracts import KeepsReferences, PinnedReference, PublishesSamples, RunsInBackground, declared
 from detectors.drift import DriftMerger, EmbeddingDriftDetector
 from streams import kafka_clients
 from streams.errors import ConfigurationError
@@ -40,6 +44,8 @@ from streams.worker.commits import CommitGate, CommitMonitor
 from streams.worker.deadletters import DeadLetterWriter
 from streams.worker.metrics import WindowAggregator, WorkerMetrics
 from streams.worker.pipeline import PROCESSING_FAILED, BatchResult, DeadLetter, Pipeline, RawRecord
+from streams.worker.references import ReferenceWatcher, reference_key
+from streams.worker.references import encode as encode_reference
 from streams.worker.shutdown import bounded_stop, stopped_cleanly
 from streams.worker.web import register_pages
 
@@ -110,6 +116,16 @@ class Worker:
         publishers = [cast(PublishesSamples, d) for d in self.detectors if PublishesSamples in declared(d)]
         self._drift_publishers = [d for d in publishers if d.publishes_samples]
         self.drift_merger = self._make_drift_merger()
+        # Pinned references: persisted on the references topic, read back when the worker starts, followed after.
+        self.references_topic = raw_topic("references")
+        self._reference_keepers: list[Any] = [d for d in self.detectors if KeepsReferences in declared(d)]
+        if self.drift_merger is not None:
+            self._reference_keepers.append(self.drift_merger)
+        self._references_unpublished: list[PinnedReference] = []
+        self._reference_counts: dict[tuple[str, str], int] = {}
+        self.references: ReferenceWatcher | None = None
+        if settings.keep_references and self._reference_keepers:
+            self.references = ReferenceWatcher(settings, self._restore_reference, self._reset_reference)
         # A dead letter must fit both our producer's request limit and the topic's (the broker's default).
         dlq_limit = min(kafka_clients.max_message_bytes(settings), kafka_clients.BROKER_DEFAULT_MAX_MESSAGE_BYTES)
         self.dead_letters = DeadLetterWriter(
@@ -207,6 +223,9 @@ class Worker:
         @app.on_before_shutdown.connect  # type: ignore[arg-type]  # faust's stubs do not admit coroutine receivers
         async def on_shutdown(app: Any, **kwargs: Any) -> None:
             await self.stop_background()
+            await self.publish_references()
+            if self.references is not None:
+                await asyncio.get_running_loop().run_in_executor(None, self.references.stop)
             # The consumer made its last commit as it stopped: publish what that released.
             await self.flush_metrics()
 
@@ -259,6 +278,7 @@ class Worker:
             await self.publish(result)
         except Exception as exc:  # noqa: BLE001 - the batch's records are kept as dead letters, never lost
             result = await self._dead_letter_batch(records, exc)
+        await self.publish_references()
         self.metrics.observe(result, len(records), time.perf_counter() - t0)
         self._observe_lag(records)
         self.metrics.set_detector_gauges(self.detectors)
@@ -377,6 +397,57 @@ class Worker:
         await loop.run_in_executor(self._executor, self.pipeline.close)
         await self.publish_background_findings()
 
+    # -- references that outlive the worker ---------------------------------------------------
+
+    def load_references(self) -> None:
+        """Read the references topic back (up to ``reference_load_timeout_s``) and keep following it: called
+        before the worker consumes, so that its detectors test against the references pinned before."""
+        if self.references is None:
+            return
+        self.references.start()
+        if self.references.ready.wait(self.settings.reference_load_timeout_s):
+            log.info("%d reference window(s) read back from the references topic", len(self.references.references))
+        else:
+            log.warning(
+                "the references topic was not read within %.0fs (%s): consuming now; references arriving later are adopted "
+                "by versions that have not pinned one yet",
+                self.settings.reference_load_timeout_s,
+                type(self.references.error).__name__ if self.references.error is not None else "still reading",
+            )
+
+    def _restore_reference(self, ref: PinnedReference) -> None:
+        for keeper in self._reference_keepers:
+            keeper.restore_references([ref])  # each keeps only its own detector's
+
+    def _reset_reference(self, detector: str, key: tuple[str, ...]) -> None:
+        for keeper in self._reference_keepers:
+            if keeper.name == detector:
+                keeper.forget_reference(key)
+                log.info("reference of %s reset by a tombstone on the references topic", detector)
+
+    async def publish_references(self) -> None:
+        """Persist the references pinned since the last call (kept for the next call if the broker refuses them), and
+        count what the detectors did with references (streamwarden_references_total)."""
+        pinned = self._references_unpublished + [r for k in self._reference_keepers for r in k.pinned_references()]
+        self._references_unpublished = []
+        for keeper in self._reference_keepers:
+            for outcome, total in keeper.reference_counts().items():
+                seen = self._reference_counts.get((keeper.name, outcome), 0)
+                if total > seen:
+                    self.metrics.references.labels(keeper.name, outcome).inc(total - seen)
+                    self._reference_counts[(keeper.name, outcome)] = total
+        if not pinned or self.references is None:
+            return  # not kept: a restart re-pins from live traffic
+        for i, ref in enumerate(pinned):
+            try:
+                await self.references_topic.send(key=reference_key(ref.detector, ref.key), value=encode_reference(ref, self.worker_id))
+            except Exception as exc:  # noqa: BLE001 - the broker may be away: keep them for the next call
+                self._references_unpublished = pinned[i:]
+                log.warning("persisting %d reference(s) failed (%s); retrying after the next batch", len(pinned) - i, type(exc).__name__)
+                self.metrics.references.labels(ref.detector, "persist_failed").inc()
+                return
+            self.metrics.references.labels(ref.detector, "persisted").inc()
+
     # -- drift across workers, sampled events, metrics ------------------------------------
 
     def drift_interval(self) -> int:
@@ -394,6 +465,7 @@ class Worker:
         findings = await loop.run_in_executor(self.background, self.drift_merger.evaluate, interval)
         result = BatchResult(findings=findings)
         await self.publish(result)
+        await self.publish_references()
         self.metrics.observe_findings(result)
         self.windows.add_findings(findings)
         for name, labels, value in self._merged_drift_gauges():
@@ -456,6 +528,7 @@ class Worker:
         client_level = max(logging.INFO, getattr(logging, self.settings.log_level.upper()))
         for name in ("faust", "aiokafka", "kafka", "mode"):
             logging.getLogger(name).setLevel(client_level)
+        self.load_references()
         try:
             worker.execute_from_commandline()
         except SystemExit as done:  # faust raises it once it has stopped and closed its loop

@@ -142,6 +142,14 @@ class WorkerMetrics:
         self.dead_letters = PromCounter(
             "streamwarden_dead_letters_total", "Records sent to the dead-letter topic, by reason.", ["reason"], registry=r
         )
+        self.references = PromCounter(
+            "streamwarden_references_total",
+            "Reference windows of the drift detectors, by outcome: pinned (from traffic), persisted (to the references "
+            "topic), persist_failed, restored (read back and adopted), refused (of another embedding or columns), "
+            "forgotten (a person's reset).",
+            ["detector", "outcome"],
+            registry=r,
+        )
         self.duplicates = PromCounter("streamwarden_duplicate_events_total", "Events dropped as duplicates of an event_id.", registry=r)
         self.detector_errors = PromCounter(
             "streamwarden_detector_errors_total",

@@ -1,0 +1,77 @@
+"""The bookkeeping behind :class:`~detectors.contracts.KeepsReferences`, shared by the detectors that pin references.
+
+A restored reference and a person's reset arrive on another thread (the worker's reader of the references
+topic); they wait here, under a lock, until the detector's next batch applies them, so that the windows keep
+one owner. A reference the detector pins waits here for the worker to persist it.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Sequence
+
+import numpy as np
+
+from .contracts import PinnedReference
+
+Key = tuple[str, ...]
+
+
+class ReferenceKeeper:
+    def __init__(self, detector: str):
+        self.detector = detector
+        self._lock = threading.Lock()
+        self._restored: dict[Key, PinnedReference] = {}
+        self._forgotten: list[Key] = []
+        self._pinned: list[PinnedReference] = []
+        self._counts = {"pinned": 0, "restored": 0, "refused": 0, "forgotten": 0}
+
+    # -- any thread ------------------------------------------------------------------------------
+
+    def offer(self, references: Sequence[PinnedReference]) -> None:
+        """Restored references, applied at the detector's next batch (the latest per key wins)."""
+        with self._lock:
+            for ref in references:
+                if ref.detector == self.detector:
+                    self._restored[tuple(ref.key)] = ref
+
+    def forget(self, key: Key) -> None:
+        with self._lock:
+            self._restored.pop(tuple(key), None)
+            self._forgotten.append(tuple(key))
+
+    def take_pinned(self) -> list[PinnedReference]:
+        with self._lock:
+            out, self._pinned = self._pinned, []
+            return out
+
+    def counts(self) -> dict[str, int]:
+        with self._lock:
+            return dict(self._counts)
+
+    # -- the detector's batch thread ------------------------------------------------------------
+
+    def pinned(self, key: Key, space: str, rows: np.ndarray) -> None:
+        """The detector pinned ``rows`` as ``key``'s reference: hand it to the worker."""
+        with self._lock:
+            self._pinned.append(PinnedReference(self.detector, tuple(key), space, np.asarray(rows), time.time()))
+            self._counts["pinned"] += 1
+
+    def take_changes(self) -> tuple[list[Key], dict[Key, PinnedReference]]:
+        """(keys to forget, references to adopt) since the last call: forgetting comes first."""
+        with self._lock:
+            if not self._restored and not self._forgotten:
+                return [], {}
+            forgotten, restored = self._forgotten, self._restored
+            self._forgotten, self._restored = [], {}
+            self._counts["forgotten"] += len(forgotten)
+            return forgotten, restored
+
+    def adopted(self, n: int = 1) -> None:
+        with self._lock:
+            self._counts["restored"] += n
+
+    def refused(self, n: int = 1) -> None:
+        with self._lock:
+            self._counts["refused"] += n

@@ -1,0 +1,257 @@
+"""References that outlive a worker: pinned, persisted as numbers, restored, refused from another space, reset."""
+
+import json
+import time
+
+import numpy as np
+import pytest
+
+from detectors.contracts import PinnedReference
+from detectors.descriptor_drift import COLUMNS, DescriptorDriftDetector, array_to_rows, rows_to_array
+from detectors.drift import DriftMerger, EmbeddingDriftDetector
+from streams.worker import references as wire
+
+from .conftest import make_event
+from .test_drift import _brown
+
+NEWS = [" ".join(p.split()[:30]) for p in _brown("news", 160, 11)]
+HOBBIES = [" ".join(p.split()[:30]) for p in _brown("hobbies", 80, 12)]
+
+
+def _drift(**kw) -> EmbeddingDriftDetector:
+    options = dict(reference_size=60, window_size=60, test_every=30, permutations=300, alpha=0.01, sample_rate=1.0, fields=["prompt"])
+    options.update(kw)
+    return EmbeddingDriftDetector(**options)
+
+
+def _feed(det, texts, **event):
+    findings = []
+    for i in range(0, len(texts), 20):
+        findings += det.score_batch([make_event(prompt=t, **event) for t in texts[i : i + 20]])
+    return findings
+
+
+@pytest.mark.unit
+def test_a_restored_reference_catches_a_drift_that_started_before_the_restart():
+    first = _drift()
+    assert _feed(first, NEWS[:60]) == []
+    pinned = first.pinned_references()
+    assert [(p.detector, p.key) for p in pinned] == [("drift", ("m1", "v1", "prompt"))]
+    assert pinned[0].space.startswith("static:") and pinned[0].rows.shape[0] == 60
+    assert first.pinned_references() == []  # each handed over once
+    # Through the wire, as the worker keeps it.
+    restored = wire.decode(wire.encode(pinned[0], "worker-a"))
+    assert (restored.detector, restored.key, restored.space) == (pinned[0].detector, pinned[0].key, pinned[0].space)
+    assert np.allclose(restored.rows, pinned[0].rows, atol=1e-3)
+
+    # After a restart the traffic has already moved to another topic.
+    after_restart = _drift()
+    after_restart.restore_references([restored])
+    found = _feed(after_restart, HOBBIES[:60])
+    assert [f.kind for f in found] == ["prompt_drift"]
+    assert after_restart.pinned_references() == []  # it did not pin the drifted traffic
+    assert after_restart.reference_counts()["restored"] == 1
+
+    # Without the reference, the restarted detector pins the drifted traffic and stays silent.
+    forgetful = _drift()
+    assert _feed(forgetful, HOBBIES[:60] + HOBBIES[:60]) == []
+    assert forgetful.pinned_references()[0].rows.shape[0] == 60
+
+
+@pytest.mark.unit
+def test_a_reference_of_another_embedding_is_refused_and_one_pinned_here_wins():
+    det = _drift()
+    other = PinnedReference("drift", ("m1", "v1", "prompt"), "model:all-MiniLM-L6-v2:384", np.ones((60, 384), np.float32), time.time())
+    det.restore_references([other, other._replace(key=("m1", "v1", "response")), other._replace(detector="descriptor_drift")])
+    _feed(det, NEWS[:60])
+    counts = det.reference_counts()
+    assert counts["refused"] == 2 and counts["restored"] == 0  # the prompt's and the response's; another detector's is not its own
+    assert len(det.pinned_references()) == 1  # pinned from traffic instead
+
+    own = _drift()
+    _feed(own, NEWS[:60])
+    mine = own.pinned_references()[0]
+    later = mine._replace(rows=np.zeros_like(mine.rows), pinned_at=mine.pinned_at + 1)
+    own.restore_references([later])  # e.g. the worker reading back what it persisted, or another worker's
+    _feed(own, NEWS[60:80])
+    assert own.reference_counts()["restored"] == 0
+
+
+@pytest.mark.unit
+def test_a_reset_forgets_the_reference_and_the_next_events_pin_a_new_one():
+    det = _drift()
+    _feed(det, NEWS[:60])
+    det.pinned_references()
+    det.forget_reference(("m1", "v1", "prompt"))
+    assert _feed(det, HOBBIES[:60]) == []  # the new traffic is the new reference: no alarm
+    repinned = det.pinned_references()
+    assert len(repinned) == 1 and det.reference_counts()["forgotten"] == 1
+    assert _feed(det, HOBBIES[60:80] + HOBBIES[:40]) == []  # and the same topic does not drift from it
+
+
+@pytest.mark.unit
+def test_a_test_of_a_window_from_before_a_reset_is_discarded():
+    det = _drift()
+    _feed(det, NEWS[:60])
+    snapshot_ref = det._ref[("m1", "v1", "prompt")]
+    rows = [(v, make_event()) for v in det.embeddings.encode(HOBBIES[:40])]
+    det.forget_reference(("m1", "v1", "prompt"))
+    det.score_batch([])  # the next batch applies the reset
+    assert det._run_test(("m1", "v1", "prompt"), snapshot_ref, rows, epoch=0) == []
+    assert det.last == {}
+
+
+@pytest.mark.unit
+def test_descriptor_rows_travel_exactly_and_a_restored_reference_is_tested_against():
+    rows = [
+        {
+            "prompt_chars": 10,
+            "response_chars": 200,
+            "sentiment": 0.25,
+            "pii_entities": 0,
+            "output_tokens": None,
+            "latency_ms": 12.5,
+            "refusal": 0,
+        },
+        {
+            "prompt_chars": 12,
+            "response_chars": 180,
+            "sentiment": -0.5,
+            "pii_entities": 2,
+            "output_tokens": 40,
+            "latency_ms": None,
+            "refusal": 1,
+        },
+    ]
+    assert array_to_rows(rows_to_array(rows)) == rows
+    assert rows_to_array(rows).shape == (2, len(COLUMNS))
+
+    def events(n, words, seed):
+        rng = np.random.default_rng(seed)
+        return [make_event(response=" ".join(["word"] * int(rng.integers(words, words + 5))), latency_ms=100.0) for _ in range(n)]
+
+    first = DescriptorDriftDetector(reference_size=60, window_size=60, test_every=30, pii=False)
+    first.score_batch(events(60, 20, 1))
+    (pinned,) = first.pinned_references()
+    assert pinned.key == ("m1", "v1") and pinned.space.startswith("descriptors:")
+    restored = wire.decode(wire.encode(pinned, "worker-a"))
+    assert np.array_equal(restored.rows, pinned.rows, equal_nan=True)
+
+    again = DescriptorDriftDetector(reference_size=60, window_size=60, test_every=30, pii=False)
+    again.restore_references([restored])
+    again.score_batch([])
+    assert again.has_reference("m1", "v1")
+    found = again.score_batch(events(60, 80, 2))  # answers four times longer than the reference's
+    assert [f.kind for f in found] == ["descriptor_drift"] and "response_chars" in found[0].details["drifted"]
+    assert again.pinned_references() == []
+
+
+@pytest.mark.unit
+def test_the_merger_keeps_its_reference_across_a_restart():
+    rng = np.random.default_rng(0)
+    base = rng.normal(size=(400, 16)).astype(np.float32)
+    moved = base + 2.0
+    merger = DriftMerger(window_size=100, window_intervals=1, permutations=300, alpha=0.01)
+    merger.add("m1", "v1", "prompt", "w1", 1, 400, base[:200])
+    assert merger.evaluate(1) == []
+    (pinned,) = merger.pinned_references()
+    assert pinned.detector == "drift.merged" and pinned.space == "merged:16"
+
+    restarted = DriftMerger(window_size=100, window_intervals=1, permutations=300, alpha=0.01)
+    restarted.restore_references([wire.decode(wire.encode(pinned, "worker-a"))])
+    restarted.add("m1", "v1", "prompt", "w1", 2, 400, moved[200:])
+    found = restarted.evaluate(2)
+    assert [f.kind for f in found] == ["prompt_drift"] and restarted.pinned_references() == []
+
+
+@pytest.mark.unit
+def test_a_reference_too_large_for_a_message_travels_as_an_even_sample():
+    big = PinnedReference("drift", ("m|1", "v1", "prompt"), "static:x:384", np.ones((3000, 384), np.float32), 1.0)
+    value = wire.encode(big, "w", max_bytes=1_048_588)
+    assert len(value) <= 1_048_588
+    back = wire.decode(value)
+    assert 1000 < back.rows.shape[0] < 3000 and back.key == ("m|1", "v1", "prompt")
+    assert wire.parse_key(wire.reference_key("drift", ("m|1", "v1", "prompt"))) == ("drift", ("m|1", "v1", "prompt"))
+    with pytest.raises((ValueError, KeyError, TypeError)):
+        wire.decode(b"\x00\x00\x00\x02{}")
+
+
+@pytest.mark.integration
+def test_the_watcher_reads_references_back_follows_them_and_hears_a_reset(settings):
+    from streams import kafka_clients
+    from streams.events.topics import ensure_topics, topic_name
+
+    ensure_topics(settings)
+    topic = topic_name(settings, "references")
+    ref = PinnedReference("drift", ("m1", "v1", "prompt"), "static:x:8", np.ones((5, 8), np.float32), 1.0)
+    prod = kafka_clients.producer(settings, "test-references", linger_ms=0)
+    prod.send(topic, key=wire.reference_key(ref.detector, ref.key), value=wire.encode(ref, "w"), partition=0).get(10)
+    prod.send(topic, key=b"not json", value=b"junk", partition=0).get(10)
+
+    seen, resets = [], []
+    watcher = wire.ReferenceWatcher(settings, seen.append, lambda d, k: resets.append((d, k)), poll_ms=100).start()
+    try:
+        assert watcher.ready.wait(30)
+        assert [(r.detector, r.key) for r in seen] == [("drift", ("m1", "v1", "prompt"))] and watcher.skipped == 1
+        later = ref._replace(key=("m1", "v2", "prompt"))
+        prod.send(topic, key=wire.reference_key(later.detector, later.key), value=wire.encode(later, "w"), partition=0).get(10)
+        assert wire.publish_resets(settings, [("drift", ("m1", "v1", "prompt"))]) == 1
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and not resets:
+            time.sleep(0.1)
+        assert resets == [("drift", ("m1", "v1", "prompt"))] and seen[-1].key == ("m1", "v2", "prompt")
+    finally:
+        watcher.stop()
+        prod.close(timeout=5)
+    assert set(wire.ReferenceWatcher(settings).read_all()) == {("drift", ("m1", "v2", "prompt"))}
+
+
+@pytest.mark.integration
+def test_a_restarted_worker_tests_against_the_reference_its_predecessor_pinned(settings, start_worker):
+    """Worker A pins the news reference and stops; worker B starts while the traffic is already hobbies, reads the
+    reference back, and raises the drift (a worker without it would pin the hobbies and stay silent)."""
+    from typer.testing import CliRunner
+
+    from streams.cli import app as cli
+    from streams.events.topics import ensure_topics
+    from streams.local.outputs import OutputReader
+    from streams.tap import Tap
+
+    from .conftest import http_ok, wait_for, worker_env
+
+    ensure_topics(settings)
+    env = dict(
+        STREAMWARDEN_DETECTORS='["drift"]',
+        STREAMWARDEN_DETECTOR_OPTIONS=json.dumps(
+            {"drift": {"sample_rate": 1.0, "fields": ["prompt"], "reference_size": 60, "window_size": 60, "test_every": 30, "alpha": 0.01}}
+        ),
+    )
+    a = start_worker(settings, **env)
+    wait_for(lambda: http_ok(f"http://127.0.0.1:{settings.web_port}/healthz"), 90, message="worker A")
+    with Tap(settings=settings) as tap:
+        for t in NEWS[:80]:
+            tap.record(make_event(prompt=t))
+    wait_for(lambda: wire.ReferenceWatcher(settings).read_all(timeout_s=10), 60, interval=1.0, message="the reference on its topic")
+    a.stop()
+
+    runner = CliRunner()
+    listed = runner.invoke(cli, ["references", "list", "--json"], env=worker_env(settings))
+    assert listed.exit_code == 0, listed.output
+    assert [(r["detector"], r["model"], r["field"], r["rows"]) for r in json.loads(listed.output)] == [("drift", "m1", "prompt", 60)]
+
+    found = []
+    reader = OutputReader(settings, ("findings",), lambda rec: found.append(rec.json())).start()
+    try:
+        start_worker(settings, **env)
+        wait_for(lambda: http_ok(f"http://127.0.0.1:{settings.web_port}/healthz"), 90, message="worker B")
+        with Tap(settings=settings) as tap:
+            for t in HOBBIES[:80]:
+                tap.record(make_event(prompt=t))
+        wait_for(lambda: [f for f in found if f["kind"] == "prompt_drift"], 60, message="a drift finding from worker B")
+    finally:
+        reader.stop()
+
+    reset = runner.invoke(cli, ["references", "reset", "m1", "v1"], env=worker_env(settings))
+    assert reset.exit_code == 0 and "reset drift m1 v1 prompt" in reset.output
+    missing = runner.invoke(cli, ["references", "reset", "m9", "v1"], env=worker_env(settings))
+    assert missing.exit_code == 2
