@@ -37,9 +37,9 @@ import numpy as np
 
 from .background import BackgroundRunsMixin, CoalescingRunner
 from .base import Detector, EventLike, Finding, Severity, finding_id
-from .contracts import BuildsReports, ExposesGauges, Gauge, KeepsReferences, KeepsWindows, PinnedReference, RunsInBackground
+from .contracts import BuildsReports, ExposesGauges, Gauge, KeepsReferences, KeepsWindows, RunsInBackground
 from .descriptors import is_refusal, sentiment
-from .references import ReferenceKeeper
+from .references import ReferenceKeeper, ReferencesMixin
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +70,9 @@ def array_to_rows(values: np.ndarray) -> list[dict]:
     return out
 
 
-class DescriptorDriftDetector(BackgroundRunsMixin, Detector, ExposesGauges, KeepsWindows, BuildsReports, RunsInBackground, KeepsReferences):
+class DescriptorDriftDetector(
+    BackgroundRunsMixin, ReferencesMixin, Detector, ExposesGauges, KeepsWindows, BuildsReports, RunsInBackground, KeepsReferences
+):
     """Threads and owners: ``score_batch`` (the batch path) owns the windows (``_ref``, ``_cur``,
     ``_since``) and changes them under ``_lock``; the readers of other threads (report, gauges,
     window_lengths) copy them under it. The window tests run on snapshots: a pinned reference is
@@ -240,18 +242,6 @@ class DescriptorDriftDetector(BackgroundRunsMixin, Detector, ExposesGauges, Keep
         ]
 
     # -- references that survive a restart (KeepsReferences) -------------------------------------
-
-    def pinned_references(self) -> list[PinnedReference]:
-        return self._references.take_pinned()
-
-    def restore_references(self, references: Sequence[PinnedReference]) -> None:
-        self._references.offer(references)
-
-    def forget_reference(self, key: tuple[str, ...]) -> None:
-        self._references.forget(key)
-
-    def reference_counts(self) -> dict[str, int]:
-        return self._references.counts()
 
     def _apply_references(self) -> None:
         """On the batch thread: resets first, then the restored references of versions that have pinned none."""

@@ -66,13 +66,12 @@ from .contracts import (
     KeepsReferences,
     KeepsWindows,
     NeedsEmbeddings,
-    PinnedReference,
     PublishesSamples,
     RunsInBackground,
 )
 from .embeddings import UsesEmbeddings, default_model_path
 from .errors import ConfigurationError
-from .references import ReferenceKeeper
+from .references import ReferenceKeeper, ReferencesMixin
 
 FIELDS = ("prompt", "response")
 # "model": the sentence-embedding model every detector shares (embedding_model, all-MiniLM-L6-v2 by
@@ -152,6 +151,7 @@ def mmd_permutation_test(
 class EmbeddingDriftDetector(
     UsesEmbeddings,
     BackgroundRunsMixin,
+    ReferencesMixin,
     Detector,
     NeedsEmbeddings,
     ExposesGauges,
@@ -378,18 +378,6 @@ class EmbeddingDriftDetector(
             self._space = embedding_space(self.embedding, self.embeddings)
         return self._space
 
-    def pinned_references(self) -> list[PinnedReference]:
-        return self._references.take_pinned()
-
-    def restore_references(self, references: Sequence[PinnedReference]) -> None:
-        self._references.offer(references)
-
-    def forget_reference(self, key: tuple[str, ...]) -> None:
-        self._references.forget(key)
-
-    def reference_counts(self) -> dict[str, int]:
-        return self._references.counts()
-
     def _apply_references(self) -> None:
         """On the batch thread: resets first, then the restored references of keys that have none of their own."""
         forgotten, restored = self._references.take_changes()
@@ -522,7 +510,7 @@ def weighted_merge(parts: Sequence[tuple[int, np.ndarray]], size: int, rng: np.r
     return np.concatenate(rows) if rows else np.zeros((0, parts[0][1].shape[1]), dtype=np.float32)
 
 
-class DriftMerger:
+class DriftMerger(ReferencesMixin):
     """Merges interval samples from many workers per (model, version, field) and tests them.
 
     Feed it what workers publish (:meth:`add`); :meth:`evaluate` builds each key's current
@@ -562,18 +550,6 @@ class DriftMerger:
         self._lock = threading.Lock()
         self.mixed_dimensions = 0  # evaluations that left out samples of another embedding's dimension
         self._references = ReferenceKeeper(self.name)
-
-    def pinned_references(self) -> list[PinnedReference]:
-        return self._references.take_pinned()
-
-    def restore_references(self, references: Sequence[PinnedReference]) -> None:
-        self._references.offer(references)
-
-    def forget_reference(self, key: tuple[str, ...]) -> None:
-        self._references.forget(key)
-
-    def reference_counts(self) -> dict[str, int]:
-        return self._references.counts()
 
     def _apply_references(self) -> None:
         forgotten, restored = self._references.take_changes()

@@ -18,6 +18,24 @@ from .contracts import PinnedReference
 Key = tuple[str, ...]
 
 
+class ReferencesMixin:
+    """The four methods of :class:`~detectors.contracts.KeepsReferences`, answered by ``self._references``."""
+
+    _references: ReferenceKeeper
+
+    def pinned_references(self) -> list[PinnedReference]:
+        return self._references.take_pinned()
+
+    def restore_references(self, references: Sequence[PinnedReference]) -> None:
+        self._references.offer(references)
+
+    def forget_reference(self, key: tuple[str, ...]) -> None:
+        self._references.forget(key)
+
+    def reference_counts(self) -> dict[str, int]:
+        return self._references.counts()
+
+
 class ReferenceKeeper:
     def __init__(self, detector: str):
         self.detector = detector
