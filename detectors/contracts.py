@@ -98,7 +98,8 @@ class BuildsReports(Protocol):
 
     @abc.abstractmethod
     def report(self, key: tuple[str, str], path: Path) -> Path:
-        """Writes the report of ``key`` = (model, version) to ``path``; returns it."""
+        """Writes the report of ``key`` = (model, version) to ``path``; returns it. LookupError when there is no current
+        window to report on yet."""
 
 
 @runtime_checkable

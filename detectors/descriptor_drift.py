@@ -78,7 +78,7 @@ class DescriptorDriftDetector(
     window_lengths) copy them under it. The window tests run on snapshots: a pinned reference is
     never changed again, and the current window is copied under the lock when a test is due. Who
     runs the tests owns the drift state ``_active`` (the batch path inline, the detector's thread
-    in background mode) and writes ``last`` under ``_lock``. Restored references and resets wait in
+    in background mode; a reset or a restored reference clears it) and changes it and ``last`` under ``_lock``. Restored references and resets wait in
     ``_references`` until the next ``score_batch`` applies them; a reset bumps the key's epoch, and a run of
     an older epoch still going is discarded."""
 
@@ -172,7 +172,7 @@ class DescriptorDriftDetector(
     def _columns(self, key):
         """The reference and current windows of ``key`` now, as data frames."""
         with self._lock:
-            ref_rows, rows = list(self._ref[key]), list(self._cur[key])
+            ref_rows, rows = list(self._ref[key]), list(self._cur.get(key, ()))  # a restored reference, no traffic yet
         return _frame(ref_rows), _frame(rows)
 
     def _test(self, key: tuple[str, str], ref_rows: Sequence[dict], rows: Sequence[dict], epoch: int = 0) -> list[Finding]:
@@ -192,17 +192,17 @@ class DescriptorDriftDetector(
                 test = get_stattest(r, c, kind, None)
                 out = test(r, c, kind, self.threshold)
                 results[col] = {"stattest": test.name, "score": float(out.drift_score), "drifted": bool(out.drifted)}
-        with self._lock:
+        drifted = sorted(c for c, r in results.items() if r["drifted"])
+        with self._lock:  # one block: a reset between the epoch check and the episode's state would be undone
             if self._epoch.get(key, 0) != epoch:
                 return []
             self.last[key] = results
-        drifted = sorted(c for c, r in results.items() if r["drifted"])
-        if not drifted:
-            self._active.discard(key)
-            return []
-        if key in self._active:
-            return []
-        self._active.add(key)
+            if not drifted:
+                self._active.discard(key)
+                return []
+            if key in self._active:
+                return []
+            self._active.add(key)
         model, version = key
 
         # The example: on the drifted column whose mean moved most (in the reference's standard deviations),
@@ -244,7 +244,8 @@ class DescriptorDriftDetector(
     # -- references that survive a restart (KeepsReferences) -------------------------------------
 
     def _apply_references(self) -> None:
-        """On the batch thread: resets first, then the restored references of versions that have pinned none."""
+        """On the batch thread: resets first, then the restored references (the oldest pinned wins, see
+        detectors/references.py); a reference that replaces one pinned here bumps the key's epoch."""
         forgotten, restored = self._references.take_changes()
         if not forgotten and not restored:
             return
@@ -262,21 +263,29 @@ class DescriptorDriftDetector(
                 if len(key) != 2:
                     continue
                 k2 = (key[0], key[1])
-                if k2 in self._pinned:
-                    continue  # pinned here already (the worker reads back what it persisted, too)
+                if not self._references.should_adopt(k2, ref, has_own=k2 in self._pinned):
+                    continue  # it holds one as old (the worker reads back what it persisted, too)
                 if ref.space != SPACE or ref.rows.ndim != 2 or ref.rows.shape[1] != len(COLUMNS) or len(ref.rows) < 2:
                     self._references.refused()
                     continue
+                replacing = k2 in self._pinned
                 self._ref[k2] = array_to_rows(ref.rows)
                 self._pinned.add(k2)
-                self._references.adopted()
+                if replacing:  # runs against the younger reference are stale now
+                    self._epoch[k2] = self._epoch.get(k2, 0) + 1
+                    self._active.discard(k2)
+                    self.last.pop(k2, None)
+                self._references.adopt(k2, ref, replacing)
 
     def has_reference(self, model: str, version: str) -> bool:
         return (model, version) in self._pinned
 
     def report(self, key: tuple[str, str], path: Path) -> Path:
-        """Evidently's HTML data drift report of the current window against the reference."""
+        """Evidently's HTML data drift report of the current window against the reference; LookupError when the
+        version has no current window yet (a reference restored, no traffic since)."""
         ref, cur = self._columns(key)
+        if cur.empty:
+            raise LookupError("no current window for that model version yet")
         return _write_report(ref, cur, path)
 
     def gauges(self) -> list[Gauge]:

@@ -164,9 +164,10 @@ class EmbeddingDriftDetector(
     under ``_lock``, and the readers of other threads (gauges, export_samples, window_lengths) copy
     them under it (with ``reference="previous"`` it also rolls a key's reference forward there, when
     it takes a window's snapshot: arrays are replaced, never changed in place). The tests (inline, or
-    on the runner's thread in background mode, one at a time) own ``_active`` and write ``last``
-    under ``_lock``. Restored references and resets wait in ``_references`` until the next ``score_batch``
-    applies them; a reset bumps the key's epoch, and a test of an older epoch still running is discarded."""
+    on the runner's thread in background mode, one at a time) own ``_active`` and change it and ``last``
+    under ``_lock`` (a reset or a restored reference clears them). Restored references and resets wait in
+    ``_references`` until the next ``score_batch`` applies them; a reset, or a restored reference older than
+    the one pinned here, bumps the key's epoch, and a test of an older epoch still running is discarded."""
 
     name = "drift"
 
@@ -339,16 +340,16 @@ class EmbeddingDriftDetector(
         it starts a drift episode. A snapshot taken before a reset of ``key`` (an older ``epoch``) is discarded."""
         model, version, fname = key
         result = mmd_permutation_test(ref, np.stack([v for v, _ in cur]), self.permutations, self.alpha, self.device)
-        with self._lock:
+        with self._lock:  # one block: a reset between the epoch check and the episode's state would be undone
             if self._epoch.get(key, 0) != epoch:
                 return []
             self.last[key] = result
-        if not result.drifted:
-            self._active.discard(key)
-            return []
-        if key in self._active:
-            return []
-        self._active.add(key)
+            if not result.drifted:
+                self._active.discard(key)
+                return []
+            if key in self._active:
+                return []
+            self._active.add(key)
         # Point at the example that most characterises the drifted window (witness maximum).
         last_event = cur[int(np.argmax(result.witness))][1] if result.witness else cur[-1][1]
         return [
@@ -379,7 +380,8 @@ class EmbeddingDriftDetector(
         return self._space
 
     def _apply_references(self) -> None:
-        """On the batch thread: resets first, then the restored references of keys that have none of their own."""
+        """On the batch thread: resets first, then the restored references (the oldest pinned wins, see
+        detectors/references.py); a reference that replaces one pinned here bumps the key's epoch."""
         forgotten, restored = self._references.take_changes()
         if not forgotten and not restored:
             return
@@ -397,14 +399,19 @@ class EmbeddingDriftDetector(
                 if len(key) != 3 or self.mode != "local" or self.reference_mode == "file":
                     continue
                 k3 = (key[0], key[1], key[2])
-                if k3 in self._ref:
-                    continue  # pinned here already (the worker reads back what it persisted, too)
-                if ref.space != space or ref.rows.ndim != 2 or len(ref.rows) < 2:
+                if not self._references.should_adopt(k3, ref, has_own=k3 in self._ref):
+                    continue  # it holds one as old (the worker reads back what it persisted, too)
+                if ref.space != space or ref.rows.ndim != 2 or len(ref.rows) < 2 or not _width_fits(space, ref.rows):
                     self._references.refused()
                     continue
+                replacing = k3 in self._ref
                 self._ref[k3] = np.ascontiguousarray(ref.rows, dtype=np.float32)
                 self._pending_ref.pop(k3, None)
-                self._references.adopted()
+                if replacing:  # tests of windows against the younger reference are stale now
+                    self._epoch[k3] = self._epoch.get(k3, 0) + 1
+                    self._active.discard(k3)
+                    self.last.pop(k3, None)
+                self._references.adopt(k3, ref, replacing)
 
     def export_samples(self) -> list[tuple[str, str, str, int, np.ndarray]]:
         """Publish mode: each key's (model, version, field, count, sample) of this interval; resets."""
@@ -453,6 +460,12 @@ def embedding_space(embedding: str, service) -> str:
         label = "all-MiniLM-L6-v2" if default else "/".join(Path(str(name)).parts[-2:])
     dimension = getattr(service, "dimension", None)
     return f"{embedding}:{label}:{dimension if dimension is not None else '?'}"
+
+
+def _width_fits(space: str, rows: np.ndarray) -> bool:
+    """The rows are as wide as the space says (``...:384``); a space of unknown width (``...:?``) takes any."""
+    width = space.rsplit(":", 1)[-1]
+    return not width.isdigit() or rows.shape[1] == int(width)
 
 
 def _are_texts(values) -> bool:
@@ -564,13 +577,16 @@ class DriftMerger(ReferencesMixin):
             if len(key) != 3:
                 continue
             k3 = (key[0], key[1], key[2])
-            if k3 in self._ref:
+            if not self._references.should_adopt(k3, ref, has_own=k3 in self._ref):
                 continue
-            if not ref.space.startswith("merged:") or ref.rows.ndim != 2 or ref.space != f"merged:{ref.rows.shape[1]}" or len(ref.rows) < 2:
+            if ref.rows.ndim != 2 or ref.space != f"merged:{ref.rows.shape[1]}" or len(ref.rows) < 2:
                 self._references.refused()
                 continue
+            replacing = k3 in self._ref
             self._ref[k3] = np.ascontiguousarray(ref.rows, dtype=np.float32)
-            self._references.adopted()
+            if replacing:
+                self._active.discard(k3)
+            self._references.adopt(k3, ref, replacing)
 
     def add(self, model: str, version: str, field: str, producer: str, interval: int, count: int, vectors: np.ndarray) -> None:
         with self._lock:

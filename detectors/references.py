@@ -3,6 +3,11 @@
 A restored reference and a person's reset arrive on another thread (the worker's reader of the references
 topic); they wait here, under a lock, until the detector's next batch applies them, so that the windows keep
 one owner. A reference the detector pins waits here for the worker to persist it.
+
+Which reference a key keeps: **the oldest pinned** (its own or a restored one), until a reset. A worker that
+started before it could read the topic (the broker was slow) pins from live traffic; when the reference
+pinned before its restart arrives, that older one replaces its own and is handed over again, so that the
+topic, where the latest record of a key is the one kept, holds the older one once more.
 """
 
 from __future__ import annotations
@@ -43,6 +48,7 @@ class ReferenceKeeper:
         self._restored: dict[Key, PinnedReference] = {}
         self._forgotten: list[Key] = []
         self._pinned: list[PinnedReference] = []
+        self._held: dict[Key, float] = {}  # when the reference each key holds was pinned (own or restored)
         self._counts = {"pinned": 0, "restored": 0, "refused": 0, "forgotten": 0}
 
     # -- any thread ------------------------------------------------------------------------------
@@ -52,7 +58,10 @@ class ReferenceKeeper:
         with self._lock:
             for ref in references:
                 if ref.detector == self.detector:
-                    self._restored[tuple(ref.key)] = ref
+                    key = tuple(ref.key)
+                    waiting = self._restored.get(key)
+                    if waiting is None or ref.pinned_at < waiting.pinned_at:  # the oldest wins
+                        self._restored[key] = ref
 
     def forget(self, key: Key) -> None:
         with self._lock:
@@ -72,9 +81,28 @@ class ReferenceKeeper:
 
     def pinned(self, key: Key, space: str, rows: np.ndarray) -> None:
         """The detector pinned ``rows`` as ``key``'s reference: hand it to the worker."""
+        ref = PinnedReference(self.detector, tuple(key), space, np.asarray(rows), time.time())
         with self._lock:
-            self._pinned.append(PinnedReference(self.detector, tuple(key), space, np.asarray(rows), time.time()))
+            self._pinned.append(ref)
+            self._held[ref.key] = ref.pinned_at
             self._counts["pinned"] += 1
+
+    def should_adopt(self, key: Key, ref: PinnedReference, has_own: bool) -> bool:
+        """Whether ``ref`` should become ``key``'s reference: the key holds none, or a younger one pinned here
+        (a reference this keeper did not see, a file's or a rolling one, is never replaced)."""
+        with self._lock:
+            held = self._held.get(tuple(key))
+        if held is None:
+            return not has_own
+        return ref.pinned_at < held
+
+    def adopt(self, key: Key, ref: PinnedReference, replacing: bool) -> None:
+        """The detector took ``ref`` as ``key``'s reference; one that replaced its own goes to the worker again."""
+        with self._lock:
+            self._held[tuple(key)] = ref.pinned_at
+            self._counts["restored"] += 1
+            if replacing:
+                self._pinned.append(ref)
 
     def take_changes(self) -> tuple[list[Key], dict[Key, PinnedReference]]:
         """(keys to forget, references to adopt) since the last call: forgetting comes first."""
@@ -84,11 +112,9 @@ class ReferenceKeeper:
             forgotten, restored = self._forgotten, self._restored
             self._forgotten, self._restored = [], {}
             self._counts["forgotten"] += len(forgotten)
+            for key in forgotten:
+                self._held.pop(key, None)
             return forgotten, restored
-
-    def adopted(self, n: int = 1) -> None:
-        with self._lock:
-            self._counts["restored"] += n
 
     def refused(self, n: int = 1) -> None:
         with self._lock:

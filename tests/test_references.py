@@ -102,7 +102,7 @@ def test_a_test_of_a_window_from_before_a_reset_is_discarded():
 
 
 @pytest.mark.unit
-def test_descriptor_rows_travel_exactly_and_a_restored_reference_is_tested_against():
+def test_descriptor_rows_travel_exactly_and_a_restored_reference_is_tested_against(tmp_path):
     rows = [
         {
             "prompt_chars": 10,
@@ -141,6 +141,8 @@ def test_descriptor_rows_travel_exactly_and_a_restored_reference_is_tested_again
     again.restore_references([restored])
     again.score_batch([])
     assert again.has_reference("m1", "v1")
+    with pytest.raises(LookupError):  # no current window yet: the report page answers 404, not 500
+        again.report(("m1", "v1"), tmp_path / "report.html")
     found = again.score_batch(events(60, 80, 2))  # answers four times longer than the reference's
     assert [f.kind for f in found] == ["descriptor_drift"] and "response_chars" in found[0].details["drifted"]
     assert again.pinned_references() == []
@@ -174,6 +176,92 @@ def test_a_reference_too_large_for_a_message_travels_as_an_even_sample():
     assert wire.parse_key(wire.reference_key("drift", ("m|1", "v1", "prompt"))) == ("drift", ("m|1", "v1", "prompt"))
     with pytest.raises((ValueError, KeyError, TypeError)):
         wire.decode(b"\x00\x00\x00\x02{}")
+
+
+@pytest.mark.unit
+def test_an_older_reference_replaces_one_pinned_here_and_goes_back_to_the_topic_and_a_younger_one_does_not():
+    """A worker that pinned before it could read the topic (the broker was slow) takes the reference pinned before
+    its restart when it arrives, and hands it over again so that the topic keeps it."""
+    det = _drift(background=True)
+    _feed(det, HOBBIES[:60])  # pinned from traffic that has already drifted
+    (own,) = det.pinned_references()
+    older = _drift()
+    _feed(older, NEWS[:60])
+    (before_restart,) = older.pinned_references()
+    before_restart = before_restart._replace(pinned_at=own.pinned_at - 3600)
+    det.restore_references([own._replace(pinned_at=own.pinned_at + 5), before_restart])  # the younger one is ignored
+    found = _feed(det, HOBBIES[60:80] + HOBBIES[:20]) + det.drain(60)
+    assert [f.kind for f in found] == ["prompt_drift"]  # tested against the older reference now
+    (again,) = det.pinned_references()
+    assert again.pinned_at == before_restart.pinned_at and np.array_equal(again.rows, before_restart.rows)
+    det.restore_references([again])  # the worker reads back what it persisted: nothing changes
+    _feed(det, HOBBIES[:20])
+    assert det.reference_counts()["restored"] == 1 and det.pinned_references() == []
+    det.close()
+
+
+@pytest.mark.unit
+def test_the_watcher_skips_what_is_not_a_reference_and_a_second_reading_does_not_replay_resets():
+    seen, resets = [], []
+    watcher = wire.ReferenceWatcher.__new__(wire.ReferenceWatcher)
+    wire.ReferenceWatcher.__init__(watcher, None, seen.append, lambda d, k: resets.append((d, k)))  # type: ignore[arg-type]
+    ref = PinnedReference("drift", ("m1", "v1", "prompt"), "static:x:8", np.ones((5, 8), np.float32), 1.0)
+    key = wire.reference_key(ref.detector, ref.key)
+    records = [
+        (key, wire.encode(ref, "w"), 0),
+        (key, b"\x00\x00\x00\x015", 1),  # a header that is JSON but no object
+        (wire.reference_key("drift", ("m2", "v1", "prompt")), wire.encode(ref, "w"), 2),  # filed under another key
+        (key, None, 3),
+        (key, wire.encode(ref._replace(pinned_at=2.0), "w"), 4),
+    ]
+    for k, v, o in records:
+        watcher._record(k, v, o)
+    assert watcher.skipped == 2 and [r.pinned_at for r in seen] == [1.0, 2.0] and resets == [("drift", ("m1", "v1", "prompt"))]
+    watcher.references = {}
+    for k, v, o in records:  # the topic read again from its start, after the broker went away
+        watcher._record(k, v, o)
+    assert resets == [("drift", ("m1", "v1", "prompt"))] and len(seen) == 2  # nothing handed over twice
+    assert set(watcher.references) == {("drift", ("m1", "v1", "prompt"))}
+
+
+@pytest.mark.unit
+def test_the_worker_keeps_what_the_broker_refused_and_persists_it_in_order_later():
+    import asyncio
+
+    from streams.settings import Settings
+    from streams.worker.app import Worker
+
+    w = Worker(Settings(profile="embedded", bootstrap="127.0.0.1:1", detectors=["drift", "descriptor_drift"], app_id="refs-test"))
+    sent, fail = [], [True]
+
+    async def send(key, value, partition):
+        assert partition == 0
+        if fail[0]:
+            fail[0] = False
+            raise ConnectionError("the broker is away")
+        sent.append(wire.parse_key(key))
+        done = asyncio.get_running_loop().create_future()
+        done.set_result(None)
+        return done
+
+    w.references_topic.send = send  # type: ignore[method-assign]
+    drift, descriptor = (d for d in w.detectors if d.name in ("drift", "descriptor_drift"))
+    drift._references.pinned(("m1", "v1", "prompt"), "static:x:2", np.ones((3, 2), np.float32))
+    descriptor._references.pinned(("m1", "v1"), "descriptors:x", np.ones((3, 7)))
+    loop = asyncio.new_event_loop()
+    loop.run_until_complete(w.publish_references())
+    assert sent == []
+    drift._references.pinned(("m1", "v2", "prompt"), "static:x:2", np.ones((3, 2), np.float32))
+    loop.run_until_complete(w.publish_references())
+    assert sent == [("drift", ("m1", "v1", "prompt")), ("descriptor_drift", ("m1", "v1")), ("drift", ("m1", "v2", "prompt"))]
+    counts = {
+        (s.labels["detector"], s.labels["outcome"]): s.value
+        for m in w.metrics.references.collect()
+        for s in m.samples
+        if s.name.endswith("_total")
+    }
+    assert counts[("drift", "persist_failed")] == 1 and counts[("drift", "persisted")] == 2 and counts[("drift", "pinned")] == 2
+    loop.close()
 
 
 @pytest.mark.integration

@@ -127,10 +127,18 @@ MARKER_KEY_PREFIX = b"__streamwarden_marker__:"
 
 
 def read_until_marker(
-    settings: Settings, role: str, marker_key: bytes, marker_value: bytes | None, on_record: Callable, timeout_s: float = 30.0, prod=None
+    settings: Settings,
+    role: str,
+    marker_key: bytes,
+    marker_value: bytes | None,
+    on_record: Callable,
+    timeout_s: float = 30.0,
+    prod=None,
+    with_offsets: bool = False,
 ):
     """Write a marker to the one-partition topic of ``role``, then hand every record before it
-    to ``on_record(key, value)``. Returns the consumer, positioned just after the marker."""
+    to ``on_record(key, value)`` (``on_record(key, value, offset)`` with ``with_offsets``). Returns the
+    consumer, positioned just after the marker; closes it if reading fails."""
     from kafka import TopicPartition
 
     topic = topic_name(settings, role)
@@ -142,16 +150,23 @@ def read_until_marker(
         if own:
             prod.close(timeout=5)
     cons = kafka_clients.consumer(settings, f"streamwarden-{role}-reader")
-    tp = TopicPartition(topic, 0)
-    cons.assign([tp])
-    cons.seek_to_beginning(tp)
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        for messages in cons.poll(timeout_ms=200).values():
-            for m in messages:
-                if m.key == marker_key:
-                    cons.seek(tp, m.offset + 1)
-                    return cons
-                on_record(m.key, m.value)
+    try:
+        tp = TopicPartition(topic, 0)
+        cons.assign([tp])
+        cons.seek_to_beginning(tp)
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            for messages in cons.poll(timeout_ms=200).values():
+                for m in messages:
+                    if m.key == marker_key:
+                        cons.seek(tp, m.offset + 1)
+                        return cons
+                    if with_offsets:
+                        on_record(m.key, m.value, m.offset)
+                    else:
+                        on_record(m.key, m.value)
+    except BaseException:
+        cons.close()
+        raise
     cons.close()
     raise TimeoutError(f"did not read back the marker on {topic} within {timeout_s:.0f}s")

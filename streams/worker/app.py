@@ -122,6 +122,7 @@ class Worker:
         if self.drift_merger is not None:
             self._reference_keepers.append(self.drift_merger)
         self._references_unpublished: list[PinnedReference] = []
+        self._references_lock = asyncio.Lock()
         self._reference_counts: dict[tuple[str, str], int] = {}
         self.references: ReferenceWatcher | None = None
         if settings.keep_references and self._reference_keepers:
@@ -214,6 +215,12 @@ class Worker:
             async def check_sampled() -> None:
                 await self.check_sampled()
 
+        if self._reference_keepers:
+
+            @app.timer(interval=1.0, name="streamwarden.references")
+            async def persist_references() -> None:
+                await self.publish_references()
+
         if self._in_background:
 
             @app.timer(interval=1.0, name="streamwarden.background")
@@ -278,7 +285,6 @@ class Worker:
             await self.publish(result)
         except Exception as exc:  # noqa: BLE001 - the batch's records are kept as dead letters, never lost
             result = await self._dead_letter_batch(records, exc)
-        await self.publish_references()
         self.metrics.observe(result, len(records), time.perf_counter() - t0)
         self._observe_lag(records)
         self.metrics.set_detector_gauges(self.detectors)
@@ -425,28 +431,34 @@ class Worker:
                 keeper.forget_reference(key)
                 log.info("reference of %s reset by a tombstone on the references topic", detector)
 
-    async def publish_references(self) -> None:
-        """Persist the references pinned since the last call (kept for the next call if the broker refuses them), and
-        count what the detectors did with references (streamwarden_references_total)."""
-        pinned = self._references_unpublished + [r for k in self._reference_keepers for r in k.pinned_references()]
-        self._references_unpublished = []
-        for keeper in self._reference_keepers:
-            for outcome, total in keeper.reference_counts().items():
-                seen = self._reference_counts.get((keeper.name, outcome), 0)
-                if total > seen:
-                    self.metrics.references.labels(keeper.name, outcome).inc(total - seen)
-                    self._reference_counts[(keeper.name, outcome)] = total
-        if not pinned or self.references is None:
-            return  # not kept: a restart re-pins from live traffic
-        for i, ref in enumerate(pinned):
-            try:
-                await self.references_topic.send(key=reference_key(ref.detector, ref.key), value=encode_reference(ref, self.worker_id))
-            except Exception as exc:  # noqa: BLE001 - the broker may be away: keep them for the next call
-                self._references_unpublished = pinned[i:]
-                log.warning("persisting %d reference(s) failed (%s); retrying after the next batch", len(pinned) - i, type(exc).__name__)
-                self.metrics.references.labels(ref.detector, "persist_failed").inc()
-                return
-            self.metrics.references.labels(ref.detector, "persisted").inc()
+    async def publish_references(self, timeout_s: float = 10.0) -> None:
+        """Persist the references pinned since the last call, on a timer (never on the batch path: a references topic
+        the broker cannot write to must not stall consumption), each confirmed by the broker within ``timeout_s``;
+        what it refuses is kept, in order, for the next call. Counts what the detectors did with references
+        (streamwarden_references_total)."""
+        async with self._references_lock:  # the timer and the shutdown: one at a time, so neither loses the other's
+            pinned = self._references_unpublished + [r for k in self._reference_keepers for r in k.pinned_references()]
+            self._references_unpublished = []
+            for keeper in self._reference_keepers:
+                for outcome, total in keeper.reference_counts().items():
+                    seen = self._reference_counts.get((keeper.name, outcome), 0)
+                    if total > seen:
+                        self.metrics.references.labels(keeper.name, outcome).inc(total - seen)
+                        self._reference_counts[(keeper.name, outcome)] = total
+            if not pinned or self.references is None:
+                return  # not kept: a restart re-pins from live traffic
+            for i, ref in enumerate(pinned):
+                try:
+                    value = encode_reference(ref, self.worker_id)
+                    key = reference_key(ref.detector, ref.key)
+                    delivered = await asyncio.wait_for(self.references_topic.send(key=key, value=value, partition=0), timeout_s)
+                    await asyncio.wait_for(asyncio.shield(delivered), timeout_s)  # the broker's acknowledgement
+                except Exception as exc:  # noqa: BLE001 - the broker may be away: keep them for the next call
+                    self._references_unpublished = pinned[i:]
+                    log.warning("persisting %d reference(s) failed (%s); retrying in a second", len(pinned) - i, type(exc).__name__)
+                    self.metrics.references.labels(ref.detector, "persist_failed").inc()
+                    return
+                self.metrics.references.labels(ref.detector, "persisted").inc()
 
     # -- drift across workers, sampled events, metrics ------------------------------------
 
@@ -465,7 +477,6 @@ class Worker:
         findings = await loop.run_in_executor(self.background, self.drift_merger.evaluate, interval)
         result = BatchResult(findings=findings)
         await self.publish(result)
-        await self.publish_references()
         self.metrics.observe_findings(result)
         self.windows.add_findings(findings)
         for name, labels, value in self._merged_drift_gauges():

@@ -68,7 +68,10 @@ def encode(ref: PinnedReference, producer: str, max_bytes: int = kafka_clients.B
         "rows_pinned": int(rows.shape[0]),
     }
     row_bytes = max(1, rows[0].nbytes if len(rows) else 1)
-    room = max_bytes - 4096  # the header, the key and the record's own overhead
+    # What the rows may take: the message less the header (its shape written with room to spare), the key
+    # (the same names again) and the record's own overhead.
+    sized = json.dumps({**header, "dtype": "float64", "shape": [10**9, 10**9]}, separators=(",", ":")).encode()
+    room = max_bytes - 4 - len(sized) - len(reference_key(ref.detector, ref.key)) - 512
     if rows.nbytes > room:
         keep = max(2, room // row_bytes)
         picked = np.sort(np.random.default_rng(0).choice(len(rows), size=keep, replace=False))
@@ -80,9 +83,11 @@ def encode(ref: PinnedReference, producer: str, max_bytes: int = kafka_clients.B
 
 
 def decode(value: bytes) -> PinnedReference:
-    """ValueError (or KeyError, TypeError) on a value that is not a reference."""
+    """ValueError (or KeyError, TypeError, struct.error) on a value that is not a reference."""
     (n,) = _HEADER.unpack_from(value, 0)
     header = json.loads(value[4 : 4 + n])
+    if not isinstance(header, dict) or not isinstance(header.get("key"), list):
+        raise ValueError("not a reference header")
     if header.get("format") != FORMAT:
         raise ValueError(f"reference format {header.get('format')!r}")
     dtype = np.dtype(header["dtype"])
@@ -99,7 +104,9 @@ def decode(value: bytes) -> PinnedReference:
 class ReferenceWatcher:
     """Reads the references topic to its end (then ``ready`` is set), hands every reference to ``on_reference``
     and every tombstone to ``on_reset(detector, key)``, and keeps following the topic in a background thread.
-    ``references`` holds the latest of each key (what ``streamwarden references list`` shows)."""
+    ``references`` holds the latest of each key (what ``streamwarden references list`` shows). When it has to
+    read the topic again (the broker went away), the callbacks hear only the records past those they heard:
+    an old tombstone replayed would reset a reference pinned since."""
 
     def __init__(
         self,
@@ -114,6 +121,7 @@ class ReferenceWatcher:
         self._poll_ms = poll_ms
         self.references: dict[tuple[str, tuple[str, ...]], PinnedReference] = {}
         self.skipped = 0  # records that are not references (counted, never logged with their content)
+        self._delivered = -1  # the offset of the last record handed to the callbacks
         self.ready = threading.Event()
         self.error: BaseException | None = None
         self._stop = threading.Event()
@@ -131,34 +139,47 @@ class ReferenceWatcher:
 
     def read_all(self, timeout_s: float = 30.0) -> dict[tuple[str, tuple[str, ...]], PinnedReference]:
         """Read to the end once, in this thread (the CLI); returns the latest reference of each key."""
-        cons = read_until_marker(self.settings, "references", MARKER_KEY_PREFIX + uuid.uuid4().hex.encode(), None, self._record, timeout_s)
+        cons = self._read(timeout_s)
         cons.close()
         return self.references
 
-    def _record(self, key: bytes | None, value: bytes | None) -> None:
+    def _read(self, timeout_s: float):
+        self.references = {}
+        marker = MARKER_KEY_PREFIX + uuid.uuid4().hex.encode()
+        return read_until_marker(self.settings, "references", marker, None, self._record, timeout_s, with_offsets=True)
+
+    def _record(self, key: bytes | None, value: bytes | None, offset: int = -1) -> None:
         if key is None or key.startswith(MARKER_KEY_PREFIX):
             return
+        heard = offset >= 0 and offset <= self._delivered  # handed over before this read of the topic
+        self._delivered = max(self._delivered, offset)
         try:
             detector, parts = parse_key(key)
-            if value is None:
-                self.references.pop((detector, parts), None)
-                if self._on_reset is not None:
-                    self._on_reset(detector, parts)
-                return
-            ref = decode(value)
-        except (ValueError, KeyError, TypeError, struct.error):
+            ref = decode(value) if value is not None else None
+            if ref is not None and (ref.detector, ref.key) != (detector, parts):
+                raise ValueError("a reference filed under another key")
+        except (ValueError, KeyError, TypeError, AttributeError, struct.error):
             self.skipped += 1
             log.warning("references topic: a record that is not a reference was skipped")
             return
-        self.references[(ref.detector, ref.key)] = ref
-        if self._on_reference is not None:
-            self._on_reference(ref)
+        try:
+            if ref is None:
+                self.references.pop((detector, parts), None)
+                if self._on_reset is not None and not heard:
+                    self._on_reset(detector, parts)
+                return
+            self.references[(ref.detector, ref.key)] = ref
+            if self._on_reference is not None and not heard:
+                self._on_reference(ref)
+        except Exception as exc:  # noqa: BLE001 - a callback's failure must not stop the reading
+            log.error("references topic: handing a record over failed (%s)", type(exc).__name__)
 
     def _run(self) -> None:
         backoff = 1.0
         while not self._stop.is_set():
             try:
-                cons = read_until_marker(self.settings, "references", MARKER_KEY_PREFIX + uuid.uuid4().hex.encode(), None, self._record)
+                # A long topic may take longer than the worker waits: it starts meanwhile and adopts what arrives.
+                cons = self._read(timeout_s=max(120.0, self.settings.reference_load_timeout_s))
             except Exception as exc:  # noqa: BLE001 - the worker goes on (its detectors pin from traffic) and this retries
                 if self.error is None:
                     log.warning(
@@ -176,7 +197,7 @@ class ReferenceWatcher:
                 while not self._stop.is_set():
                     for messages in cons.poll(timeout_ms=self._poll_ms).values():
                         for m in messages:
-                            self._record(m.key, m.value)
+                            self._record(m.key, m.value, m.offset)
             except Exception as exc:  # noqa: BLE001 - read it again from the start (the latest of each key wins)
                 log.warning("following the references topic failed (%s); reading it again", type(exc).__name__)
                 self._stop.wait(backoff)

@@ -54,7 +54,10 @@ def register_pages(worker: Worker) -> None:
             return web.json({"error": f"no {detector} reference for that model version yet"}, status=404)
         path = reports_dir / f"{_safe(detector)}-{_safe(model)}-{_safe(version)}-{int(time.time())}.html"
         loop = asyncio.get_running_loop()
-        await loop.run_in_executor(worker.background, det.report, (model, version), path)
+        try:
+            await loop.run_in_executor(worker.background, det.report, (model, version), path)
+        except LookupError as exc:  # e.g. a restored reference and no traffic since
+            return web.json({"error": str(exc)}, status=404)
         return web.json({"report": f"/reports/{path.name}"})
 
     @app.page("/healthz")
