@@ -343,3 +343,19 @@ def test_a_restarted_worker_tests_against_the_reference_its_predecessor_pinned(s
     assert reset.exit_code == 0 and "reset drift m1 v1 prompt" in reset.output
     missing = runner.invoke(cli, ["references", "reset", "m9", "v1"], env=worker_env(settings))
     assert missing.exit_code == 2
+
+    # Worker B hears the reset and drops the reference at its next batch.
+    def forgotten() -> bool:
+        import urllib.request
+
+        with urllib.request.urlopen(f"http://127.0.0.1:{settings.web_port}/metrics", timeout=2) as r:
+            text = r.read().decode()
+        return 'streamwarden_references_total{detector="drift",outcome="forgotten"} 1.0' in text
+
+    with Tap(settings=settings) as tap:  # traffic goes on: the reset applies at the first batch after B hears it
+
+        def one_more_and_forgotten() -> bool:
+            tap.record(make_event(prompt=HOBBIES[0]))
+            return forgotten()
+
+        wait_for(one_more_and_forgotten, 30, interval=0.5, message="worker B forgetting the reset reference")
