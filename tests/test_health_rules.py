@@ -21,6 +21,7 @@ ALERTS = {
     "streamwarden:falling-behind",
     "streamwarden:worker-stalled",
     "streamwarden:dead-letters",
+    "streamwarden:references-not-persisted",
 }
 W1, W2 = 'job="streamwarden-worker", instance="w1:6066"', 'job="streamwarden-worker", instance="w2:6066"'
 POLICY = 'job="streamwarden-policy", instance="policy:6067"'
@@ -214,4 +215,26 @@ def test_dead_letters_alone_warn(tmp_path):
         tmp_path,
         input_series=[{"series": 'streamwarden_dead_letters_total{reason="schema", instance="w1:6066"}', "values": "0+50x80"}],
         alert_rule_test=[firing("streamwarden:dead-letters", "15m", {"severity": "warning", "source": "streamwarden-health"})],
+    )
+
+
+@pytest.mark.parametrize(("persisted", "fires"), [("0x80", True), ("0x10 1x70", False)])
+def test_references_that_keep_failing_to_persist_warn_and_one_retried_does_not(tmp_path, persisted, fires):
+    # A failed write every 15 s (the worker retries each second, every try times out after 10 s); in the second
+    # case a retry succeeds after 2.5 minutes and the failures stop.
+    failed = "0+1x80" if fires else "0+1x10 10x70"
+    health_test(
+        tmp_path,
+        input_series=[
+            {"series": 'streamwarden_references_total{detector="drift", outcome="persist_failed", instance="w1:6066"}', "values": failed},
+            {"series": 'streamwarden_references_total{detector="drift", outcome="persisted", instance="w1:6066"}', "values": persisted},
+        ],
+        alert_rule_test=[
+            firing(
+                "streamwarden:references-not-persisted",
+                "15m",
+                *([{"severity": "warning", "source": "streamwarden-health", "instance": "w1:6066", "detector": "drift"}] if fires else []),
+            ),
+            firing("streamwarden:references-not-persisted", "4m"),  # not for 5 minutes yet
+        ],
     )
