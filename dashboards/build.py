@@ -504,6 +504,18 @@ def drift() -> db.Dashboard:
             )
         )
         .with_panel(
+            ts(
+                "drift references (pinned, persisted, restored, refused, reset)",
+                q(
+                    "sum by (detector, outcome) (increase(streamwarden_references_total[1h])) or vector(0)",
+                    "{{detector}} {{outcome}}",
+                ),
+                desc="The reference windows the drift detectors pinned from traffic and kept on the references topic; "
+                "'restored' after a restart means the worker tests against the reference pinned before it; "
+                "'persist_failed' without 'persisted' means a restart would re-pin from live traffic (a health alert).",
+            )
+        )
+        .with_panel(
             text.Panel()
             .title("drift reports")
             .span(24)
