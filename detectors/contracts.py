@@ -162,7 +162,9 @@ class KeepsReferences(Protocol):
     move: from traffic that may already have drifted, so the alarm would go silent. The worker persists what
     :meth:`pinned_references` hands over (a compacted topic) and gives the references back with
     :meth:`restore_references` when it starts; :meth:`forget_reference` is a person's reset (the next
-    events pin a new one). Both may be called from any thread: the detector applies them at its next batch."""
+    events pin a new one). Both may be called from any thread: the detector applies them at its next batch.
+    A restored reference replaces only a reference the detector pinned itself and has not handed over yet
+    (the worker hands over nothing before its first reading of the topic is done)."""
 
     @abc.abstractmethod
     def pinned_references(self) -> list[PinnedReference]:
@@ -180,6 +182,11 @@ class KeepsReferences(Protocol):
     @abc.abstractmethod
     def reference_counts(self) -> dict[str, int]:
         """References so far: pinned (from traffic), restored (adopted), refused (another space), forgotten."""
+
+    @abc.abstractmethod
+    def reference_is_current(self, reference: PinnedReference) -> bool:
+        """Whether ``reference``, handed over by :meth:`pinned_references`, still stands (no reset, no restored
+        reference replaced it): the worker persists it only then, so a retry never writes back a withdrawn one."""
 
 
 @runtime_checkable

@@ -244,8 +244,8 @@ class DescriptorDriftDetector(
     # -- references that survive a restart (KeepsReferences) -------------------------------------
 
     def _apply_references(self) -> None:
-        """On the batch thread: resets first, then the restored references (the oldest pinned wins, see
-        detectors/references.py); a reference that replaces one pinned here bumps the key's epoch."""
+        """On the batch thread: resets first, then the restored references (see detectors/references.py for which
+        wins); one that replaces a reference pinned here bumps the key's epoch."""
         forgotten, restored = self._references.take_changes()
         if not forgotten and not restored:
             return
@@ -263,19 +263,18 @@ class DescriptorDriftDetector(
                 if len(key) != 2:
                     continue
                 k2 = (key[0], key[1])
-                if not self._references.should_adopt(k2, ref, has_own=k2 in self._pinned):
-                    continue  # it holds one as old (the worker reads back what it persisted, too)
+                if not self._references.should_adopt(k2, has_own=k2 in self._pinned):
+                    continue  # it holds one (the worker reads back what it persisted, too)
                 if ref.space != SPACE or ref.rows.ndim != 2 or ref.rows.shape[1] != len(COLUMNS) or len(ref.rows) < 2:
                     self._references.refused()
                     continue
-                replacing = k2 in self._pinned
-                self._ref[k2] = array_to_rows(ref.rows)
-                self._pinned.add(k2)
-                if replacing:  # runs against the younger reference are stale now
+                if k2 in self._pinned:  # its own pin, not handed over yet: runs against it are stale now
                     self._epoch[k2] = self._epoch.get(k2, 0) + 1
                     self._active.discard(k2)
                     self.last.pop(k2, None)
-                self._references.adopt(k2, ref, replacing)
+                self._ref[k2] = array_to_rows(ref.rows)
+                self._pinned.add(k2)
+                self._references.adopt(k2, ref)
 
     def has_reference(self, model: str, version: str) -> bool:
         return (model, version) in self._pinned

@@ -166,8 +166,8 @@ class EmbeddingDriftDetector(
     it takes a window's snapshot: arrays are replaced, never changed in place). The tests (inline, or
     on the runner's thread in background mode, one at a time) own ``_active`` and change it and ``last``
     under ``_lock`` (a reset or a restored reference clears them). Restored references and resets wait in
-    ``_references`` until the next ``score_batch`` applies them; a reset, or a restored reference older than
-    the one pinned here, bumps the key's epoch, and a test of an older epoch still running is discarded."""
+    ``_references`` until the next ``score_batch`` applies them; a reset, or a restored reference that replaces
+    one pinned here, bumps the key's epoch, and a test of an older epoch still running is discarded."""
 
     name = "drift"
 
@@ -380,8 +380,8 @@ class EmbeddingDriftDetector(
         return self._space
 
     def _apply_references(self) -> None:
-        """On the batch thread: resets first, then the restored references (the oldest pinned wins, see
-        detectors/references.py); a reference that replaces one pinned here bumps the key's epoch."""
+        """On the batch thread: resets first, then the restored references (see detectors/references.py for which
+        wins); one that replaces a reference pinned here bumps the key's epoch."""
         forgotten, restored = self._references.take_changes()
         if not forgotten and not restored:
             return
@@ -399,19 +399,18 @@ class EmbeddingDriftDetector(
                 if len(key) != 3 or self.mode != "local" or self.reference_mode == "file":
                     continue
                 k3 = (key[0], key[1], key[2])
-                if not self._references.should_adopt(k3, ref, has_own=k3 in self._ref):
-                    continue  # it holds one as old (the worker reads back what it persisted, too)
+                if not self._references.should_adopt(k3, has_own=k3 in self._ref):
+                    continue  # it holds one (the worker reads back what it persisted, too)
                 if ref.space != space or ref.rows.ndim != 2 or len(ref.rows) < 2 or not _width_fits(space, ref.rows):
                     self._references.refused()
                     continue
-                replacing = k3 in self._ref
-                self._ref[k3] = np.ascontiguousarray(ref.rows, dtype=np.float32)
-                self._pending_ref.pop(k3, None)
-                if replacing:  # tests of windows against the younger reference are stale now
+                if k3 in self._ref:  # its own pin, not handed over yet: tests of windows against it are stale now
                     self._epoch[k3] = self._epoch.get(k3, 0) + 1
                     self._active.discard(k3)
                     self.last.pop(k3, None)
-                self._references.adopt(k3, ref, replacing)
+                self._ref[k3] = np.ascontiguousarray(ref.rows, dtype=np.float32)
+                self._pending_ref.pop(k3, None)
+                self._references.adopt(k3, ref)
 
     def export_samples(self) -> list[tuple[str, str, str, int, np.ndarray]]:
         """Publish mode: each key's (model, version, field, count, sample) of this interval; resets."""
@@ -577,16 +576,15 @@ class DriftMerger(ReferencesMixin):
             if len(key) != 3:
                 continue
             k3 = (key[0], key[1], key[2])
-            if not self._references.should_adopt(k3, ref, has_own=k3 in self._ref):
+            if not self._references.should_adopt(k3, has_own=k3 in self._ref):
                 continue
             if ref.rows.ndim != 2 or ref.space != f"merged:{ref.rows.shape[1]}" or len(ref.rows) < 2:
                 self._references.refused()
                 continue
-            replacing = k3 in self._ref
-            self._ref[k3] = np.ascontiguousarray(ref.rows, dtype=np.float32)
-            if replacing:
+            if k3 in self._ref:
                 self._active.discard(k3)
-            self._references.adopt(k3, ref, replacing)
+            self._ref[k3] = np.ascontiguousarray(ref.rows, dtype=np.float32)
+            self._references.adopt(k3, ref)
 
     def add(self, model: str, version: str, field: str, producer: str, interval: int, count: int, vectors: np.ndarray) -> None:
         with self._lock:
@@ -627,6 +625,7 @@ class DriftMerger(ReferencesMixin):
             if key in self._ref and self._ref[key].shape[1] != dim:
                 del self._ref[key]
                 self._active.discard(key)
+                self._references.withdraw(key)  # a retry must not write the reference of the old dimension back
             window = weighted_merge(list(per.values()), self.window_size, self._rng)
             if len(window) < max(10, self.window_size // 4):
                 continue

@@ -4,10 +4,12 @@ A restored reference and a person's reset arrive on another thread (the worker's
 topic); they wait here, under a lock, until the detector's next batch applies them, so that the windows keep
 one owner. A reference the detector pins waits here for the worker to persist it.
 
-Which reference a key keeps: **the oldest pinned** (its own or a restored one), until a reset. A worker that
-started before it could read the topic (the broker was slow) pins from live traffic; when the reference
-pinned before its restart arrives, that older one replaces its own and is handed over again, so that the
-topic, where the latest record of a key is the one kept, holds the older one once more.
+Which reference a key keeps: the topic's order decides. A key that holds a reference keeps it, but for one
+it pinned itself and has not handed over yet: a worker that started consuming before it could read the topic
+(the broker was slow) pins from live traffic, and the worker persists nothing until its first reading of the
+topic is done; a reference read back for such a key replaces the local pin, which is then never handed over.
+A reset (:meth:`ReferenceKeeper.forget`) withdraws at once whatever of that key waits to be handed over, and
+:meth:`ReferenceKeeper.is_current` tells the worker whether a reference it holds for a retry still stands.
 """
 
 from __future__ import annotations
@@ -40,6 +42,9 @@ class ReferencesMixin:
     def reference_counts(self) -> dict[str, int]:
         return self._references.counts()
 
+    def reference_is_current(self, reference: PinnedReference) -> bool:
+        return self._references.is_current(reference)
+
 
 class ReferenceKeeper:
     def __init__(self, detector: str):
@@ -48,25 +53,37 @@ class ReferenceKeeper:
         self._restored: dict[Key, PinnedReference] = {}
         self._forgotten: list[Key] = []
         self._pinned: list[PinnedReference] = []
-        self._held: dict[Key, float] = {}  # when the reference each key holds was pinned (own or restored)
+        self._held: dict[Key, float] = {}  # when the reference each key holds was pinned (own or restored): its identity
         self._counts = {"pinned": 0, "restored": 0, "refused": 0, "forgotten": 0}
 
     # -- any thread ------------------------------------------------------------------------------
 
     def offer(self, references: Sequence[PinnedReference]) -> None:
-        """Restored references, applied at the detector's next batch (the latest per key wins)."""
+        """Restored references in the topic's order, applied at the detector's next batch (the last per key wins)."""
         with self._lock:
             for ref in references:
                 if ref.detector == self.detector:
-                    key = tuple(ref.key)
-                    waiting = self._restored.get(key)
-                    if waiting is None or ref.pinned_at < waiting.pinned_at:  # the oldest wins
-                        self._restored[key] = ref
+                    self._restored[tuple(ref.key)] = ref
 
     def forget(self, key: Key) -> None:
+        """A reset: the key's reference goes at the next batch; what of it waits to be handed over goes now."""
+        key = tuple(key)
         with self._lock:
-            self._restored.pop(tuple(key), None)
-            self._forgotten.append(tuple(key))
+            self._restored.pop(key, None)
+            self._forgotten.append(key)
+        self.withdraw(key)
+
+    def withdraw(self, key: Key) -> None:
+        """The key's reference no longer stands (a reset, or the detector dropped it): nothing of it is handed over."""
+        key = tuple(key)
+        with self._lock:
+            self._held.pop(key, None)
+            self._pinned = [p for p in self._pinned if p.key != key]
+
+    def is_current(self, ref: PinnedReference) -> bool:
+        """Whether ``ref`` is still the reference its key holds (no reset, no restored reference replaced it)."""
+        with self._lock:
+            return self._held.get(tuple(ref.key)) == ref.pinned_at
 
     def take_pinned(self) -> list[PinnedReference]:
         with self._lock:
@@ -87,22 +104,20 @@ class ReferenceKeeper:
             self._held[ref.key] = ref.pinned_at
             self._counts["pinned"] += 1
 
-    def should_adopt(self, key: Key, ref: PinnedReference, has_own: bool) -> bool:
-        """Whether ``ref`` should become ``key``'s reference: the key holds none, or a younger one pinned here
-        (a reference this keeper did not see, a file's or a rolling one, is never replaced)."""
+    def should_adopt(self, key: Key, has_own: bool) -> bool:
+        """Whether a restored reference should become ``key``'s: the key holds none, or only one it pinned here and
+        has not handed over yet."""
+        key = tuple(key)
         with self._lock:
-            held = self._held.get(tuple(key))
-        if held is None:
-            return not has_own
-        return ref.pinned_at < held
+            return not has_own or any(p.key == key for p in self._pinned)
 
-    def adopt(self, key: Key, ref: PinnedReference, replacing: bool) -> None:
-        """The detector took ``ref`` as ``key``'s reference; one that replaced its own goes to the worker again."""
+    def adopt(self, key: Key, ref: PinnedReference) -> None:
+        """The detector took ``ref`` as ``key``'s reference: a local pin of the key waiting to be handed over is withdrawn."""
+        key = tuple(key)
         with self._lock:
-            self._held[tuple(key)] = ref.pinned_at
+            self._pinned = [p for p in self._pinned if p.key != key]
+            self._held[key] = ref.pinned_at
             self._counts["restored"] += 1
-            if replacing:
-                self._pinned.append(ref)
 
     def take_changes(self) -> tuple[list[Key], dict[Key, PinnedReference]]:
         """(keys to forget, references to adopt) since the last call: forgetting comes first."""

@@ -179,25 +179,42 @@ def test_a_reference_too_large_for_a_message_travels_as_an_even_sample():
 
 
 @pytest.mark.unit
-def test_an_older_reference_replaces_one_pinned_here_and_goes_back_to_the_topic_and_a_younger_one_does_not():
-    """A worker that pinned before it could read the topic (the broker was slow) takes the reference pinned before
-    its restart when it arrives, and hands it over again so that the topic keeps it."""
+def test_a_reference_read_back_replaces_a_pin_not_handed_over_yet_and_only_that():
+    """A worker that started consuming before it could read the topic (the broker was slow) pinned from live traffic;
+    the worker hands nothing over before its first reading is done, so the reference read back replaces the pin,
+    which is withdrawn. A pin already handed over (persisted) is not replaced."""
+    news = _drift()
+    _feed(news, NEWS[:60])
+    (before_restart,) = news.pinned_references()
+
     det = _drift(background=True)
-    _feed(det, HOBBIES[:60])  # pinned from traffic that has already drifted
-    (own,) = det.pinned_references()
-    older = _drift()
-    _feed(older, NEWS[:60])
-    (before_restart,) = older.pinned_references()
-    before_restart = before_restart._replace(pinned_at=own.pinned_at - 3600)
-    det.restore_references([own._replace(pinned_at=own.pinned_at + 5), before_restart])  # the younger one is ignored
+    _feed(det, HOBBIES[:60])  # pinned from traffic that has already drifted, not handed over yet
+    det.restore_references([before_restart])
     found = _feed(det, HOBBIES[60:80] + HOBBIES[:20]) + det.drain(60)
-    assert [f.kind for f in found] == ["prompt_drift"]  # tested against the older reference now
-    (again,) = det.pinned_references()
-    assert again.pinned_at == before_restart.pinned_at and np.array_equal(again.rows, before_restart.rows)
-    det.restore_references([again])  # the worker reads back what it persisted: nothing changes
-    _feed(det, HOBBIES[:20])
-    assert det.reference_counts()["restored"] == 1 and det.pinned_references() == []
+    assert [f.kind for f in found] == ["prompt_drift"]  # tested against the reference read back
+    assert det.pinned_references() == []  # its own pin is withdrawn: never written over the one on the topic
+    assert det.reference_counts()["restored"] == 1
     det.close()
+
+    handed = _drift()
+    _feed(handed, HOBBIES[:60])
+    (own,) = handed.pinned_references()  # persisted: the topic's order puts it after any reference read back now
+    handed.restore_references([before_restart])
+    assert _feed(handed, HOBBIES[60:80] + HOBBIES[:20]) == []
+    assert handed.reference_counts()["restored"] == 0 and handed.reference_is_current(own)
+
+
+@pytest.mark.unit
+def test_a_reset_withdraws_what_waits_to_be_handed_over_and_what_a_retry_holds():
+    det = _drift()
+    _feed(det, NEWS[:60])
+    det.forget_reference(("m1", "v1", "prompt"))
+    assert det.pinned_references() == []  # withdrawn at once, before the next batch
+    _feed(det, NEWS[60:120])  # the reset applies; the next events pin a new reference
+    (new,) = det.pinned_references()
+    assert det.reference_is_current(new)
+    det.forget_reference(("m1", "v1", "prompt"))  # the worker holds it for a retry: it must not write it back
+    assert not det.reference_is_current(new)
 
 
 @pytest.mark.unit
@@ -245,13 +262,21 @@ def test_the_worker_keeps_what_the_broker_refused_and_persists_it_in_order_later
         return done
 
     w.references_topic.send = send  # type: ignore[method-assign]
+    assert w.references is not None
+    w.references.ready.set()  # the topic read back (the watcher is not started here)
     drift, descriptor = (d for d in w.detectors if d.name in ("drift", "descriptor_drift"))
     drift._references.pinned(("m1", "v1", "prompt"), "static:x:2", np.ones((3, 2), np.float32))
     descriptor._references.pinned(("m1", "v1"), "descriptors:x", np.ones((3, 7)))
     loop = asyncio.new_event_loop()
+    w.references.ready.clear()
+    loop.run_until_complete(w.publish_references())  # the topic not read back yet: nothing is written, nothing lost
+    assert sent == [] and fail == [True]
+    w.references.ready.set()
     loop.run_until_complete(w.publish_references())
     assert sent == []
     drift._references.pinned(("m1", "v2", "prompt"), "static:x:2", np.ones((3, 2), np.float32))
+    drift._references.pinned(("m1", "v3", "prompt"), "static:x:2", np.ones((3, 2), np.float32))
+    drift.forget_reference(("m1", "v3", "prompt"))  # reset before it was written: never written
     loop.run_until_complete(w.publish_references())
     assert sent == [("drift", ("m1", "v1", "prompt")), ("descriptor_drift", ("m1", "v1")), ("drift", ("m1", "v2", "prompt"))]
     counts = {
@@ -260,7 +285,8 @@ def test_the_worker_keeps_what_the_broker_refused_and_persists_it_in_order_later
         for s in m.samples
         if s.name.endswith("_total")
     }
-    assert counts[("drift", "persist_failed")] == 1 and counts[("drift", "persisted")] == 2 and counts[("drift", "pinned")] == 2
+    assert counts[("drift", "persist_failed")] == 1 and counts[("drift", "persisted")] == 2 and counts[("drift", "pinned")] == 3
+    assert counts[("descriptor_drift", "persist_failed")] == 0  # created at 0 from the start (the health alert)
     loop.close()
 
 

@@ -127,6 +127,9 @@ class Worker:
         self.references: ReferenceWatcher | None = None
         if settings.keep_references and self._reference_keepers:
             self.references = ReferenceWatcher(settings, self._restore_reference, self._reset_reference)
+        for keeper in self._reference_keepers:  # at 0 from the start, so that a first write is an increase (the health alert)
+            for outcome in ("persisted", "persist_failed"):
+                self.metrics.references.labels(keeper.name, outcome)
         # A dead letter must fit both our producer's request limit and the topic's (the broker's default).
         dlq_limit = min(kafka_clients.max_message_bytes(settings), kafka_clients.BROKER_DEFAULT_MAX_MESSAGE_BYTES)
         self.dead_letters = DeadLetterWriter(
@@ -415,8 +418,8 @@ class Worker:
             log.info("%d reference window(s) read back from the references topic", len(self.references.references))
         else:
             log.warning(
-                "the references topic was not read within %.0fs (%s): consuming now; references arriving later are adopted "
-                "by versions that have not pinned one yet",
+                "the references topic was not read within %.0fs (%s): consuming now; what this worker pins meanwhile waits, "
+                "and a reference read back replaces its pin of the same version",
                 self.settings.reference_load_timeout_s,
                 type(self.references.error).__name__ if self.references.error is not None else "still reading",
             )
@@ -433,31 +436,49 @@ class Worker:
 
     async def publish_references(self, timeout_s: float = 10.0) -> None:
         """Persist the references pinned since the last call, on a timer (never on the batch path: a references topic
-        the broker cannot write to must not stall consumption), each confirmed by the broker within ``timeout_s``;
-        what it refuses is kept, in order, for the next call. Counts what the detectors did with references
-        (streamwarden_references_total)."""
+        the broker cannot write to must not stall consumption), each acknowledged by the broker within ``timeout_s``.
+        Nothing is persisted before the first reading of the topic is done: a reference read back then replaces a
+        local pin of the same key, which is never written. What the broker refuses is retried in order, unless a
+        reset or a restored reference has withdrawn it meanwhile; one that cannot be written at all is dropped and
+        counted. Counts what the detectors did with references (streamwarden_references_total)."""
         async with self._references_lock:  # the timer and the shutdown: one at a time, so neither loses the other's
-            pinned = self._references_unpublished + [r for k in self._reference_keepers for r in k.pinned_references()]
-            self._references_unpublished = []
             for keeper in self._reference_keepers:
                 for outcome, total in keeper.reference_counts().items():
                     seen = self._reference_counts.get((keeper.name, outcome), 0)
                     if total > seen:
                         self.metrics.references.labels(keeper.name, outcome).inc(total - seen)
                         self._reference_counts[(keeper.name, outcome)] = total
-            if not pinned or self.references is None:
+            if self.references is not None and not self.references.ready.is_set():
+                return  # not read back yet: the pins wait in the detectors, where a reference read back replaces them
+            fresh = [r for k in self._reference_keepers for r in k.pinned_references()]
+            if self.references is None:
                 return  # not kept: a restart re-pins from live traffic
-            for i, ref in enumerate(pinned):
+            keepers = {k.name: k for k in self._reference_keepers}
+            self._references_unpublished = [
+                r for r in self._references_unpublished + fresh if r.detector in keepers and keepers[r.detector].reference_is_current(r)
+            ]
+            while self._references_unpublished:
+                ref = self._references_unpublished[0]
                 try:
                     value = encode_reference(ref, self.worker_id)
+                except Exception as exc:  # noqa: BLE001 - it never will be written: count it, go on with the others
+                    self._references_unpublished.pop(0)
+                    log.error("a %s reference could not be encoded (%s); dropped", ref.detector, type(exc).__name__)
+                    self.metrics.references.labels(ref.detector, "dropped").inc()
+                    continue
+                try:
                     key = reference_key(ref.detector, ref.key)
                     delivered = await asyncio.wait_for(self.references_topic.send(key=key, value=value, partition=0), timeout_s)
                     await asyncio.wait_for(asyncio.shield(delivered), timeout_s)  # the broker's acknowledgement
                 except Exception as exc:  # noqa: BLE001 - the broker may be away: keep them for the next call
-                    self._references_unpublished = pinned[i:]
-                    log.warning("persisting %d reference(s) failed (%s); retrying in a second", len(pinned) - i, type(exc).__name__)
+                    log.warning(
+                        "persisting %d reference(s) failed (%s); retrying in a second",
+                        len(self._references_unpublished),
+                        type(exc).__name__,
+                    )
                     self.metrics.references.labels(ref.detector, "persist_failed").inc()
                     return
+                self._references_unpublished.pop(0)
                 self.metrics.references.labels(ref.detector, "persisted").inc()
 
     # -- drift across workers, sampled events, metrics ------------------------------------

@@ -145,8 +145,8 @@ class WorkerMetrics:
         self.references = PromCounter(
             "streamwarden_references_total",
             "Reference windows of the drift detectors, by outcome: pinned (from traffic), persisted (to the references "
-            "topic), persist_failed, restored (read back and adopted), refused (of another embedding or columns), "
-            "forgotten (a person's reset).",
+            "topic), persist_failed, dropped (could not be encoded), restored (read back and adopted), refused (of another "
+            "embedding or columns), forgotten (a person's reset).",
             ["detector", "outcome"],
             registry=r,
         )
