@@ -176,8 +176,10 @@ class KeepsReferences(Protocol):
         space or detector is ignored)."""
 
     @abc.abstractmethod
-    def forget_reference(self, key: tuple[str, ...]) -> None:
-        """Drop ``key``'s reference and its window (and any restored one): the next events pin a new reference."""
+    def forget_reference(self, key: tuple[str, ...], at: float | None = None) -> None:
+        """A reset at ``at`` (unix seconds, default now; the tombstone's time): drop ``key``'s reference and its window,
+        and every reference of it pinned before ``at`` (waiting, restored, or read back later); the next events pin
+        a new one."""
 
     @abc.abstractmethod
     def reference_counts(self) -> dict[str, int]:

@@ -403,6 +403,8 @@ class EmbeddingDriftDetector(
                     continue  # it holds one (the worker reads back what it persisted, too)
                 if ref.space != space or ref.rows.ndim != 2 or len(ref.rows) < 2 or not _width_fits(space, ref.rows):
                     self._references.refused()
+                    if k3 in self._ref:  # its own pin, withdrawn for this one: handed over after all
+                        self._references.pinned(k3, space, self._ref[k3], again=True)
                     continue
                 if k3 in self._ref:  # its own pin, not handed over yet: tests of windows against it are stale now
                     self._epoch[k3] = self._epoch.get(k3, 0) + 1
@@ -580,6 +582,9 @@ class DriftMerger(ReferencesMixin):
                 continue
             if ref.rows.ndim != 2 or ref.space != f"merged:{ref.rows.shape[1]}" or len(ref.rows) < 2:
                 self._references.refused()
+                if k3 in self._ref:  # its own pin, withdrawn for this one: handed over after all
+                    own = self._ref[k3]
+                    self._references.pinned(k3, f"merged:{own.shape[1]}", own, again=True)
                 continue
             if k3 in self._ref:
                 self._active.discard(k3)

@@ -1,15 +1,23 @@
 """The bookkeeping behind :class:`~detectors.contracts.KeepsReferences`, shared by the detectors that pin references.
 
 A restored reference and a person's reset arrive on another thread (the worker's reader of the references
-topic); they wait here, under a lock, until the detector's next batch applies them, so that the windows keep
-one owner. A reference the detector pins waits here for the worker to persist it.
+topic). The keeper decides at once, under its lock, what they mean for the references waiting to be handed
+over; the detector's state (its windows) changes at its next batch, when it applies them, so that the windows
+keep one owner.
 
-Which reference a key keeps: the topic's order decides. A key that holds a reference keeps it, but for one
-it pinned itself and has not handed over yet: a worker that started consuming before it could read the topic
-(the broker was slow) pins from live traffic, and the worker persists nothing until its first reading of the
-topic is done; a reference read back for such a key replaces the local pin, which is then never handed over.
-A reset (:meth:`ReferenceKeeper.forget`) withdraws at once whatever of that key waits to be handed over, and
-:meth:`ReferenceKeeper.is_current` tells the worker whether a reference it holds for a retry still stands.
+Which reference a key keeps:
+
+* **The topic's order.** A key that holds a reference keeps it, but for a pin the detector made itself and has
+  not handed over yet: the worker hands nothing over before its first reading of the topic is done, so a worker
+  that started consuming before it could read the topic (the broker was slow) and pinned from live traffic
+  takes the reference read back instead, and its pin is withdrawn the moment that reference arrives (it is
+  never written over the one on the topic).
+* **A reset at time T** (a tombstone, written at T) removes the references pinned before T: the one the key
+  holds, one waiting to be handed over or retried, one read back and not applied yet, and any read back later
+  (a write that was in flight when the reset came). A reference pinned after T stands. The times are the
+  pinning worker's and the tombstone writer's clocks: they are assumed to agree to within seconds (NTP).
+
+:meth:`ReferenceKeeper.is_current` tells the worker whether a reference it holds for a write still stands.
 """
 
 from __future__ import annotations
@@ -26,7 +34,7 @@ Key = tuple[str, ...]
 
 
 class ReferencesMixin:
-    """The four methods of :class:`~detectors.contracts.KeepsReferences`, answered by ``self._references``."""
+    """The methods of :class:`~detectors.contracts.KeepsReferences`, answered by ``self._references``."""
 
     _references: ReferenceKeeper
 
@@ -36,8 +44,8 @@ class ReferencesMixin:
     def restore_references(self, references: Sequence[PinnedReference]) -> None:
         self._references.offer(references)
 
-    def forget_reference(self, key: tuple[str, ...]) -> None:
-        self._references.forget(key)
+    def forget_reference(self, key: tuple[str, ...], at: float | None = None) -> None:
+        self._references.forget(key, at)
 
     def reference_counts(self) -> dict[str, int]:
         return self._references.counts()
@@ -50,38 +58,57 @@ class ReferenceKeeper:
     def __init__(self, detector: str):
         self.detector = detector
         self._lock = threading.Lock()
-        self._restored: dict[Key, PinnedReference] = {}
-        self._forgotten: list[Key] = []
-        self._pinned: list[PinnedReference] = []
+        self._restored: dict[Key, PinnedReference] = {}  # read back, waiting for the next batch
+        self._replace: set[Key] = set()  # keys whose own pin a reference read back replaces at the next batch
+        self._forgotten: list[tuple[Key, float]] = []  # resets (key, time), waiting for the next batch
+        self._floor: dict[Key, float] = {}  # the latest reset of each key: references pinned before it are gone
+        self._pinned: list[PinnedReference] = []  # pinned here, waiting to be handed over
         self._held: dict[Key, float] = {}  # when the reference each key holds was pinned (own or restored): its identity
         self._counts = {"pinned": 0, "restored": 0, "refused": 0, "forgotten": 0}
 
     # -- any thread ------------------------------------------------------------------------------
 
     def offer(self, references: Sequence[PinnedReference]) -> None:
-        """Restored references in the topic's order, applied at the detector's next batch (the last per key wins)."""
+        """References read back, in the topic's order (the last of a key wins). One pinned before the key's last
+        reset is refused; one for a key whose own pin waits to be handed over withdraws that pin now."""
         with self._lock:
             for ref in references:
-                if ref.detector == self.detector:
-                    self._restored[tuple(ref.key)] = ref
+                if ref.detector != self.detector:
+                    continue
+                key = tuple(ref.key)
+                if ref.pinned_at < self._floor.get(key, float("-inf")):
+                    self._counts["refused"] += 1
+                    continue
+                self._restored[key] = ref
+                if any(p.key == key for p in self._pinned):
+                    self._pinned = [p for p in self._pinned if p.key != key]
+                    self._held[key] = ref.pinned_at
+                    self._replace.add(key)
 
-    def forget(self, key: Key) -> None:
-        """A reset: the key's reference goes at the next batch; what of it waits to be handed over goes now."""
-        key = tuple(key)
+    def forget(self, key: Key, at: float | None = None) -> None:
+        """A reset at ``at`` (default: now): every reference of ``key`` pinned before it goes (see the module)."""
+        key, at = tuple(key), time.time() if at is None else at
         with self._lock:
-            self._restored.pop(key, None)
-            self._forgotten.append(key)
-        self.withdraw(key)
+            self._floor[key] = max(self._floor.get(key, float("-inf")), at)
+            waiting = self._restored.get(key)
+            if waiting is not None and waiting.pinned_at < at:
+                del self._restored[key]
+                self._replace.discard(key)
+            self._pinned = [p for p in self._pinned if p.key != key or p.pinned_at >= at]
+            held = self._held.get(key)
+            if held is not None and held < at:
+                del self._held[key]
+            self._forgotten.append((key, at))
 
     def withdraw(self, key: Key) -> None:
-        """The key's reference no longer stands (a reset, or the detector dropped it): nothing of it is handed over."""
+        """The detector dropped the key's reference (its embedding's dimension changed): nothing of it is handed over."""
         key = tuple(key)
         with self._lock:
             self._held.pop(key, None)
             self._pinned = [p for p in self._pinned if p.key != key]
 
     def is_current(self, ref: PinnedReference) -> bool:
-        """Whether ``ref`` is still the reference its key holds (no reset, no restored reference replaced it)."""
+        """Whether ``ref`` is still the reference its key holds (no reset, no reference read back replaced it)."""
         with self._lock:
             return self._held.get(tuple(ref.key)) == ref.pinned_at
 
@@ -96,40 +123,52 @@ class ReferenceKeeper:
 
     # -- the detector's batch thread ------------------------------------------------------------
 
-    def pinned(self, key: Key, space: str, rows: np.ndarray) -> None:
-        """The detector pinned ``rows`` as ``key``'s reference: hand it to the worker."""
+    def pinned(self, key: Key, space: str, rows: np.ndarray, again: bool = False) -> None:
+        """The detector pinned ``rows`` as ``key``'s reference: hand it to the worker, unless a reference read back
+        for the key waits to be applied (it replaces this pin at the next batch). ``again``: the detector keeps
+        its own pin after all (the reference read back was refused), so it is handed over now."""
         ref = PinnedReference(self.detector, tuple(key), space, np.asarray(rows), time.time())
         with self._lock:
+            self._counts["pinned"] += 0 if again else 1
+            waiting = self._restored.get(ref.key)
+            if waiting is not None:
+                self._held[ref.key] = waiting.pinned_at
+                self._replace.add(ref.key)
+                return
             self._pinned.append(ref)
             self._held[ref.key] = ref.pinned_at
-            self._counts["pinned"] += 1
-
-    def should_adopt(self, key: Key, has_own: bool) -> bool:
-        """Whether a restored reference should become ``key``'s: the key holds none, or only one it pinned here and
-        has not handed over yet."""
-        key = tuple(key)
-        with self._lock:
-            return not has_own or any(p.key == key for p in self._pinned)
-
-    def adopt(self, key: Key, ref: PinnedReference) -> None:
-        """The detector took ``ref`` as ``key``'s reference: a local pin of the key waiting to be handed over is withdrawn."""
-        key = tuple(key)
-        with self._lock:
-            self._pinned = [p for p in self._pinned if p.key != key]
-            self._held[key] = ref.pinned_at
-            self._counts["restored"] += 1
 
     def take_changes(self) -> tuple[list[Key], dict[Key, PinnedReference]]:
-        """(keys to forget, references to adopt) since the last call: forgetting comes first."""
+        """(keys to reset, references read back) since the last call: resetting comes first. A reset is left out for a
+        key that has pinned a reference since (after the reset's time: it stands)."""
         with self._lock:
             if not self._restored and not self._forgotten:
                 return [], {}
-            forgotten, restored = self._forgotten, self._restored
+            forgotten: list[Key] = []
+            for key, at in self._forgotten:
+                held = self._held.get(key)
+                if held is None or held < at:
+                    forgotten.append(key)
+            restored = self._restored
             self._forgotten, self._restored = [], {}
             self._counts["forgotten"] += len(forgotten)
-            for key in forgotten:
-                self._held.pop(key, None)
             return forgotten, restored
+
+    def should_adopt(self, key: Key, has_own: bool) -> bool:
+        """Whether a reference read back becomes ``key``'s: the key holds none, or only a pin of its own that the
+        reference withdrew (see :meth:`offer`)."""
+        key = tuple(key)
+        with self._lock:
+            if key in self._replace:
+                self._replace.discard(key)
+                return True
+            return not has_own
+
+    def adopt(self, key: Key, ref: PinnedReference) -> None:
+        """The detector took ``ref`` as ``key``'s reference."""
+        with self._lock:
+            self._held[tuple(key)] = ref.pinned_at
+            self._counts["restored"] += 1
 
     def refused(self, n: int = 1) -> None:
         with self._lock:

@@ -238,3 +238,20 @@ def test_references_that_keep_failing_to_persist_warn_and_one_retried_does_not(t
             firing("streamwarden:references-not-persisted", "4m"),  # not for 5 minutes yet
         ],
     )
+
+
+def test_a_worker_that_never_reads_the_references_back_warns(tmp_path):
+    health_test(
+        tmp_path,
+        input_series=[
+            {"series": 'streamwarden_references_read{instance="w1:6066"}', "values": "0x80"},
+            {"series": 'streamwarden_references_read{instance="w2:6066"}', "values": "0x4 1x76"},  # read after a minute
+        ],
+        alert_rule_test=[
+            firing(
+                "streamwarden:references-not-persisted",
+                "15m",
+                {"severity": "warning", "source": "streamwarden-health", "instance": "w1:6066"},
+            )
+        ],
+    )

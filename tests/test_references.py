@@ -218,10 +218,52 @@ def test_a_reset_withdraws_what_waits_to_be_handed_over_and_what_a_retry_holds()
 
 
 @pytest.mark.unit
+def test_a_reference_read_back_withdraws_the_pin_at_once_and_a_refused_one_gives_it_back():
+    news = _drift()
+    _feed(news, NEWS[:60])
+    (before_restart,) = news.pinned_references()
+    det = _drift()
+    _feed(det, HOBBIES[:60])
+    det.restore_references([before_restart])
+    assert det.pinned_references() == []  # withdrawn before any batch: the worker's timer can never take it
+
+    other = _drift()
+    _feed(other, HOBBIES[:60])
+    other.restore_references([before_restart._replace(space="model:elsewhere:384")])
+    assert other.pinned_references() == []
+    _feed(other, HOBBIES[60:61])  # the next batch refuses it: the detector keeps its own pin, handed over now
+    (own,) = other.pinned_references()
+    assert own.key == ("m1", "v1", "prompt") and other.reference_is_current(own) and other.reference_counts()["refused"] == 1
+
+
+@pytest.mark.unit
+def test_a_reset_refuses_what_was_pinned_before_it_and_keeps_what_was_pinned_after():
+    det = _drift()
+    _feed(det, NEWS[:60])
+    (old,) = det.pinned_references()
+    det.forget_reference(old.key, at=old.pinned_at - 100)  # an old tombstone read again: the pin came after it
+    assert det.reference_is_current(old)
+    _feed(det, NEWS[60:90])
+    assert det.reference_counts()["forgotten"] == 0 and det.pinned_references() == []  # no re-pin
+
+    det.forget_reference(old.key, at=old.pinned_at + 1)  # the reset came after the pin
+    det.restore_references([old])  # the echo of a write that was in flight when the reset came
+    _feed(det, HOBBIES[:60])
+    assert det.reference_counts()["refused"] == 1 and det.reference_counts()["restored"] == 0
+    (new,) = det.pinned_references()  # pinned from the traffic after the reset
+    assert new.pinned_at > old.pinned_at
+    later = new._replace(pinned_at=new.pinned_at + 1)
+    fresh = _drift()
+    fresh.forget_reference(old.key, at=old.pinned_at + 1)  # a restart reading [old, tombstone, new]
+    fresh.restore_references([later])
+    assert _feed(fresh, HOBBIES[60:80] + HOBBIES[:10]) == [] and fresh.reference_counts()["restored"] == 1
+
+
+@pytest.mark.unit
 def test_the_watcher_skips_what_is_not_a_reference_and_a_second_reading_does_not_replay_resets():
     seen, resets = [], []
     watcher = wire.ReferenceWatcher.__new__(wire.ReferenceWatcher)
-    wire.ReferenceWatcher.__init__(watcher, None, seen.append, lambda d, k: resets.append((d, k)))  # type: ignore[arg-type]
+    wire.ReferenceWatcher.__init__(watcher, None, seen.append, lambda d, k, at: resets.append((d, k, at)))  # type: ignore[arg-type]
     ref = PinnedReference("drift", ("m1", "v1", "prompt"), "static:x:8", np.ones((5, 8), np.float32), 1.0)
     key = wire.reference_key(ref.detector, ref.key)
     records = [
@@ -232,12 +274,12 @@ def test_the_watcher_skips_what_is_not_a_reference_and_a_second_reading_does_not
         (key, wire.encode(ref._replace(pinned_at=2.0), "w"), 4),
     ]
     for k, v, o in records:
-        watcher._record(k, v, o)
-    assert watcher.skipped == 2 and [r.pinned_at for r in seen] == [1.0, 2.0] and resets == [("drift", ("m1", "v1", "prompt"))]
+        watcher._record(k, v, o, 1_500 + o)
+    assert watcher.skipped == 2 and [r.pinned_at for r in seen] == [1.0, 2.0] and resets == [("drift", ("m1", "v1", "prompt"), 1.503)]
     watcher.references = {}
     for k, v, o in records:  # the topic read again from its start, after the broker went away
-        watcher._record(k, v, o)
-    assert resets == [("drift", ("m1", "v1", "prompt"))] and len(seen) == 2  # nothing handed over twice
+        watcher._record(k, v, o, 1_500 + o)
+    assert len(resets) == 1 and len(seen) == 2  # nothing handed over twice
     assert set(watcher.references) == {("drift", ("m1", "v1", "prompt"))}
 
 
@@ -303,7 +345,7 @@ def test_the_watcher_reads_references_back_follows_them_and_hears_a_reset(settin
     prod.send(topic, key=b"not json", value=b"junk", partition=0).get(10)
 
     seen, resets = [], []
-    watcher = wire.ReferenceWatcher(settings, seen.append, lambda d, k: resets.append((d, k)), poll_ms=100).start()
+    watcher = wire.ReferenceWatcher(settings, seen.append, lambda d, k, at: resets.append((d, k)), poll_ms=100).start()
     try:
         assert watcher.ready.wait(30)
         assert [(r.detector, r.key) for r in seen] == [("drift", ("m1", "v1", "prompt"))] and watcher.skipped == 1

@@ -137,7 +137,7 @@ def read_until_marker(
     with_offsets: bool = False,
 ):
     """Write a marker to the one-partition topic of ``role``, then hand every record before it
-    to ``on_record(key, value)`` (``on_record(key, value, offset)`` with ``with_offsets``). Returns the
+    to ``on_record(key, value)`` (``on_record(key, value, offset, timestamp_ms)`` with ``with_offsets``). Returns the
     consumer, positioned just after the marker; closes it if reading fails."""
     from kafka import TopicPartition
 
@@ -162,7 +162,7 @@ def read_until_marker(
                         cons.seek(tp, m.offset + 1)
                         return cons
                     if with_offsets:
-                        on_record(m.key, m.value, m.offset)
+                        on_record(m.key, m.value, m.offset, m.timestamp)
                     else:
                         on_record(m.key, m.value)
     except BaseException:

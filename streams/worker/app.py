@@ -127,6 +127,8 @@ class Worker:
         self.references: ReferenceWatcher | None = None
         if settings.keep_references and self._reference_keepers:
             self.references = ReferenceWatcher(settings, self._restore_reference, self._reset_reference)
+        if self.references is not None:
+            self.metrics.references_read.set(0)
         for keeper in self._reference_keepers:  # at 0 from the start, so that a first write is an increase (the health alert)
             for outcome in ("persisted", "persist_failed"):
                 self.metrics.references.labels(keeper.name, outcome)
@@ -428,10 +430,10 @@ class Worker:
         for keeper in self._reference_keepers:
             keeper.restore_references([ref])  # each keeps only its own detector's
 
-    def _reset_reference(self, detector: str, key: tuple[str, ...]) -> None:
+    def _reset_reference(self, detector: str, key: tuple[str, ...], at: float | None = None) -> None:
         for keeper in self._reference_keepers:
             if keeper.name == detector:
-                keeper.forget_reference(key)
+                keeper.forget_reference(key, at)
                 log.info("reference of %s reset by a tombstone on the references topic", detector)
 
     async def publish_references(self, timeout_s: float = 10.0) -> None:
@@ -448,8 +450,10 @@ class Worker:
                     if total > seen:
                         self.metrics.references.labels(keeper.name, outcome).inc(total - seen)
                         self._reference_counts[(keeper.name, outcome)] = total
-            if self.references is not None and not self.references.ready.is_set():
-                return  # not read back yet: the pins wait in the detectors, where a reference read back replaces them
+            if self.references is not None:
+                self.metrics.references_read.set(1 if self.references.ready.is_set() else 0)
+                if not self.references.ready.is_set():
+                    return  # not read back yet: the pins wait in the detectors, where a reference read back replaces them
             fresh = [r for k in self._reference_keepers for r in k.pinned_references()]
             if self.references is None:
                 return  # not kept: a restart re-pins from live traffic
@@ -465,6 +469,9 @@ class Worker:
                     self._references_unpublished.pop(0)
                     log.error("a %s reference could not be encoded (%s); dropped", ref.detector, type(exc).__name__)
                     self.metrics.references.labels(ref.detector, "dropped").inc()
+                    continue
+                if not keepers[ref.detector].reference_is_current(ref):  # a reset or a reference read back came meanwhile
+                    self._references_unpublished.pop(0)
                     continue
                 try:
                     key = reference_key(ref.detector, ref.key)

@@ -150,6 +150,11 @@ class WorkerMetrics:
             ["detector", "outcome"],
             registry=r,
         )
+        self.references_read = Gauge(
+            "streamwarden_references_read",
+            "1 once the worker has read the references topic back (it persists pinned references only then), 0 while not.",
+            registry=r,
+        )
         self.duplicates = PromCounter("streamwarden_duplicate_events_total", "Events dropped as duplicates of an event_id.", registry=r)
         self.detector_errors = PromCounter(
             "streamwarden_detector_errors_total",

@@ -103,7 +103,7 @@ def decode(value: bytes) -> PinnedReference:
 
 class ReferenceWatcher:
     """Reads the references topic to its end (then ``ready`` is set), hands every reference to ``on_reference``
-    and every tombstone to ``on_reset(detector, key)``, and keeps following the topic in a background thread.
+    and every tombstone to ``on_reset(detector, key, at)`` (``at``: the tombstone's time, unix seconds), and keeps following the topic in a background thread.
     ``references`` holds the latest of each key (what ``streamwarden references list`` shows). When it has to
     read the topic again (the broker went away), the callbacks hear only the records past those they heard:
     an old tombstone replayed would reset a reference pinned since."""
@@ -112,7 +112,7 @@ class ReferenceWatcher:
         self,
         settings: Settings,
         on_reference: Callable[[PinnedReference], None] | None = None,
-        on_reset: Callable[[str, tuple[str, ...]], None] | None = None,
+        on_reset: Callable[[str, tuple[str, ...], float | None], None] | None = None,
         poll_ms: int = 500,
     ):
         self.settings = settings
@@ -148,7 +148,7 @@ class ReferenceWatcher:
         marker = MARKER_KEY_PREFIX + uuid.uuid4().hex.encode()
         return read_until_marker(self.settings, "references", marker, None, self._record, timeout_s, with_offsets=True)
 
-    def _record(self, key: bytes | None, value: bytes | None, offset: int = -1) -> None:
+    def _record(self, key: bytes | None, value: bytes | None, offset: int = -1, timestamp_ms: int | None = None) -> None:
         if key is None or key.startswith(MARKER_KEY_PREFIX):
             return
         heard = offset >= 0 and offset <= self._delivered  # handed over before this read of the topic
@@ -166,7 +166,7 @@ class ReferenceWatcher:
             if ref is None:
                 self.references.pop((detector, parts), None)
                 if self._on_reset is not None and not heard:
-                    self._on_reset(detector, parts)
+                    self._on_reset(detector, parts, timestamp_ms / 1000.0 if timestamp_ms is not None and timestamp_ms >= 0 else None)
                 return
             self.references[(ref.detector, ref.key)] = ref
             if self._on_reference is not None and not heard:
@@ -197,7 +197,7 @@ class ReferenceWatcher:
                 while not self._stop.is_set():
                     for messages in cons.poll(timeout_ms=self._poll_ms).values():
                         for m in messages:
-                            self._record(m.key, m.value, m.offset)
+                            self._record(m.key, m.value, m.offset, m.timestamp)
             except Exception as exc:  # noqa: BLE001 - read it again from the start (the latest of each key wins)
                 log.warning("following the references topic failed (%s); reading it again", type(exc).__name__)
                 self._stop.wait(backoff)
