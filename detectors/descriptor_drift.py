@@ -267,8 +267,7 @@ class DescriptorDriftDetector(
                     continue  # it holds one (the worker reads back what it persisted, too)
                 if ref.space != SPACE or ref.rows.ndim != 2 or ref.rows.shape[1] != len(COLUMNS) or len(ref.rows) < 2:
                     self._references.refused()
-                    if k2 in self._pinned:  # its own pin, withdrawn for this one: handed over after all
-                        self._references.pinned(k2, SPACE, rows_to_array(self._ref[k2]), again=True)
+                    self._references.give_back(k2)  # its own pin, if this one withdrew it: handed over after all
                     continue
                 if k2 in self._pinned:  # its own pin, not handed over yet: runs against it are stale now
                     self._epoch[k2] = self._epoch.get(k2, 0) + 1

@@ -403,8 +403,7 @@ class EmbeddingDriftDetector(
                     continue  # it holds one (the worker reads back what it persisted, too)
                 if ref.space != space or ref.rows.ndim != 2 or len(ref.rows) < 2 or not _width_fits(space, ref.rows):
                     self._references.refused()
-                    if k3 in self._ref:  # its own pin, withdrawn for this one: handed over after all
-                        self._references.pinned(k3, space, self._ref[k3], again=True)
+                    self._references.give_back(k3)  # its own pin, if this one withdrew it: handed over after all
                     continue
                 if k3 in self._ref:  # its own pin, not handed over yet: tests of windows against it are stale now
                     self._epoch[k3] = self._epoch.get(k3, 0) + 1
@@ -564,27 +563,30 @@ class DriftMerger(ReferencesMixin):
         self._lock = threading.Lock()
         self.mixed_dimensions = 0  # evaluations that left out samples of another embedding's dimension
         self._references = ReferenceKeeper(self.name)
+        self._reset_from: dict[tuple[str, str, str], int] = {}  # after a reset: the first interval of the new window
 
-    def _apply_references(self) -> None:
+    def _apply_references(self, current_interval: int) -> None:
         forgotten, restored = self._references.take_changes()
         for key in forgotten:
-            if len(key) == 3:
+            if len(key) == 3:  # the reference and the window go: the next intervals' samples pin a new one
                 k3 = (key[0], key[1], key[2])
                 self._ref.pop(k3, None)
                 self._active.discard(k3)
                 with self._lock:
                     self.last.pop(k3, None)
+                    self._samples.pop(k3, None)
+                    self._reset_from[k3] = current_interval + 1
         for key, ref in restored.items():
             if len(key) != 3:
                 continue
             k3 = (key[0], key[1], key[2])
             if not self._references.should_adopt(k3, has_own=k3 in self._ref):
                 continue
-            if ref.rows.ndim != 2 or ref.space != f"merged:{ref.rows.shape[1]}" or len(ref.rows) < 2:
+            own = self._ref.get(k3)
+            width_differs = own is not None and own.shape[1] != ref.rows.shape[-1]  # keep its pin of the current dimension
+            if ref.rows.ndim != 2 or ref.space != f"merged:{ref.rows.shape[1]}" or len(ref.rows) < 2 or width_differs:
                 self._references.refused()
-                if k3 in self._ref:  # its own pin, withdrawn for this one: handed over after all
-                    own = self._ref[k3]
-                    self._references.pinned(k3, f"merged:{own.shape[1]}", own, again=True)
+                self._references.give_back(k3)  # its own pin, if this one withdrew it: handed over after all
                 continue
             if k3 in self._ref:
                 self._active.discard(k3)
@@ -593,6 +595,8 @@ class DriftMerger(ReferencesMixin):
 
     def add(self, model: str, version: str, field: str, producer: str, interval: int, count: int, vectors: np.ndarray) -> None:
         with self._lock:
+            if interval < self._reset_from.get((model, version, field), interval):
+                return  # a sample of the traffic before a reset, arriving late
             per = self._samples.setdefault((model, version, field), {})
             per[(producer, interval)] = (count, vectors)
 
@@ -612,7 +616,7 @@ class DriftMerger(ReferencesMixin):
             return out
 
     def evaluate(self, current_interval: int) -> list[Finding]:
-        self._apply_references()
+        self._apply_references(current_interval)
         findings = []
         for key, per in self._windows(current_interval - self.window_intervals + 1):
             # Workers that embed differently (a rolling change of drift's `embedding`: 384-d model vectors,

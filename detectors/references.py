@@ -14,8 +14,10 @@ Which reference a key keeps:
   never written over the one on the topic).
 * **A reset at time T** (a tombstone, written at T) removes the references pinned before T: the one the key
   holds, one waiting to be handed over or retried, one read back and not applied yet, and any read back later
-  (a write that was in flight when the reset came). A reference pinned after T stands. The times are the
-  pinning worker's and the tombstone writer's clocks: they are assumed to agree to within seconds (NTP).
+  (a write that was in flight when the reset came: the worker then writes the reset again, with T, so that a
+  worker starting later does not read that reference back). A reference pinned after T stands, and a pin of
+  its own that a removed reference had withdrawn comes back. The times are the pinning worker's and the
+  tombstone writer's clocks: they are assumed to agree to within seconds (NTP).
 
 :meth:`ReferenceKeeper.is_current` tells the worker whether a reference it holds for a write still stands.
 """
@@ -53,6 +55,9 @@ class ReferencesMixin:
     def reference_is_current(self, reference: PinnedReference) -> bool:
         return self._references.is_current(reference)
 
+    def stale_references(self) -> list[tuple[tuple[str, ...], float]]:
+        return self._references.take_stale()
+
 
 class ReferenceKeeper:
     def __init__(self, detector: str):
@@ -64,6 +69,8 @@ class ReferenceKeeper:
         self._floor: dict[Key, float] = {}  # the latest reset of each key: references pinned before it are gone
         self._pinned: list[PinnedReference] = []  # pinned here, waiting to be handed over
         self._held: dict[Key, float] = {}  # when the reference each key holds was pinned (own or restored): its identity
+        self._withdrawn: dict[Key, PinnedReference] = {}  # own pins a reference read back withdrew, until it is applied
+        self._stale: dict[Key, float] = {}  # keys read back with a reference older than their reset: reset them again
         self._counts = {"pinned": 0, "restored": 0, "refused": 0, "forgotten": 0}
 
     # -- any thread ------------------------------------------------------------------------------
@@ -77,11 +84,15 @@ class ReferenceKeeper:
                     continue
                 key = tuple(ref.key)
                 if ref.pinned_at < self._floor.get(key, float("-inf")):
+                    # A write that was in flight when the reset came: on the topic it now follows the tombstone.
                     self._counts["refused"] += 1
+                    self._stale[key] = self._floor[key]
                     continue
                 self._restored[key] = ref
-                if any(p.key == key for p in self._pinned):
+                own = next((p for p in self._pinned if p.key == key), None)
+                if own is not None:
                     self._pinned = [p for p in self._pinned if p.key != key]
+                    self._withdrawn[key] = own
                     self._held[key] = ref.pinned_at
                     self._replace.add(key)
 
@@ -89,16 +100,39 @@ class ReferenceKeeper:
         """A reset at ``at`` (default: now): every reference of ``key`` pinned before it goes (see the module)."""
         key, at = tuple(key), time.time() if at is None else at
         with self._lock:
-            self._floor[key] = max(self._floor.get(key, float("-inf")), at)
-            waiting = self._restored.get(key)
-            if waiting is not None and waiting.pinned_at < at:
-                del self._restored[key]
-                self._replace.discard(key)
+            if at <= self._floor.get(key, float("-inf")):
+                return  # this reset, or a later one, is applied already (a tombstone written again, or read again)
+            self._floor[key] = at
             self._pinned = [p for p in self._pinned if p.key != key or p.pinned_at >= at]
             held = self._held.get(key)
             if held is not None and held < at:
                 del self._held[key]
+            waiting = self._restored.get(key)
+            if waiting is not None and waiting.pinned_at < at:
+                del self._restored[key]
+                self._replace.discard(key)
+                own = self._withdrawn.pop(key, None)
+                if own is not None and own.pinned_at >= at:  # the pin it withdrew came after the reset: it stands
+                    self._pinned.append(own)
+                    self._held[key] = own.pinned_at
             self._forgotten.append((key, at))
+
+    def take_stale(self) -> list[tuple[Key, float]]:
+        """Keys whose reset a late write followed on the topic, with the reset's time: the worker writes the reset
+        again (with that time), so that a worker starting later does not read the removed reference back."""
+        with self._lock:
+            out, self._stale = list(self._stale.items()), {}
+            return out
+
+    def give_back(self, key: Key) -> None:
+        """The detector refused the reference that withdrew its own pin: the pin is handed over after all, as pinned
+        (unless a reset since removed it)."""
+        key = tuple(key)
+        with self._lock:
+            own = self._withdrawn.pop(key, None)
+            if own is not None and own.pinned_at >= self._floor.get(key, float("-inf")):
+                self._pinned.append(own)
+                self._held[key] = own.pinned_at
 
     def withdraw(self, key: Key) -> None:
         """The detector dropped the key's reference (its embedding's dimension changed): nothing of it is handed over."""
@@ -123,15 +157,15 @@ class ReferenceKeeper:
 
     # -- the detector's batch thread ------------------------------------------------------------
 
-    def pinned(self, key: Key, space: str, rows: np.ndarray, again: bool = False) -> None:
+    def pinned(self, key: Key, space: str, rows: np.ndarray) -> None:
         """The detector pinned ``rows`` as ``key``'s reference: hand it to the worker, unless a reference read back
-        for the key waits to be applied (it replaces this pin at the next batch). ``again``: the detector keeps
-        its own pin after all (the reference read back was refused), so it is handed over now."""
+        for the key waits to be applied (it replaces this pin at the next batch)."""
         ref = PinnedReference(self.detector, tuple(key), space, np.asarray(rows), time.time())
         with self._lock:
-            self._counts["pinned"] += 0 if again else 1
+            self._counts["pinned"] += 1
             waiting = self._restored.get(ref.key)
             if waiting is not None:
+                self._withdrawn[ref.key] = ref
                 self._held[ref.key] = waiting.pinned_at
                 self._replace.add(ref.key)
                 return
@@ -147,7 +181,7 @@ class ReferenceKeeper:
             forgotten: list[Key] = []
             for key, at in self._forgotten:
                 held = self._held.get(key)
-                if held is None or held < at:
+                if (held is None or held < at) and key not in forgotten:
                     forgotten.append(key)
             restored = self._restored
             self._forgotten, self._restored = [], {}
@@ -167,6 +201,7 @@ class ReferenceKeeper:
     def adopt(self, key: Key, ref: PinnedReference) -> None:
         """The detector took ``ref`` as ``key``'s reference."""
         with self._lock:
+            self._withdrawn.pop(tuple(key), None)
             self._held[tuple(key)] = ref.pinned_at
             self._counts["restored"] += 1
 

@@ -260,6 +260,69 @@ def test_a_reset_refuses_what_was_pinned_before_it_and_keeps_what_was_pinned_aft
 
 
 @pytest.mark.unit
+def test_the_keeper_under_interleavings_of_reads_resets_and_pins():
+    from detectors.references import ReferenceKeeper
+
+    def ref(at, key=("m", "v", "prompt")):
+        return PinnedReference("drift", key, "s", np.zeros((2, 2), np.float32), at)
+
+    k = ("m", "v", "prompt")
+    # A refused reference gives back the pin it withdrew, with its own time: a later reset still removes it.
+    keeper = ReferenceKeeper("drift")
+    keeper._pinned.append(ref(10))
+    keeper._held[k] = 10
+    keeper.offer([ref(5)])
+    assert keeper.take_pinned() == []
+    assert keeper.should_adopt(k, has_own=True)
+    keeper.give_back(k)  # the detector refused it (another space)
+    keeper.forget(k, at=20)
+    assert keeper.take_pinned() == [] and keeper.take_changes()[0] == [k]  # the pin (10) predates the reset (20)
+
+    # A pin made after the reset, withdrawn by a reference from before it, comes back when the reset arrives.
+    keeper = ReferenceKeeper("drift")
+    keeper._pinned.append(ref(30))
+    keeper._held[k] = 30
+    keeper.offer([ref(5)])
+    keeper.forget(k, at=20)
+    (back,) = keeper.take_pinned()
+    assert back.pinned_at == 30 and keeper.is_current(back)
+    assert keeper.take_changes() == ([], {})  # nothing to reset, nothing to adopt: the detector keeps its pin
+    assert not keeper.should_adopt(k, has_own=True)
+
+    # A write that was in flight when the reset came, read back after the tombstone: refused, and the reset is
+    # handed to the worker to write again, with its time; the same reset read again changes nothing.
+    keeper = ReferenceKeeper("drift")
+    keeper.forget(k, at=20)
+    keeper.take_changes()
+    keeper.offer([ref(15)])
+    assert keeper.take_stale() == [(k, 20)] and keeper.take_stale() == []
+    keeper.forget(k, at=20)
+    assert keeper.take_changes() == ([], {}) and keeper.counts()["forgotten"] == 1
+
+
+@pytest.mark.unit
+def test_a_reset_of_the_merger_drops_its_window_and_a_reference_of_another_width_does_not_replace_its_own():
+    rng = np.random.default_rng(1)
+    merger = DriftMerger(window_size=100, window_intervals=2, permutations=300, alpha=0.01)
+    merger.add("m1", "v1", "prompt", "w1", 1, 200, rng.normal(size=(100, 16)).astype(np.float32))
+    merger.evaluate(1)
+    (own,) = merger.pinned_references()
+    merger.add("m1", "v1", "prompt", "w1", 2, 200, rng.normal(size=(100, 16)).astype(np.float32) + 3.0)
+    merger.forget_reference(("m1", "v1", "prompt"))
+    merger.evaluate(2)  # the reset applies: the pre-reset window goes with the reference
+    assert merger.pinned_references() == [] and merger._samples == {}
+    merger.add("m1", "v1", "prompt", "w2", 2, 200, rng.normal(size=(100, 16)).astype(np.float32))  # late, from before
+    merger.add("m1", "v1", "prompt", "w1", 3, 200, rng.normal(size=(100, 16)).astype(np.float32) + 3.0)
+    merger.evaluate(3)
+    (new,) = merger.pinned_references()
+    assert new.rows.mean() > 2.0  # pinned from the traffic after the reset only
+
+    merger.restore_references([own._replace(rows=np.zeros((100, 8), np.float32), space="merged:8")])
+    merger.evaluate(4)
+    assert merger.reference_counts()["refused"] == 1 and merger._ref[("m1", "v1", "prompt")].shape[1] == 16
+
+
+@pytest.mark.unit
 def test_the_watcher_skips_what_is_not_a_reference_and_a_second_reading_does_not_replay_resets():
     seen, resets = [], []
     watcher = wire.ReferenceWatcher.__new__(wire.ReferenceWatcher)
@@ -293,12 +356,16 @@ def test_the_worker_keeps_what_the_broker_refused_and_persists_it_in_order_later
     w = Worker(Settings(profile="embedded", bootstrap="127.0.0.1:1", detectors=["drift", "descriptor_drift"], app_id="refs-test"))
     sent, fail = [], [True]
 
-    async def send(key, value, partition):
+    values, stamps = [], []
+
+    async def send(key, value, partition, timestamp=None):
         assert partition == 0
-        if fail[0]:
+        if fail[0] and value is not None:
             fail[0] = False
             raise ConnectionError("the broker is away")
         sent.append(wire.parse_key(key))
+        values.append((value, timestamp) if value is None else (b"...", None))
+        stamps.append(timestamp)
         done = asyncio.get_running_loop().create_future()
         done.set_result(None)
         return done
@@ -319,8 +386,16 @@ def test_the_worker_keeps_what_the_broker_refused_and_persists_it_in_order_later
     drift._references.pinned(("m1", "v2", "prompt"), "static:x:2", np.ones((3, 2), np.float32))
     drift._references.pinned(("m1", "v3", "prompt"), "static:x:2", np.ones((3, 2), np.float32))
     drift.forget_reference(("m1", "v3", "prompt"))  # reset before it was written: never written
+    drift.restore_references([PinnedReference("drift", ("m1", "v3", "prompt"), "static:x:2", np.ones((3, 2), np.float32), 1.0)])
     loop.run_until_complete(w.publish_references())
-    assert sent == [("drift", ("m1", "v1", "prompt")), ("descriptor_drift", ("m1", "v1")), ("drift", ("m1", "v2", "prompt"))]
+    # The reset is written again first (a write older than it was read back), then the references in order.
+    assert sent == [
+        ("drift", ("m1", "v3", "prompt")),
+        ("drift", ("m1", "v1", "prompt")),
+        ("descriptor_drift", ("m1", "v1")),
+        ("drift", ("m1", "v2", "prompt")),
+    ]
+    assert values[0] == (None, stamps[0]) and stamps[0] > 1.0
     counts = {
         (s.labels["detector"], s.labels["outcome"]): s.value
         for m in w.metrics.references.collect()
