@@ -186,11 +186,6 @@ class KeepsReferences(Protocol):
         """References so far: pinned (from traffic), restored (adopted), refused (another space), forgotten."""
 
     @abc.abstractmethod
-    def stale_references(self) -> list[tuple[tuple[str, ...], float]]:
-        """Keys read back with a reference older than their last reset (a write in flight when the reset came), with
-        the reset's time, each once: the worker writes the reset again, so that a later start does not restore it."""
-
-    @abc.abstractmethod
     def reference_is_current(self, reference: PinnedReference) -> bool:
         """Whether ``reference``, handed over by :meth:`pinned_references`, still stands (no reset, no restored
         reference replaced it): the worker persists it only then, so a retry never writes back a withdrawn one."""

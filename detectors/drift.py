@@ -549,8 +549,10 @@ class DriftMerger(ReferencesMixin):
         alpha: float = 0.001,
         device: str | None = None,
         seed: int = 0,
+        interval_s: float | None = None,
     ):
         self.window_size = window_size
+        self.interval_s = interval_s  # the length of the workers' intervals (interval = unix time // interval_s), if known
         self.window_intervals = window_intervals
         self.permutations = permutations
         self.alpha = alpha
@@ -572,10 +574,16 @@ class DriftMerger(ReferencesMixin):
                 k3 = (key[0], key[1], key[2])
                 self._ref.pop(k3, None)
                 self._active.discard(k3)
+                # The samples of the intervals the reset's time falls in or before go with it (an old reset read again
+                # at a start drops nothing of the traffic since); without the intervals' length, all of them.
+                at = self._references.reset_at(k3)
+                first = current_interval + 1 if at is None or not self.interval_s else int(at // self.interval_s) + 1
                 with self._lock:
                     self.last.pop(k3, None)
-                    self._samples.pop(k3, None)
-                    self._reset_from[k3] = current_interval + 1
+                    per = self._samples.get(k3, {})
+                    for k in [k for k in per if k[1] < first]:
+                        del per[k]
+                    self._reset_from[k3] = max(self._reset_from.get(k3, first), first)
         for key, ref in restored.items():
             if len(key) != 3:
                 continue
@@ -583,8 +591,14 @@ class DriftMerger(ReferencesMixin):
             if not self._references.should_adopt(k3, has_own=k3 in self._ref):
                 continue
             own = self._ref.get(k3)
-            width_differs = own is not None and own.shape[1] != ref.rows.shape[-1]  # keep its pin of the current dimension
-            if ref.rows.ndim != 2 or ref.space != f"merged:{ref.rows.shape[1]}" or len(ref.rows) < 2 or width_differs:
+            if (
+                ref.rows.ndim != 2
+                or ref.space != f"merged:{ref.rows.shape[1]}"
+                or len(ref.rows) < 2
+                or (
+                    own is not None and own.shape[1] != ref.rows.shape[1]  # keep its pin of the current dimension
+                )
+            ):
                 self._references.refused()
                 self._references.give_back(k3)  # its own pin, if this one withdrew it: handed over after all
                 continue

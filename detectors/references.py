@@ -14,10 +14,11 @@ Which reference a key keeps:
   never written over the one on the topic).
 * **A reset at time T** (a tombstone, written at T) removes the references pinned before T: the one the key
   holds, one waiting to be handed over or retried, one read back and not applied yet, and any read back later
-  (a write that was in flight when the reset came: the worker then writes the reset again, with T, so that a
-  worker starting later does not read that reference back). A reference pinned after T stands, and a pin of
-  its own that a removed reference had withdrawn comes back. The times are the pinning worker's and the
-  tombstone writer's clocks: they are assumed to agree to within seconds (NTP).
+  (a write that was in flight when the reset came). A reference pinned after T stands, and a pin of its own
+  that a removed reference had withdrawn comes back. The times are the pinning worker's and the tombstone
+  writer's clocks: they are assumed to agree to within seconds (NTP). Left open: a write in flight when the
+  reset came lands after the tombstone on the topic; the running workers refuse it, and the next pin of the
+  version supersedes it, but a worker that starts before that pin is written restores it.
 
 :meth:`ReferenceKeeper.is_current` tells the worker whether a reference it holds for a write still stands.
 """
@@ -55,9 +56,6 @@ class ReferencesMixin:
     def reference_is_current(self, reference: PinnedReference) -> bool:
         return self._references.is_current(reference)
 
-    def stale_references(self) -> list[tuple[tuple[str, ...], float]]:
-        return self._references.take_stale()
-
 
 class ReferenceKeeper:
     def __init__(self, detector: str):
@@ -70,7 +68,6 @@ class ReferenceKeeper:
         self._pinned: list[PinnedReference] = []  # pinned here, waiting to be handed over
         self._held: dict[Key, float] = {}  # when the reference each key holds was pinned (own or restored): its identity
         self._withdrawn: dict[Key, PinnedReference] = {}  # own pins a reference read back withdrew, until it is applied
-        self._stale: dict[Key, float] = {}  # keys read back with a reference older than their reset: reset them again
         self._counts = {"pinned": 0, "restored": 0, "refused": 0, "forgotten": 0}
 
     # -- any thread ------------------------------------------------------------------------------
@@ -84,9 +81,7 @@ class ReferenceKeeper:
                     continue
                 key = tuple(ref.key)
                 if ref.pinned_at < self._floor.get(key, float("-inf")):
-                    # A write that was in flight when the reset came: on the topic it now follows the tombstone.
-                    self._counts["refused"] += 1
-                    self._stale[key] = self._floor[key]
+                    self._counts["refused"] += 1  # a write that was in flight when the reset came
                     continue
                 self._restored[key] = ref
                 own = next((p for p in self._pinned if p.key == key), None)
@@ -117,12 +112,10 @@ class ReferenceKeeper:
                     self._held[key] = own.pinned_at
             self._forgotten.append((key, at))
 
-    def take_stale(self) -> list[tuple[Key, float]]:
-        """Keys whose reset a late write followed on the topic, with the reset's time: the worker writes the reset
-        again (with that time), so that a worker starting later does not read the removed reference back."""
+    def reset_at(self, key: Key) -> float | None:
+        """The time of the key's latest reset, if any."""
         with self._lock:
-            out, self._stale = list(self._stale.items()), {}
-            return out
+            return self._floor.get(tuple(key))
 
     def give_back(self, key: Key) -> None:
         """The detector refused the reference that withdrew its own pin: the pin is handed over after all, as pinned
@@ -139,6 +132,7 @@ class ReferenceKeeper:
         key = tuple(key)
         with self._lock:
             self._held.pop(key, None)
+            self._withdrawn.pop(key, None)
             self._pinned = [p for p in self._pinned if p.key != key]
 
     def is_current(self, ref: PinnedReference) -> bool:

@@ -155,6 +155,7 @@ class Worker:
             permutations=first.permutations,
             alpha=first.alpha,
             device=first.device,
+            interval_s=self.settings.drift_interval_s,  # the intervals of drift_interval() below
         )
 
     def _make_sampler(self, settings: Settings) -> Any:
@@ -457,17 +458,6 @@ class Worker:
             fresh = [r for k in self._reference_keepers for r in k.pinned_references()]
             if self.references is None:
                 return  # not kept: a restart re-pins from live traffic
-            for keeper in self._reference_keepers:  # resets a late write followed on the topic: written again, with their time
-                for key, at in keeper.stale_references():
-                    try:
-                        sent = await asyncio.wait_for(
-                            self.references_topic.send(key=reference_key(keeper.name, key), value=None, partition=0, timestamp=at),
-                            timeout_s,
-                        )
-                        await asyncio.wait_for(asyncio.shield(sent), timeout_s)
-                        self.metrics.references.labels(keeper.name, "reset_rewritten").inc()
-                    except Exception as exc:  # noqa: BLE001 - best effort: the running workers refuse that reference anyway
-                        log.warning("writing a reset again failed (%s)", type(exc).__name__)
             keepers = {k.name: k for k in self._reference_keepers}
             self._references_unpublished = [
                 r for r in self._references_unpublished + fresh if r.detector in keepers and keepers[r.detector].reference_is_current(r)

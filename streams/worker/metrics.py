@@ -146,8 +146,7 @@ class WorkerMetrics:
             "streamwarden_references_total",
             "Reference windows of the drift detectors, by outcome: pinned (from traffic), persisted (to the references "
             "topic), persist_failed, dropped (could not be encoded), restored (read back and adopted), refused (of another "
-            "embedding or columns, or pinned before a reset), forgotten (a person's reset), reset_rewritten (a reset written "
-            "again after a late write of a reference it removed).",
+            "embedding or columns, or pinned before a reset), forgotten (a person's reset).",
             ["detector", "outcome"],
             registry=r,
         )
