@@ -14,9 +14,9 @@ import uuid
 from collections.abc import Callable
 from datetime import datetime, timezone
 
-from streams.actions.log import MARKER_KEY_PREFIX, action_json, producer, read_until_marker
+from streams.actions.log import action_json, producer
 from streams.events.schema import ActionRecord, KillSwitchState
-from streams.events.topics import topic_name
+from streams.events.topics import MARKER_KEY_PREFIX, read_until_marker, topic_name
 from streams.settings import Settings
 
 log = logging.getLogger(__name__)

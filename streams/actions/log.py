@@ -10,13 +10,10 @@ from typing import Any
 
 from streams import kafka_clients
 from streams.events.schema import ActionRecord
-from streams.events.topics import MARKER_KEY_PREFIX, read_until_marker
+from streams.events.topics import read_until_marker
 from streams.settings import Settings
 
 log = logging.getLogger(__name__)
-
-__all__ = ["MARKER_KEY_PREFIX", "action_json", "consumer", "parse_action", "producer", "read_actions", "read_until_marker"]
-
 
 def producer(settings: Settings, client_id: str):
     return kafka_clients.producer(settings, client_id, linger_ms=0)
