@@ -15,6 +15,7 @@ from streams.settings import Settings
 
 log = logging.getLogger(__name__)
 
+
 def producer(settings: Settings, client_id: str):
     return kafka_clients.producer(settings, client_id, linger_ms=0)
 

@@ -23,7 +23,7 @@ from typing import Optional
 
 import typer
 
-from streams.cli import actions, dashboards, events, gateway, local, otlp, policy, worker
+from streams.cli import actions, dashboards, events, gateway, local, otlp, policy, references, worker
 from streams.errors import ConfigurationError, SchemaError, StreamwardenError
 from streams.settings import CONFIG_ENV
 
@@ -64,7 +64,7 @@ app.add_typer(actions.killswitch_app, name="killswitch")
 app.add_typer(actions.rollout_app, name="rollout")
 app.add_typer(dashboards.dashboards_app, name="dashboards")
 app.add_typer(otlp.otlp_app, name="otlp")
-app.add_typer(worker.references_app, name="references")
+app.add_typer(references.references_app, name="references")
 
 
 def exit_code(exc: BaseException) -> int:
