@@ -225,7 +225,10 @@ class Worker:
 
             @app.timer(interval=1.0, name="streamwarden.references")
             async def persist_references() -> None:
-                await self.publish_references()
+                try:
+                    await self.publish_references()
+                except Exception as exc:  # noqa: BLE001 - references are kept for the next tick; the stream goes on
+                    log.error("persisting references failed: %s", type(exc).__name__)
 
         if self._in_background:
 
@@ -459,20 +462,18 @@ class Worker:
             if self.references is None:
                 return  # not kept: a restart re-pins from live traffic
             keepers = {k.name: k for k in self._reference_keepers}
-            self._references_unpublished = [
-                r for r in self._references_unpublished + fresh if r.detector in keepers and keepers[r.detector].reference_is_current(r)
-            ]
+            self._references_unpublished += fresh
             while self._references_unpublished:
                 ref = self._references_unpublished[0]
+                if not keepers[ref.detector].reference_is_current(ref):  # a reset or a reference read back withdrew it
+                    self._references_unpublished.pop(0)
+                    continue
                 try:
                     value = encode_reference(ref, self.worker_id)
                 except Exception as exc:  # noqa: BLE001 - it never will be written: count it, go on with the others
                     self._references_unpublished.pop(0)
                     log.error("a %s reference could not be encoded (%s); dropped", ref.detector, type(exc).__name__)
                     self.metrics.references.labels(ref.detector, "dropped").inc()
-                    continue
-                if not keepers[ref.detector].reference_is_current(ref):  # a reset or a reference read back came meanwhile
-                    self._references_unpublished.pop(0)
                     continue
                 try:
                     key = reference_key(ref.detector, ref.key)
