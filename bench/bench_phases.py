@@ -25,6 +25,19 @@ from streams.worker.pipeline import Pipeline, RawRecord
 PHASES = "clean,refusal_burst,pii_leak,biased,hallucination,ungrounded,attack,toxic_canary,topic_shift"
 
 
+def records_by_phase(seconds: float = 300.0, seed: int = 5) -> dict[str, list[RawRecord]]:
+    """The events of one generated demo run (40 per second of schedule), as the worker's raw records, by phase."""
+    schedule = Schedule.for_run(seconds)
+    gen = TrafficGenerator(schedule, seed=seed, malformed_rate=0.0)
+    by_phase: dict[str, list[RawRecord]] = {}
+    n = 40 * int(seconds)
+    for i in range(n):
+        t = (i / n) * seconds
+        _, event = gen.event(t=t)
+        by_phase.setdefault(schedule.phase_at(t), []).append(RawRecord(event.model_dump_json().encode(), None, "bench", 0, i))
+    return by_phase
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     ap.add_argument("--phases", default=PHASES)
@@ -36,15 +49,7 @@ def main() -> None:
     phases = args.phases.split(",")
     if "clean" not in phases:
         phases.insert(0, "clean")  # the baseline
-    seconds = 300.0
-    schedule = Schedule.for_run(seconds)
-    gen = TrafficGenerator(schedule, seed=5, malformed_rate=0.0)
-    by_phase: dict[str, list[RawRecord]] = {}
-    n = 40 * int(seconds)
-    for i in range(n):
-        t = (i / n) * seconds
-        _, event = gen.event(t=t)
-        by_phase.setdefault(schedule.phase_at(t), []).append(RawRecord(event.model_dump_json().encode(), None, "bench", 0, i))
+    by_phase = records_by_phase()
     settings = Settings()
     embeddings.configure(threads=settings.cpu_threads())
     options = settings.detector_kwargs()
