@@ -61,6 +61,7 @@ from .base import Detector, EventLike, Finding, Severity
 from .contracts import ExposesGauges, Gauge, NeedsEmbeddings
 from .embeddings import UsesEmbeddings
 from .errors import ConfigurationError
+from .literals import LiteralScreen
 
 if TYPE_CHECKING:
     from .embeddings import EmbeddingService
@@ -294,6 +295,9 @@ FAMILIES = (*FAMILY_ORDER, "classifier")
 
 # Phrases that hedge a hit: a user asking *about* an instruction ("can I ignore the warning rules?")
 # is not giving one. A hit inside such a sentence counts this much of its weight.
+# Which rules can match a text at all: most texts hold none of the words a rule needs, and skip its pattern.
+_SCREEN = LiteralScreen([rule.pattern for rule in RULES])
+
 _HEDGE = re.compile(
     r"\b(?:can|could|should|may|might|do|does|would|is\s+it\s+(?:ok|okay|safe|fine|possible))\s+(?:i|we|you|one|they|people|users)\b|"
     r"\bhow\s+(?:do|can|should|to)\b|\bwhat\s+(?:happens|does|is\s+a|are)\b|\bwhy\s+(?:do|does|would|should)\b|"
@@ -458,7 +462,9 @@ def scan(text: str, decode: bool = True) -> list[RuleHit]:
         return head + tail
     norm, offsets = normalise(text)
     hits: list[RuleHit] = []
-    for rule in RULES:
+    for rule, worth in zip(RULES, _SCREEN.allowed(norm)):
+        if not worth:  # the pattern cannot match: norm lacks every word it needs (detectors.literals)
+            continue
         for m in rule.pattern.finditer(norm):
             weight = rule.weight
             if rule.family in ("instruction_override", "role_play") and _hedged(norm, m.start(), m.end()):

@@ -44,6 +44,7 @@ import yaml
 from .base import Detector, EventLike, Finding, Severity
 from .contracts import ExposesGauges, Gauge, LeavesUnjudged, NeedsEmbeddings
 from .errors import ConfigurationError
+from .literals import LiteralScreen
 from .ration import Ration
 from .wordlists import trie_alternation
 
@@ -248,13 +249,18 @@ class RuleHit:
 def rule_hits(text: str, max_hits: int = 20) -> list[RuleHit]:
     """The rule layer's hits in ``text`` (spans index the text as given), at most ``max_hits``."""
     hits: list[RuleHit] = []
-    for category, rules in RULES.items():
-        for rule, pattern, alone in rules:
+    for (category, rule, pattern, alone), worth in zip(_FLAT_RULES, _SCREEN.allowed(text)):
+        if worth:  # False only where the pattern cannot match (detectors.literals)
             for m in pattern.finditer(text):
                 hits.append(RuleHit(category, rule, m.start(), m.end(), mask_span(m.group(0)), alone))
                 if len(hits) >= max_hits:
                     return hits
     return hits
+
+
+_FLAT_RULES = tuple((category, rule, pattern, alone) for category, rules in RULES.items() for rule, pattern, alone in rules)
+# Which rules can match a text at all: most texts hold none of the words a rule needs, and skip its pattern.
+_SCREEN = LiteralScreen([pattern for _c, _r, pattern, _a in _FLAT_RULES])
 
 
 # -- the heads -----------------------------------------------------------------------------------
