@@ -6,7 +6,10 @@ before the model-backed detectors are configured.
 
 from __future__ import annotations
 
+import hashlib
 import re
+import threading
+from collections import OrderedDict
 from collections.abc import Sequence
 from functools import cache
 
@@ -33,9 +36,28 @@ def _vader():
     return SentimentIntensityAnalyzer()
 
 
+# VADER is pure Python, about 0.17 ms a response: the costliest step of descriptor drift, and bias asks for the same
+# response's score again. A bounded LRU keyed by a hash of the text (never the text: the monitor keeps no response
+# longer than its batch) answers a repeated answer (a canned refusal, a templated reply) and the second caller.
+SENTIMENT_CACHE_ENTRIES = 10_000
+_sentiments: OrderedDict[bytes, float] = OrderedDict()
+_sentiments_lock = threading.Lock()
+
+
 def sentiment(text: str) -> float:
-    """VADER compound score in [-1, 1] (loaded on first use)."""
-    return float(_vader().polarity_scores(text)["compound"])
+    """VADER compound score in [-1, 1] (loaded on first use; repeated texts answered from a bounded cache)."""
+    key = hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).digest()
+    with _sentiments_lock:
+        score = _sentiments.get(key)
+        if score is not None:
+            _sentiments.move_to_end(key)
+            return score
+    score = float(_vader().polarity_scores(text)["compound"])
+    with _sentiments_lock:
+        _sentiments[key] = score
+        while len(_sentiments) > SENTIMENT_CACHE_ENTRIES:
+            _sentiments.popitem(last=False)
+    return score
 
 
 def is_refusal(text: str) -> bool:

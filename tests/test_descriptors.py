@@ -67,3 +67,21 @@ def test_every_registered_name_resolves_to_a_detector_class():
     for name in REGISTRY:
         cls = detector_class(name)
         assert issubclass(cls, Detector) and cls.name == name
+
+
+def test_sentiment_is_vaders_and_a_repeated_text_is_answered_from_a_bounded_cache_of_hashes(monkeypatch):
+    from detectors import descriptors
+
+    texts = ["What a wonderful, helpful answer!", "This is terrible and I hate it.", "The train leaves at noon."]
+    vader = descriptors._vader()
+    expected = [vader.polarity_scores(t)["compound"] for t in texts]
+    monkeypatch.setattr(descriptors, "SENTIMENT_CACHE_ENTRIES", 2)
+    monkeypatch.setattr(descriptors, "_sentiments", type(descriptors._sentiments)())
+    calls = []
+    real = vader.polarity_scores
+    monkeypatch.setattr(vader, "polarity_scores", lambda t: calls.append(t) or real(t))
+    assert [descriptors.sentiment(t) for t in texts] == expected
+    assert descriptors.sentiment(texts[2]) == expected[2] and len(calls) == 3  # the last one, from the cache
+    assert descriptors.sentiment(texts[0]) == expected[0] and len(calls) == 4  # evicted (two entries): scored again
+    assert len(descriptors._sentiments) == 2
+    assert all(isinstance(k, bytes) and len(k) == 16 for k in descriptors._sentiments)  # hashes, never the texts
