@@ -293,11 +293,11 @@ RULES: tuple[Rule, ...] = (
 FAMILY_ORDER = ("instruction_override", "prompt_extraction", "exfiltration", "ai_directive", "encoded_payload", "role_play")
 FAMILIES = (*FAMILY_ORDER, "classifier")
 
-# Phrases that hedge a hit: a user asking *about* an instruction ("can I ignore the warning rules?")
-# is not giving one. A hit inside such a sentence counts this much of its weight.
 # Which rules can match a text at all: most texts hold none of the words a rule needs, and skip its pattern.
 _SCREEN = LiteralScreen([rule.pattern for rule in RULES])
 
+# Phrases that hedge a hit: a user asking *about* an instruction ("can I ignore the warning rules?")
+# is not giving one. A hit inside such a sentence counts this much of its weight.
 _HEDGE = re.compile(
     r"\b(?:can|could|should|may|might|do|does|would|is\s+it\s+(?:ok|okay|safe|fine|possible))\s+(?:i|we|you|one|they|people|users)\b|"
     r"\bhow\s+(?:do|can|should|to)\b|\bwhat\s+(?:happens|does|is\s+a|are)\b|\bwhy\s+(?:do|does|would|should)\b|"

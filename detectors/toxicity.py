@@ -32,10 +32,11 @@ import html
 import json
 import re
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cache, cached_property
 from pathlib import Path
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -155,7 +156,7 @@ _FILL = (  # what may stand between "you" and the insult: articles, intensifiers
 
 # category -> (rule name, pattern, flags alone?): a rule that flags alone marks a text toxic whatever the head
 # says (direct threats, urging self-harm); the others only name the category of a text the head flagged.
-RULES: dict[str, list[tuple[str, re.Pattern[str], bool]]] = {
+_RULES: dict[str, list[tuple[str, re.Pattern[str], bool]]] = {
     "threat": [
         (
             "intent_to_harm",
@@ -226,6 +227,10 @@ RULES: dict[str, list[tuple[str, re.Pattern[str], bool]]] = {
         ),
     ],
 }
+
+
+# Read-only: the literal screen of rule_hits is built from these once, at import.
+RULES: Mapping[str, tuple[tuple[str, re.Pattern[str], bool], ...]] = MappingProxyType({c: tuple(r) for c, r in _RULES.items()})
 
 
 def mask_span(text: str) -> str:

@@ -1,0 +1,194 @@
+"""The literal screens in front of the toxicity and injection rules (detectors/literals.py): what they save.
+
+Two measurements, both against the same code with every pattern run (a screen that lets everything through,
+swapped in for the modules' own), in the same process, taking turns for ``--rounds`` rounds:
+
+1. the rule layers alone (``toxicity.rule_hits``, ``injection.scan``) over each corpus: µs per text, screened
+   and not, and whether every text got the same hits (it must: a screen only skips a pattern that cannot match);
+2. the worker's pipeline (every default detector, batches of 64, no broker) over demo phases: events/s of three
+   variants, each on fresh events: as before (every pattern, VADER on every response), with the screens, and
+   with the screens and the VADER cache (``detectors.descriptors.sentiment``; the cache off is a size of 0).
+
+Corpora: the demo's generated traffic (seed 5, prompts and responses of every phase), and from ``../shared/data``
+PIGuard's benign prompts and the jailbreak and WildGuard attacks (injection's sets), Davidson, HateCheck,
+ToxiGen and madlibs (toxicity's), Brown paragraphs and MNLI premises. Nothing is tuned here: there is no
+threshold, only the same hits faster or not.
+
+    .venv/bin/python bench/bench_rule_screens.py [--rounds 3] [--phases clean,hallucination] [--events 1200] [--seconds 3600]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import logging
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from detectors import descriptors, injection, toxicity
+from detectors.literals import LiteralScreen
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+class _Everything(LiteralScreen):
+    """The baseline: every pattern runs on every text."""
+
+    def __init__(self) -> None:
+        super().__init__([])
+
+    def allowed(self, text: str) -> Sequence[bool]:
+        return [True] * 1024  # the callers zip it with their rules
+
+
+VARIANTS = ("every pattern, no VADER cache", "screens", "screens + VADER cache")
+
+
+@contextmanager
+def variant_of(name: str):
+    """The pipeline as it was before (every pattern run, every response scored by VADER), or with the changes."""
+    saved = descriptors.SENTIMENT_CACHE_ENTRIES
+    if name != VARIANTS[2]:
+        descriptors.SENTIMENT_CACHE_ENTRIES = 0  # every call scores the text anew
+        descriptors._sentiments.clear()
+    try:
+        with unscreened() if name == VARIANTS[0] else contextlib.nullcontext():
+            yield
+    finally:
+        descriptors.SENTIMENT_CACHE_ENTRIES = saved
+
+
+@contextmanager
+def unscreened():
+    saved = toxicity._SCREEN, injection._SCREEN
+    toxicity._SCREEN = injection._SCREEN = _Everything()
+    try:
+        yield
+    finally:
+        toxicity._SCREEN, injection._SCREEN = saved
+
+
+def corpora(by_phase) -> dict[str, list[str]]:
+    from detectors.training import toxicity_data, train_injection
+
+    demo: list[str] = []
+    for records in by_phase.values():
+        for r in records:
+            event = json.loads(r.value)
+            demo += [event.get("response") or ""] + [m.get("content") or "" for m in event.get("messages") or []]
+    out = {"demo traffic": [t for t in demo if t]}
+    if DATA.is_dir():
+        benign = train_injection.load_benign(DATA)
+        other = train_injection.load_other_benign(DATA)
+        out["PIGuard benign"] = benign.get("notinject", []) + benign.get("wildguard", [])
+        out["attacks (jailbreak, WildGuard)"] = [r["text"] for r in train_injection.load_attacks(DATA)]
+        out["toxicity sets"] = [e.text for e in toxicity_data.load(DATA)]
+        out["Brown, MNLI"] = other.get("brown_paragraphs", []) + other.get("mnli_premises", [])
+    else:
+        print(f"({DATA} missing: the demo's traffic only)")
+    return out
+
+
+def _time(fn: Callable[[str], object], texts: Sequence[str]) -> tuple[float, list[object]]:
+    t0 = time.perf_counter()
+    out = [fn(t) for t in texts]
+    return (time.perf_counter() - t0) / len(texts), out
+
+
+def rule_layers(texts_by_corpus: dict[str, list[str]], rounds: int) -> None:
+    print(f"\n1. the rule layers alone, µs per text (median of {rounds} rounds, screened and not taking turns)")
+    print(f"{'corpus':<32}{'texts':>7}  {'toxicity: all / screened':>26}  {'injection: all / screened':>27}  same hits")
+    for name, texts in texts_by_corpus.items():
+        cells, same = [], True
+        for fn in (toxicity.rule_hits, injection.scan):
+            plain_t, screened_t = [], []
+            for _ in range(rounds):
+                with unscreened():
+                    t, plain_out = _time(fn, texts)
+                plain_t.append(t)
+                t, screened_out = _time(fn, texts)
+                screened_t.append(t)
+                same = same and plain_out == screened_out
+            p, s = statistics.median(plain_t), statistics.median(screened_t)
+            cells.append(f"{1e6 * p:8.1f} / {1e6 * s:7.1f} (x{p / s:5.2f})")
+        print(f"{name:<32}{len(texts):>7}  {cells[0]:>26}  {cells[1]:>27}  {'yes' if same else 'NO'}")
+
+
+def pipeline(by_phase, phases: list[str], events: int, rounds: int) -> None:
+    from detectors import embeddings
+    from detectors.registry import build
+    from streams.settings import Settings
+    from streams.worker.pipeline import Pipeline
+
+    settings = Settings()
+    embeddings.configure(threads=settings.cpu_threads())
+    options = settings.detector_kwargs()
+    options["descriptor_drift"]["reports_dir"] = tempfile.mkdtemp(prefix="bench-screens-")
+    detectors = build(settings.detectors, options)
+    for d in detectors:
+        d.warm_up()
+    pipe = Pipeline(detectors, settings.max_event_bytes, overlap=False)
+    print(f"\n2. the pipeline (every default detector, sequential, batches of 64), events/s, {events} fresh events a run")
+    print(f"{'phase':<14} {'variant':<28} events/s per round, then the ratio to the first variant of the same round")
+    try:
+        for phase in phases:
+            records = by_phase[phase]
+            for i in range(0, 320, 64):  # warm: the phase's first answers into the caches
+                pipe.process(records[i : i + 64])
+            rates: dict[str, list[float]] = {v: [] for v in VARIANTS}
+            at = 320
+            for r in range(rounds):
+                # Fresh events for every run (the same ones again would all be cached), the order rotated each round.
+                for variant in VARIANTS[r % 3 :] + VARIANTS[: r % 3]:
+                    run, at = records[at : at + events], at + events
+                    if len(run) < events:
+                        raise SystemExit(f"{phase}: {len(records)} events, too few for {rounds} rounds of {events}: raise --seconds")
+                    with variant_of(variant):
+                        t0 = time.perf_counter()
+                        for i in range(0, len(run), 64):
+                            pipe.process(run[i : i + 64])
+                        rates[variant].append(len(run) / (time.perf_counter() - t0))
+            base = rates[VARIANTS[0]]
+            for variant in VARIANTS:
+                ratios = " ".join(f"x{a / b:.2f}" for a, b in zip(rates[variant], base))
+                print(f"{phase:<14} {variant:<28} {' '.join(f'{x:7.1f}' for x in rates[variant])}   {ratios}")
+    finally:
+        for d in detectors:
+            close = getattr(d, "close", None)
+            if callable(close):
+                close()
+        pipe.close()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--phases", default="clean,hallucination")
+    ap.add_argument("--events", type=int, default=1200, help="events per run of the pipeline (3 x rounds runs a phase)")
+    ap.add_argument("--seconds", type=float, default=3600.0, help="length of the generated demo run the events come from")
+    ap.add_argument("--no-pipeline", action="store_true")
+    args = ap.parse_args()
+    logging.disable(logging.WARNING)
+    from bench_phases import records_by_phase
+
+    by_phase = records_by_phase(args.seconds)
+    texts = corpora(by_phase)
+    print(
+        f"screened patterns: toxicity {toxicity._SCREEN.screened()} of {len(toxicity._FLAT_RULES)}, "
+        f"injection {injection._SCREEN.screened()} of {len(injection.RULES)}"
+    )
+    rule_layers(texts, args.rounds)
+    if not args.no_pipeline:
+        pipeline(by_phase, args.phases.split(","), args.events, args.rounds)
+
+
+if __name__ == "__main__":
+    main()
