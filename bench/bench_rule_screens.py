@@ -6,15 +6,16 @@ swapped in for the modules' own), in the same process, taking turns for ``--roun
 1. the rule layers alone (``toxicity.rule_hits``, ``injection.scan``) over each corpus: µs per text, screened
    and not, and whether every text got the same hits (it must: a screen only skips a pattern that cannot match);
 2. the worker's pipeline (every default detector, batches of 64, no broker) over demo phases: events/s of three
-   variants, each on fresh events: as before (every pattern, VADER on every response), with the screens, and
-   with the screens and the VADER cache (``detectors.descriptors.sentiment``; the cache off is a size of 0).
+   variants taking turns batch by batch (each batch new, so each variant reads the same mix of events and meets the
+   same background work): as before (every pattern, VADER on every response), with the screens, and with the
+   screens and the VADER cache (``detectors.descriptors.sentiment``; off: an empty cache of size 0).
 
 Corpora: the demo's generated traffic (seed 5, prompts and responses of every phase), and from ``../shared/data``
 PIGuard's benign prompts and the jailbreak and WildGuard attacks (injection's sets), Davidson, HateCheck,
 ToxiGen and madlibs (toxicity's), Brown paragraphs and MNLI premises. Nothing is tuned here: there is no
 threshold, only the same hits faster or not.
 
-    .venv/bin/python bench/bench_rule_screens.py [--rounds 3] [--phases clean,hallucination] [--events 1200] [--seconds 3600]
+    .venv/bin/python bench/bench_rule_screens.py [--rounds 3] [--phases clean,hallucination] [--events 1200] [--seconds 3600] [--texts 24000]
 """
 
 from __future__ import annotations
@@ -52,18 +53,22 @@ class _Everything(LiteralScreen):
 VARIANTS = ("every pattern, no VADER cache", "screens", "screens + VADER cache")
 
 
+_CACHE = descriptors._sentiments  # the cache variant's own, kept between its batches
+
+
 @contextmanager
 def variant_of(name: str):
     """The pipeline as it was before (every pattern run, every response scored by VADER), or with the changes."""
     saved = descriptors.SENTIMENT_CACHE_ENTRIES
     if name != VARIANTS[2]:
-        descriptors.SENTIMENT_CACHE_ENTRIES = 0  # every call scores the text anew
-        descriptors._sentiments.clear()
+        descriptors.SENTIMENT_CACHE_ENTRIES = 0  # every call scores the text anew (an empty cache that keeps nothing)
+        descriptors._sentiments = type(_CACHE)()
     try:
         with unscreened() if name == VARIANTS[0] else contextlib.nullcontext():
             yield
     finally:
         descriptors.SENTIMENT_CACHE_ENTRIES = saved
+        descriptors._sentiments = _CACHE
 
 
 @contextmanager
@@ -76,7 +81,7 @@ def unscreened():
         toxicity._SCREEN, injection._SCREEN = saved
 
 
-def corpora(by_phase) -> dict[str, list[str]]:
+def corpora(by_phase, limit: int) -> dict[str, list[str]]:
     from detectors.training import toxicity_data, train_injection
 
     demo: list[str] = []
@@ -84,7 +89,7 @@ def corpora(by_phase) -> dict[str, list[str]]:
         for r in records:
             event = json.loads(r.value)
             demo += [event.get("response") or ""] + [m.get("content") or "" for m in event.get("messages") or []]
-    out = {"demo traffic": [t for t in demo if t]}
+    out = {"demo traffic": [t for t in demo if t][:limit]}
     if DATA.is_dir():
         benign = train_injection.load_benign(DATA)
         other = train_injection.load_other_benign(DATA)
@@ -136,26 +141,30 @@ def pipeline(by_phase, phases: list[str], events: int, rounds: int) -> None:
     for d in detectors:
         d.warm_up()
     pipe = Pipeline(detectors, settings.max_event_bytes, overlap=False)
-    print(f"\n2. the pipeline (every default detector, sequential, batches of 64), events/s, {events} fresh events a run")
-    print(f"{'phase':<14} {'variant':<28} events/s per round, then the ratio to the first variant of the same round")
+    print("\n2. the pipeline (every default detector, sequential), events/s, the variants taking turns batch by batch (64 events)")
+    print(f"{'phase':<14} {'variant':<28} events/s per round ({events} events of each variant), then the ratio to the first")
     try:
         for phase in phases:
             records = by_phase[phase]
             for i in range(0, 320, 64):  # warm: the phase's first answers into the caches
                 pipe.process(records[i : i + 64])
-            rates: dict[str, list[float]] = {v: [] for v in VARIANTS}
-            at = 320
-            for r in range(rounds):
-                # Fresh events for every run (the same ones again would all be cached), the order rotated each round.
-                for variant in VARIANTS[r % 3 :] + VARIANTS[: r % 3]:
-                    run, at = records[at : at + events], at + events
-                    if len(run) < events:
-                        raise SystemExit(f"{phase}: {len(records)} events, too few for {rounds} rounds of {events}: raise --seconds")
-                    with variant_of(variant):
-                        t0 = time.perf_counter()
-                        for i in range(0, len(run), 64):
-                            pipe.process(run[i : i + 64])
-                        rates[variant].append(len(run) / (time.perf_counter() - t0))
+            # The variants take turns batch by batch (the order rotated every three batches), so each reads the same
+            # mix of events and meets the same background work (the drift tests on their threads); every batch is new.
+            spent = {v: [0.0] * rounds for v in VARIANTS}
+            count = {v: [0] * rounds for v in VARIANTS}
+            need = 320 + rounds * len(VARIANTS) * events
+            if len(records) < need:
+                raise SystemExit(f"{phase}: {len(records)} events, {need} needed: raise --seconds")
+            for k, i in enumerate(range(320, need - 63, 64)):
+                variant = VARIANTS[(k + k // 3) % 3]  # 0 1 2, 1 2 0, 2 0 1, ...
+                r = min(rounds - 1, (i - 320) // (len(VARIANTS) * events))
+                batch = records[i : i + 64]
+                with variant_of(variant):
+                    t0 = time.perf_counter()
+                    pipe.process(batch)
+                    spent[variant][r] += time.perf_counter() - t0
+                count[variant][r] += len(batch)
+            rates = {v: [n / s for n, s in zip(count[v], spent[v])] for v in VARIANTS}
             base = rates[VARIANTS[0]]
             for variant in VARIANTS:
                 ratios = " ".join(f"x{a / b:.2f}" for a, b in zip(rates[variant], base))
@@ -174,13 +183,14 @@ def main() -> None:
     ap.add_argument("--phases", default="clean,hallucination")
     ap.add_argument("--events", type=int, default=1200, help="events per run of the pipeline (3 x rounds runs a phase)")
     ap.add_argument("--seconds", type=float, default=3600.0, help="length of the generated demo run the events come from")
+    ap.add_argument("--texts", type=int, default=24000, help="the demo traffic's texts the rule layers read (the first N)")
     ap.add_argument("--no-pipeline", action="store_true")
     args = ap.parse_args()
     logging.disable(logging.WARNING)
     from bench_phases import records_by_phase
 
     by_phase = records_by_phase(args.seconds)
-    texts = corpora(by_phase)
+    texts = corpora(by_phase, args.texts)
     print(
         f"screened patterns: toxicity {toxicity._SCREEN.screened()} of {len(toxicity._FLAT_RULES)}, "
         f"injection {injection._SCREEN.screened()} of {len(injection.RULES)}"
