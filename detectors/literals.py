@@ -14,10 +14,12 @@ It never changes what matches. A screen only skips a pattern when no match can e
   characters in a sequence (zero-width ``\\b``, ``^`` and ``$`` inside it do not break the run, since the
   characters on both sides are still adjacent in the text), a group, a repeat with a minimum of one or more,
   or an alternation whose every branch names a set (their union);
-* the test compares the lowercased text with lowercased literals, and is used only on ASCII texts with ASCII
-  literals: there, a case-insensitive match of ``abc`` is some casing of ``abc`` in the text, so
-  ``"abc" in text.lower()`` holds, and a case-sensitive one even more so. Non-ASCII texts run every pattern
-  (Unicode case folding maps a few non-ASCII letters, the Kelvin sign or the long s, onto ASCII ones).
+* the test compares the lowercased text with lowercased ASCII literals: a case-insensitive match of ``abc`` is
+  some casing of ``abc`` in the text, so ``"abc" in text.lower()`` holds, and a case-sensitive one even more so.
+  That needs every text character an ASCII literal can match to be ASCII. Four characters outside ASCII are the
+  exceptions under IGNORECASE: the dotted capital I, the dotless i, the long s and the Kelvin sign (a sweep of
+  every code point finds these and no other; ``tests/test_literals.py`` repeats it). A text holding one of them
+  runs every pattern; any other text, curly quotes, dashes and emoji included, is screened.
 
 (The literals kept are those whose lowercase form is ASCII: a Kelvin sign in a pattern lowercases to ``k``, the
 one ASCII letter it matches; the dotless i, the long s and the dotted capital I lowercase to non-ASCII and are
@@ -40,6 +42,9 @@ from typing import Any
 # syntax tree of a compiled pattern, exactly as the engine will run it.
 _p: Any = importlib.import_module("re._parser")
 _c: Any = importlib.import_module("re._constants")
+
+# The only characters outside ASCII that an ASCII letter of a case-insensitive pattern matches (see above).
+FOLDS_ONTO_ASCII = ("\u0130", "\u0131", "\u017f", "\u212a")
 
 # A literal shorter than this is in nearly every text: a set holding one screens nothing.
 MIN_LITERAL = 3
@@ -128,8 +133,9 @@ class LiteralScreen:
         self._automaton = _automaton(self._words) if automaton and self._words else None
 
     def found(self, text: str) -> frozenset[int] | None:
-        """The literals (by index) in ``text`` lowercased; None when ``text`` is not ASCII (every pattern runs)."""
-        if not text.isascii():
+        """The literals (by index) in ``text`` lowercased; None when ``text`` holds a character outside ASCII that
+        an ASCII letter matches case-insensitively (every pattern runs)."""
+        if not text.isascii() and any(c in text for c in FOLDS_ONTO_ASCII):
             return None
         low = text.lower()
         if self._automaton is not None:
