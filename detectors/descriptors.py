@@ -7,6 +7,7 @@ before the model-backed detectors are configured.
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 import threading
 from collections import OrderedDict
@@ -37,16 +38,19 @@ def _vader():
 
 
 # VADER is pure Python, about 0.17 ms a response: the costliest step of descriptor drift, and bias asks for the same
-# response's score again. A bounded LRU keyed by a hash of the text (never the text: the monitor keeps no response
-# longer than its batch) answers a repeated answer (a canned refusal, a templated reply) and the second caller.
+# response's score again (descriptor drift scores the first 2,000 characters: the same text up to that length). A
+# bounded LRU keyed by a hash of the text answers a repeated answer (a canned refusal, a templated reply) and the
+# second caller. Never the text: the monitor keeps no response longer than its batch; and the hash is keyed with a
+# secret of this process, so a short value (a number) cannot be confirmed from a memory dump by hashing guesses.
 SENTIMENT_CACHE_ENTRIES = 10_000
 _sentiments: OrderedDict[bytes, float] = OrderedDict()
 _sentiments_lock = threading.Lock()
+_SENTIMENT_KEY = os.urandom(16)
 
 
 def sentiment(text: str) -> float:
     """VADER compound score in [-1, 1] (loaded on first use; repeated texts answered from a bounded cache)."""
-    key = hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).digest()
+    key = hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16, key=_SENTIMENT_KEY).digest()
     with _sentiments_lock:
         score = _sentiments.get(key)
         if score is not None:

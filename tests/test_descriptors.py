@@ -85,3 +85,29 @@ def test_sentiment_is_vaders_and_a_repeated_text_is_answered_from_a_bounded_cach
     assert descriptors.sentiment(texts[0]) == expected[0] and len(calls) == 4  # evicted (two entries): scored again
     assert len(descriptors._sentiments) == 2
     assert all(isinstance(k, bytes) and len(k) == 16 for k in descriptors._sentiments)  # hashes, never the texts
+
+
+def test_the_sentiment_cache_gives_vaders_scores_to_threads_at_once(monkeypatch):
+    import threading
+
+    from detectors import descriptors
+
+    texts = [f"Answer {i}: this is {'great' if i % 2 else 'awful'} and {'fine' if i % 3 else 'bad'}." for i in range(60)]
+    vader = descriptors._vader()
+    expected = {t: vader.polarity_scores(t)["compound"] for t in texts}
+    monkeypatch.setattr(descriptors, "SENTIMENT_CACHE_ENTRIES", 16)  # evicting all the time
+    monkeypatch.setattr(descriptors, "_sentiments", type(descriptors._sentiments)())
+    wrong: list[str] = []
+
+    def score(seed: int) -> None:
+        for k in range(400):
+            t = texts[(seed * 7 + k * 13) % len(texts)]
+            if descriptors.sentiment(t) != expected[t]:
+                wrong.append(t)
+
+    threads = [threading.Thread(target=score, args=(s,)) for s in range(4)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    assert not wrong and len(descriptors._sentiments) <= 16
