@@ -10,12 +10,13 @@ swapped in for the modules' own), in the same process, taking turns for ``--roun
    same background work): as before (every pattern, VADER on every response), with the screens, and with the
    screens and the VADER cache (``detectors.descriptors.sentiment``; off: an empty cache of size 0).
 
-Corpora: the demo's generated traffic (seed 5, prompts and responses of every phase), and from ``../shared/data``
+Corpora: the demo's generated traffic (seed 5; every turn of the prompts, the responses and the context documents of
+every phase, an even sample), and from ``../shared/data``
 PIGuard's benign prompts and the jailbreak and WildGuard attacks (injection's sets), Davidson, HateCheck,
 ToxiGen and madlibs (toxicity's), Brown paragraphs and MNLI premises. Nothing is tuned here: there is no
 threshold, only the same hits faster or not.
 
-    .venv/bin/python bench/bench_rule_screens.py [--rounds 3] [--phases clean,hallucination] [--events 1200] [--seconds 3600] [--texts 24000]
+    .venv/bin/python bench/bench_rule_screens.py [--rounds 3] [--phases clean,hallucination] [--events 1200] [--seconds 3600] [--texts 48000]
 """
 
 from __future__ import annotations
@@ -88,8 +89,11 @@ def corpora(by_phase, limit: int) -> dict[str, list[str]]:
     for records in by_phase.values():
         for r in records:
             event = json.loads(r.value)
-            demo += [event.get("response") or ""] + [m.get("content") or "" for m in event.get("messages") or []]
-    out = {"demo traffic": [t for t in demo if t][:limit]}
+            prompt = event.get("prompt") or ""
+            turns = [prompt] if isinstance(prompt, str) else [m.get("content") or "" for m in prompt]
+            demo += [event.get("response") or "", *turns, *(event.get("context") or [])]
+    demo = [t for t in demo if t]
+    out = {"demo traffic": demo[:: max(1, len(demo) // limit)][:limit]}  # an even sample across every phase
     if DATA.is_dir():
         benign = train_injection.load_benign(DATA)
         other = train_injection.load_other_benign(DATA)
@@ -142,7 +146,8 @@ def pipeline(by_phase, phases: list[str], events: int, rounds: int) -> None:
         d.warm_up()
     pipe = Pipeline(detectors, settings.max_event_bytes, overlap=False)
     print("\n2. the pipeline (every default detector, sequential), events/s, the variants taking turns batch by batch (64 events)")
-    print(f"{'phase':<14} {'variant':<28} events/s per round ({events} events of each variant), then the ratio to the first")
+    share = 3 * 64 * -(-events // (3 * 64))
+    print(f"{'phase':<14} {'variant':<28} events/s per round ({share} events of each variant), then the ratio to the first")
     try:
         for phase in phases:
             records = by_phase[phase]
@@ -152,12 +157,13 @@ def pipeline(by_phase, phases: list[str], events: int, rounds: int) -> None:
             # mix of events and meets the same background work (the drift tests on their threads); every batch is new.
             spent = {v: [0.0] * rounds for v in VARIANTS}
             count = {v: [0] * rounds for v in VARIANTS}
-            need = 320 + rounds * len(VARIANTS) * events
+            per_round = 9 * -(-events // (3 * 64))  # batches a round: each variant's share of ``events``, a whole rotation
+            need = 320 + rounds * per_round * 64
             if len(records) < need:
                 raise SystemExit(f"{phase}: {len(records)} events, {need} needed: raise --seconds")
-            for k, i in enumerate(range(320, need - 63, 64)):
+            for k, i in enumerate(range(320, need, 64)):
                 variant = VARIANTS[(k + k // 3) % 3]  # 0 1 2, 1 2 0, 2 0 1, ...
-                r = min(rounds - 1, (i - 320) // (len(VARIANTS) * events))
+                r = k // per_round
                 batch = records[i : i + 64]
                 with variant_of(variant):
                     t0 = time.perf_counter()
@@ -183,7 +189,7 @@ def main() -> None:
     ap.add_argument("--phases", default="clean,hallucination")
     ap.add_argument("--events", type=int, default=1200, help="events per run of the pipeline (3 x rounds runs a phase)")
     ap.add_argument("--seconds", type=float, default=3600.0, help="length of the generated demo run the events come from")
-    ap.add_argument("--texts", type=int, default=24000, help="the demo traffic's texts the rule layers read (the first N)")
+    ap.add_argument("--texts", type=int, default=48000, help="the demo traffic's texts the rule layers read (an even sample)")
     ap.add_argument("--no-pipeline", action="store_true")
     args = ap.parse_args()
     logging.disable(logging.WARNING)
