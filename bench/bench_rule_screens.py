@@ -27,7 +27,6 @@ import json
 import logging
 import statistics
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from contextlib import contextmanager
@@ -132,23 +131,12 @@ def rule_layers(texts_by_corpus: dict[str, list[str]], rounds: int) -> None:
 
 
 def pipeline(by_phase, phases: list[str], events: int, rounds: int) -> None:
-    from detectors import embeddings
-    from detectors.registry import build
-    from streams.settings import Settings
-    from streams.worker.pipeline import Pipeline
+    from bench_phases import worker_pipeline
 
-    settings = Settings()
-    embeddings.configure(threads=settings.cpu_threads())
-    options = settings.detector_kwargs()
-    options["descriptor_drift"]["reports_dir"] = tempfile.mkdtemp(prefix="bench-screens-")
-    detectors = build(settings.detectors, options)
-    for d in detectors:
-        d.warm_up()
-    pipe = Pipeline(detectors, settings.max_event_bytes, overlap=False)
     print("\n2. the pipeline (every default detector, sequential), events/s, the variants taking turns batch by batch (64 events)")
     share = 3 * 64 * -(-events // (3 * 64))
     print(f"{'phase':<14} {'variant':<28} events/s per round ({share} events of each variant), then the ratio to the first")
-    try:
+    with worker_pipeline("bench-screens-") as pipe:
         for phase in phases:
             records = by_phase[phase]
             for i in range(0, 320, 64):  # warm: the phase's first answers into the caches
@@ -175,12 +163,6 @@ def pipeline(by_phase, phases: list[str], events: int, rounds: int) -> None:
             for variant in VARIANTS:
                 ratios = " ".join(f"x{a / b:.2f}" for a, b in zip(rates[variant], base))
                 print(f"{phase:<14} {variant:<28} {' '.join(f'{x:7.1f}' for x in rates[variant])}   {ratios}")
-    finally:
-        for d in detectors:
-            close = getattr(d, "close", None)
-            if callable(close):
-                close()
-        pipe.close()
 
 
 def main() -> None:

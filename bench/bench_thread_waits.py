@@ -29,30 +29,13 @@ SETTINGS = {
 def child(phase: str, events: int, warm: int) -> None:
     """One run in this process: events/s of the pipeline over ``events`` records of ``phase``, as JSON."""
     import logging
-    import tempfile
-
-    import torch
 
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from bench_phases import records_by_phase
-
-    from detectors import embeddings
-    from detectors.registry import build
-    from streams.settings import Settings
-    from streams.worker.pipeline import Pipeline
+    from bench_phases import records_by_phase, worker_pipeline
 
     logging.disable(logging.WARNING)
     records = records_by_phase()[phase]
-    settings = Settings()
-    embeddings.configure(threads=settings.cpu_threads())
-    torch.set_num_threads(settings.cpu_threads())  # as the worker does
-    options = settings.detector_kwargs()
-    options["descriptor_drift"]["reports_dir"] = tempfile.mkdtemp(prefix="bench-waits-")
-    detectors = build(settings.detectors, options)
-    for d in detectors:
-        d.warm_up()
-    pipeline = Pipeline(detectors, settings.max_event_bytes)
-    try:
+    with worker_pipeline("bench-waits-", overlap=True) as pipeline:  # overlapped, as the worker runs it
         for i in range(0, warm, 64):
             pipeline.process(records[i : i + 64])
         timed = records[warm : warm + events]
@@ -60,12 +43,6 @@ def child(phase: str, events: int, warm: int) -> None:
         for i in range(0, len(timed), 64):
             pipeline.process(timed[i : i + 64])
         print(json.dumps({"events_per_s": len(timed) / (time.perf_counter() - t0)}))
-    finally:
-        for d in detectors:
-            close = getattr(d, "close", None)
-            if callable(close):
-                close()
-        pipeline.close()
 
 
 def main() -> None:
