@@ -497,3 +497,15 @@ def test_a_restarted_worker_tests_against_the_reference_its_predecessor_pinned(s
             return forgotten()
 
         wait_for(one_more_and_forgotten, 30, interval=0.5, message="worker B forgetting the reset reference")
+
+
+def test_a_watcher_never_started_stops_at_once():
+    """The kill-switch and reference watchers share their thread's life (streams.events.topics.TopicWatcher):
+    stopping one that never started (a worker or gateway failing during its start-up) must not raise."""
+    from streams.actions.killswitch import ControlWatcher
+    from streams.settings import Settings
+    from streams.worker.references import ReferenceWatcher
+
+    for watcher in (ControlWatcher(Settings()), ReferenceWatcher(Settings())):
+        watcher.stop()
+        assert not watcher.ready.is_set() and watcher.error is None

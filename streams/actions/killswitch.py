@@ -9,14 +9,13 @@ from __future__ import annotations
 import getpass
 import json
 import logging
-import threading
 import uuid
 from collections.abc import Callable
 from datetime import datetime, timezone
 
 from streams.actions.log import action_json, producer
 from streams.events.schema import ActionRecord, KillSwitchState
-from streams.events.topics import MARKER_KEY_PREFIX, read_until_marker, topic_name
+from streams.events.topics import MARKER_KEY_PREFIX, TopicWatcher, read_until_marker, topic_name
 from streams.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -138,11 +137,13 @@ def read_states(settings: Settings, timeout_s: float = 30.0) -> dict[str, KillSw
     return states
 
 
-class ControlWatcher:
+class ControlWatcher(TopicWatcher):
     """Keeps the control topic's state in memory, in a background thread (the gateway's view).
 
     ``ready`` is set once everything written before the watcher started has been read.
     """
+
+    thread_name = "streamwarden-control-watcher"
 
     def __init__(
         self,
@@ -151,25 +152,10 @@ class ControlWatcher:
         poll_ms: int = 100,
         on_rollout: Callable[[dict], None] | None = None,
     ):
-        self.settings = settings
+        super().__init__(settings, poll_ms)
         self._on_rollout = on_rollout
         self.states: dict[str, KillSwitchState] = {}
-        self.ready = threading.Event()
-        self.error: BaseException | None = None
         self._on_change = on_change
-        self._poll_ms = poll_ms
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="streamwarden-control-watcher", daemon=True)
-
-    def start(self) -> ControlWatcher:
-        """Start reading (once; later calls do nothing)."""
-        if self._thread.ident is None:
-            self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(5)
 
     def state(self, model: str) -> KillSwitchState | None:
         st = self.states.get(model)
@@ -200,10 +186,7 @@ class ControlWatcher:
             )
             self.ready.set()
             log.info("control topic read: %d model(s) with a switch", len(self.states))
-            while not self._stop.is_set():
-                for messages in cons.poll(timeout_ms=self._poll_ms).values():
-                    for m in messages:
-                        self._record(m.key, m.value)
+            self._follow(cons, lambda m: self._record(m.key, m.value))
             cons.close()
         except BaseException as exc:
             self.error = exc

@@ -22,9 +22,11 @@ The OTLP topic is named by ``otlp_topic`` (default ``<prefix>otlp``) and exists 
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any, Self
 
 from streams import kafka_clients
 from streams.settings import Settings
@@ -170,3 +172,41 @@ def read_until_marker(
         raise
     cons.close()
     raise TimeoutError(f"did not read back the marker on {topic} within {timeout_s:.0f}s")
+
+
+class TopicWatcher:
+    """A background thread that reads one compacted topic to its end (:func:`read_until_marker`), then keeps
+    following it: the thread's life (``start``, ``stop``), ``ready`` (set once the first read reached the end) and
+    ``error`` (what stopped it, or what it is retrying), shared by the kill-switch and reference watchers. A
+    subclass writes ``_run``, and calls :meth:`_follow` to poll a consumer until stopped."""
+
+    thread_name = "streamwarden-topic-watcher"
+
+    def __init__(self, settings: Settings, poll_ms: int):
+        self.settings = settings
+        self._poll_ms = poll_ms
+        self.ready = threading.Event()
+        self.error: BaseException | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=self.thread_name, daemon=True)
+
+    def start(self) -> Self:
+        """Start reading (once; later calls do nothing)."""
+        if self._thread.ident is None:
+            self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.ident is not None:  # never started: nothing to wait for
+            self._thread.join(5)
+
+    def _follow(self, consumer: Any, on_message: Callable[[Any], None]) -> None:  # a kafka-python consumer and its records
+        """Hand every new message of ``consumer`` to ``on_message`` until :meth:`stop`."""
+        while not self._stop.is_set():
+            for messages in consumer.poll(timeout_ms=self._poll_ms).values():
+                for message in messages:
+                    on_message(message)
+
+    def _run(self) -> None:
+        raise NotImplementedError

@@ -22,7 +22,6 @@ from __future__ import annotations
 import json
 import logging
 import struct
-import threading
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -31,7 +30,7 @@ import numpy as np
 
 from detectors.contracts import PinnedReference
 from streams import kafka_clients
-from streams.events.topics import MARKER_KEY_PREFIX, read_until_marker, topic_name
+from streams.events.topics import MARKER_KEY_PREFIX, TopicWatcher, read_until_marker, topic_name
 from streams.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -101,12 +100,14 @@ def decode(value: bytes) -> PinnedReference:
     )
 
 
-class ReferenceWatcher:
+class ReferenceWatcher(TopicWatcher):
     """Reads the references topic to its end (then ``ready`` is set), hands every reference to ``on_reference``
     and every tombstone to ``on_reset(detector, key, at)`` (``at``: the tombstone's time, unix seconds), and keeps following the topic in a background thread.
     ``references`` holds the latest of each key (what ``streamwarden references list`` shows). When it has to
     read the topic again (the broker went away), the callbacks hear only the records past those they heard:
     an old tombstone replayed would reset a reference pinned since."""
+
+    thread_name = "streamwarden-references"
 
     def __init__(
         self,
@@ -115,27 +116,12 @@ class ReferenceWatcher:
         on_reset: Callable[[str, tuple[str, ...], float | None], None] | None = None,
         poll_ms: int = 500,
     ):
-        self.settings = settings
+        super().__init__(settings, poll_ms)
         self._on_reference = on_reference
         self._on_reset = on_reset
-        self._poll_ms = poll_ms
         self.references: dict[tuple[str, tuple[str, ...]], PinnedReference] = {}
         self.skipped = 0  # records that are not references (counted, never logged with their content)
         self._delivered = -1  # the offset of the last record handed to the callbacks
-        self.ready = threading.Event()
-        self.error: BaseException | None = None
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="streamwarden-references", daemon=True)
-
-    def start(self) -> ReferenceWatcher:
-        if self._thread.ident is None:
-            self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread.ident is not None:
-            self._thread.join(5)
 
     def read_all(self, timeout_s: float = 30.0) -> dict[tuple[str, tuple[str, ...]], PinnedReference]:
         """Read to the end once, in this thread (the CLI); returns the latest reference of each key."""
@@ -194,10 +180,7 @@ class ReferenceWatcher:
             self.ready.set()
             log.info("references topic read: %d reference(s)", len(self.references))
             try:
-                while not self._stop.is_set():
-                    for messages in cons.poll(timeout_ms=self._poll_ms).values():
-                        for m in messages:
-                            self._record(m.key, m.value, m.offset, m.timestamp)
+                self._follow(cons, lambda m: self._record(m.key, m.value, m.offset, m.timestamp))
             except Exception as exc:  # noqa: BLE001 - read it again from the start (the latest of each key wins)
                 log.warning("following the references topic failed (%s); reading it again", type(exc).__name__)
                 self._stop.wait(backoff)
