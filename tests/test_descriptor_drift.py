@@ -203,3 +203,56 @@ def test_the_finding_points_at_an_event_that_moved_the_way_the_window_did():
     (f,) = _run(det, [long_one, *short])
     assert "response_chars" in f.details["drifted"]
     assert f.event_id in {e.event_id for e in short}
+
+
+# -- the tests' calibration: equal windows drawn from one distribution ---------------------------
+
+
+def test_windows_of_few_values_from_one_distribution_read_no_more_false_alarms_than_the_threshold():
+    """A count with five values (output tokens of templated answers, say): evidently's default chi-square takes the
+    reference's counts as the true frequencies and flags ~18% of such equal windows at 0.01; the two-sample test
+    flags about 1%."""
+    import numpy as np
+    import pandas as pd
+
+    from detectors.descriptor_drift import stattest_for
+
+    rng = np.random.default_rng(7)
+    values, p = [37.0, 38.0, 39.0, 40.0, 41.0], [0.085, 0.42, 0.34, 0.11, 0.045]
+    alarms = 0
+    for _ in range(400):
+        r, c = pd.Series(rng.choice(values, 200, p=p)), pd.Series(rng.choice(values, 200, p=p))
+        test = stattest_for("output_tokens", r, c)
+        alarms += test(r, c, "num", 0.01).drifted
+    assert alarms <= 12  # 400 x 0.01 = 4 expected; the one-sample chi-square gives ~70
+
+
+def test_templated_traffic_does_not_drift_and_a_real_shift_of_a_count_still_does():
+    rng = random.Random(3)
+    answers = [a + " " * k for a in ANSWERS for k in range(2)]  # few distinct lengths: the low-cardinality path
+
+    def event(tokens):
+        return make_event(response=rng.choice(answers), output_tokens=tokens, latency_ms=rng.uniform(200, 800))
+
+    det = DescriptorDriftDetector(reference_size=200, window_size=200, test_every=100)
+    stationary = [event(rng.choices([37, 38, 39, 40, 41], weights=[17, 84, 68, 22, 9])[0]) for _ in range(4200)]
+    assert _run(det, stationary, batch=64) == []  # 40 tests at 0.001 on 7 columns
+    longer = [event(rng.choices([39, 40, 41], weights=[20, 40, 40])[0]) for _ in range(200)]
+    findings = _run(det, longer, batch=64)
+    assert len(findings) == 1 and "output_tokens" in findings[0].details["drifted"]
+    assert findings[0].details["tests"]["output_tokens"]["stattest"] == "streamwarden_chisquare_homogeneity"
+
+
+def test_a_reference_over_a_thousand_rows_is_still_tested_with_p_values():
+    """Above 1,000 reference rows evidently's defaults are distances (Wasserstein, Jensen-Shannon), which a p-value
+    threshold of 0.001 would call drifted on any two samples."""
+    rng = random.Random(5)
+
+    def event(lo, hi):
+        return make_event(response="x" * rng.randint(lo, hi), latency_ms=rng.uniform(200, 800))
+
+    det = DescriptorDriftDetector(reference_size=1200, window_size=1200, test_every=600)
+    assert _run(det, [event(20, 400) for _ in range(3600)], batch=200) == []
+    assert {t["stattest"] for t in det.last[("m1", "v1")].values()} <= {"ks", "z", "streamwarden_chisquare_homogeneity"}
+    findings = _run(det, [event(300, 700) for _ in range(1200)], batch=200)
+    assert len(findings) == 1 and "response_chars" in findings[0].details["drifted"]
