@@ -106,8 +106,11 @@ def sustained_rate(counted: list[tuple[float, int]], base: int, events: int, lo:
     reader (a commit, the metrics window, the reader's fetch: up to ~1.5 s at the bench's settings), which is a
     large share of a burst of a few seconds; a slope between two points of the burst does not, since both carry
     it. None when fewer than three windows fall in between."""
+    per_end: dict[float, int] = {}
+    for end, n in counted:  # a window's records (one per model version and route) share its end
+        per_end[end] = per_end.get(end, 0) + n
     points, total = [], 0
-    for end, n in sorted(counted):
+    for end, n in sorted(per_end.items()):
         total += n
         done = total - base
         if lo * events <= done <= hi * events:

@@ -5,9 +5,8 @@ Descriptors per event: prompt and response length, response sentiment (VADER), r
 the producer reports them. Per model version the first ``reference_size`` events pin the
 reference; every ``test_every`` events the last ``window_size`` are compared with it, one
 column at a time, with two-sample tests through evidently's stat-test registry, at ``threshold``
-(a p-value): K-S for a numeric column of more than five values, the Z test of two proportions for
-two values, and otherwise a chi-square test of homogeneity on the two windows' counts
-(:func:`stattest_for`). Evidently's own defaults are not used: its chi-square takes the
+(a p-value): K-S for a numeric column of more than five values, and otherwise a chi-square test of
+homogeneity on the two windows' counts (for two values, the Z test of two proportions) (:func:`stattest_for`). Evidently's own defaults are not used: its chi-square takes the
 reference's counts as the expected frequencies, as if they had no sampling noise (equal windows
 drawn from one distribution then read p < 0.001 in about 8% of tests instead of 0.1%), and above
 1,000 reference rows it picks distances (Wasserstein, Jensen-Shannon) that a p-value threshold
@@ -36,7 +35,7 @@ import threading
 import warnings
 from collections import deque
 from collections.abc import Sequence
-from functools import cache, partial
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -130,7 +129,7 @@ class DescriptorDriftDetector(
         sentiment("warm")
         if self._pii is not None:
             self._pii.warm_up()
-        import evidently.legacy.calculations.stattests  # noqa: F401 - the import is the slow part
+        _stattests()  # evidently's stat tests (the import is the slow part), ours registered before any thread runs one
 
     def describe_events(self, events: Sequence[EventLike]) -> list[dict]:
         pii = self._pii.find_many([e.response for e in events]) if self._pii is not None else [[] for _ in events]
@@ -343,44 +342,61 @@ def _homogeneity(reference: pd.Series, current: pd.Series, feature_type, thresho
     against the reference's as if those were the true frequencies."""
     from scipy.stats import chi2_contingency
 
-    keys = sorted(set(reference.dropna().unique()) | set(current.dropna().unique()))
+    counts = [side.dropna().value_counts() for side in (reference, current)]
+    keys = sorted(set(counts[0].index) | set(counts[1].index))
     if len(keys) < 2:
         return 1.0, False
-    table = np.array([[int((side == k).sum()) for k in keys] for side in (reference, current)])
+    table = np.array([[int(c.get(k, 0)) for k in keys] for c in counts])
     p_value = float(chi2_contingency(table, correction=False)[1])
     return p_value, p_value < threshold
 
 
-@cache
-def _stattests() -> dict[str, object]:
-    """Evidently's K-S and Z tests, and the homogeneity test registered beside them (once per process), by name."""
-    from evidently.legacy.calculations.stattests import ks_stat_test, z_stat_test
-    from evidently.legacy.calculations.stattests.registry import StatTest, register_stattest
-    from evidently.legacy.core import ColumnType
+def _ks(reference: pd.Series, current: pd.Series, feature_type, threshold: float) -> tuple[float, bool]:
+    """The two-sample Kolmogorov-Smirnov test (scipy's ``ks_2samp``, as evidently's ``ks``)."""
+    from scipy.stats import ks_2samp
 
-    homogeneity = StatTest(
-        name=HOMOGENEITY,
-        display_name="chi-square homogeneity p_value",
-        allowed_feature_types=[ColumnType.Categorical, ColumnType.Numerical],
-    )
-    register_stattest(homogeneity, default_impl=_homogeneity)
-    return {"ks": ks_stat_test, "z": z_stat_test, HOMOGENEITY: homogeneity}
+    p_value = float(ks_2samp(reference.dropna(), current.dropna())[1])
+    return p_value, p_value < threshold
 
 
 HOMOGENEITY = "streamwarden_chisquare_homogeneity"
+KS = "streamwarden_ks"
+_TESTS: dict[str, object] = {}
+_TESTS_LOCK = threading.Lock()
+
+
+def _stattests() -> dict[str, object]:
+    """The detector's two tests, registered with evidently's stat-test registry for numeric and categorical columns
+    alike (its report infers each column's type itself: a count of few values reads as categorical there, and its
+    own ``ks`` and ``z`` each refuse one of the two types). Registered once per process, under a lock: evidently's
+    ``register_stattest`` empties a test's implementations before it fills them, so a second registration racing a
+    first use (the detector's thread and a report on demand) would make that use fail."""
+    with _TESTS_LOCK:
+        if not _TESTS:
+            from evidently.legacy.calculations.stattests.registry import StatTest, register_stattest
+            from evidently.legacy.core import ColumnType
+
+            both = [ColumnType.Categorical, ColumnType.Numerical]
+            for name, display, impl in (
+                (HOMOGENEITY, "chi-square homogeneity p_value", _homogeneity),
+                (KS, "K-S p_value (two-sample)", _ks),
+            ):
+                test = StatTest(name=name, display_name=display, allowed_feature_types=both)
+                register_stattest(test, default_impl=impl)
+                _TESTS[name] = test
+        return _TESTS
 
 
 def stattest_for(column: str, reference: pd.Series, current: pd.Series):
-    """The two-sample test of one descriptor column (both windows without their missing values), at any window
-    size: Z for two values, K-S for a numeric column of more than five, the chi-square homogeneity test for the
-    rest (the categorical columns, and numeric ones of few values: counts, templated answers' sentiment)."""
+    """The two-sample test of one descriptor column (missing values are not counted), at any window size: K-S for a
+    numeric column of more than five values, else the chi-square test of homogeneity (the categorical column, and
+    numeric ones of few values: counts, templated answers' sentiment; for two values it is the Z test of two
+    proportions: the same p-value)."""
     tests = _stattests()
-    values = len(set(reference.unique()) | set(current.unique()))
-    if values <= 2:
-        return tests["z"]
+    values = len(set(reference.dropna().unique()) | set(current.dropna().unique()))
     if column in CATEGORICAL or values <= 5:
         return tests[HOMOGENEITY]
-    return tests["ks"]
+    return tests[KS]
 
 
 def _write_report(ref, cur, path: Path, threshold: float) -> Path:
