@@ -6,7 +6,7 @@ and the share of the events each detector judged (toxicity's head is rationed un
 Latency counts the findings about one event (PII, injection, toxicity, grounding, consistency, descriptors),
 not the window findings of drift and bias, whose event is an example picked from a window of earlier events.
 
-    .venv/bin/python bench/bench_e2e.py [--events 10000] [--latency-seconds 45]
+    .venv/bin/python bench/bench_e2e.py [--events 10000] [--latency-seconds 45] [--latency-rate EVENTS_PER_S]
 
 Two rates per run: ``events_per_s``, the burst from its first event produced to its last event counted (what
 earlier results report; it carries the ~0.5-1.5 s between an event's processing and its count reaching the
@@ -135,6 +135,7 @@ def run(
     log_dir: Path,
     torch_threads: int | None = None,
     options: dict | None = None,
+    latency_rate: float | None = None,
 ) -> dict:
     settings = Settings(
         profile="embedded",
@@ -202,8 +203,8 @@ def run(
             eps = events / (time.monotonic() - t0)
             with lock:
                 sustained = sustained_rate(counted, base, events)
-            # Latency: half that rate for latency_s; produce -> finding for the events that have one.
-            rate = 0.5 * eps
+            # Latency: half that rate (or latency_rate) for latency_s; produce -> finding for the events that have one.
+            rate = latency_rate or 0.5 * eps
             produced: dict[str, float] = {}
             start = time.monotonic()
             n = 0
@@ -261,6 +262,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--events", type=int, default=10_000)
     ap.add_argument("--latency-seconds", type=float, default=45.0)
+    ap.add_argument("--latency-rate", type=float, default=None, help="events/s of the latency phase (default: half the burst's events/s)")
     args = ap.parse_args()
     gen = TrafficGenerator(Schedule(()), seed=3, malformed_rate=0.0)
     texts = [gen.event(0.0)[1].response for _ in range(2000)]
@@ -271,11 +273,16 @@ def main() -> None:
     distinct = len(set(texts)) / len(texts)
     log_dir = Path(tempfile.mkdtemp(prefix="bench-e2e-"))
     with EmbeddedBroker() as broker:
-        results = [run(broker, w, args.events, args.latency_seconds, log_dir) for w in (1, 2)]
+        lr = args.latency_rate
+        results = [run(broker, w, args.events, args.latency_seconds, log_dir, latency_rate=lr) for w in (1, 2)]
         # Two workers on one host, each told to use its share of the cores.
-        results.append(run(broker, 2, args.events, args.latency_seconds, log_dir, torch_threads=max(1, (os.cpu_count() or 2) // 2)))
+        results.append(
+            run(broker, 2, args.events, args.latency_seconds, log_dir, torch_threads=max(1, (os.cpu_count() or 2) // 2), latency_rate=lr)
+        )
         # The baseline of toxicity's ration: one worker whose toxicity head judges every response, whatever it costs.
-        results.append(run(broker, 1, args.events, args.latency_seconds, log_dir, options={"toxicity": {"head_time_share": None}}))
+        results.append(
+            run(broker, 1, args.events, args.latency_seconds, log_dir, options={"toxicity": {"head_time_share": None}}, latency_rate=lr)
+        )
     one, two, two_shared, unrationed = results
     print(
         json.dumps(
