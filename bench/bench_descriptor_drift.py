@@ -27,7 +27,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from detectors.descriptor_drift import COLUMNS, DescriptorDriftDetector, column_tests
+from detectors.descriptor_drift import DescriptorDriftDetector, column_tests, rows_to_frame
 from streams.events.schema import InferenceEvent
 from streams.local.traffic import Schedule, TrafficGenerator
 
@@ -43,8 +43,7 @@ def evidently_default(column: str, reference: pd.Series, current: pd.Series):
 
 
 def describe(events: list) -> pd.DataFrame:
-    rows = DescriptorDriftDetector(background=False).describe_events(events)
-    return pd.DataFrame([{k: v for k, v in r.items() if k != "_event"} for r in rows], columns=list(COLUMNS))
+    return rows_to_frame(DescriptorDriftDetector(background=False).describe_events(events))
 
 
 def demo_pools() -> dict[str, pd.DataFrame]:

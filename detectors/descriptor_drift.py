@@ -4,13 +4,13 @@ Descriptors per event: prompt and response length, response sentiment (VADER), r
 (0/1), PII entities in the response (pattern recognizers), output tokens and latency when
 the producer reports them. Per model version the first ``reference_size`` events pin the
 reference; every ``test_every`` events the last ``window_size`` are compared with it, one
-column at a time, with two-sample tests through evidently's stat-test registry, at ``threshold``
-(a p-value): K-S for a numeric column of more than five values, and otherwise a chi-square test of
-homogeneity on the two windows' counts (for two values, the Z test of two proportions) (:func:`stattest_for`). Evidently's own defaults are not used: its chi-square takes the
-reference's counts as the expected frequencies, as if they had no sampling noise (equal windows
-drawn from one distribution then read p < 0.001 in about 8% of tests instead of 0.1%), and above
-1,000 reference rows it picks distances (Wasserstein, Jensen-Shannon) that a p-value threshold
-does not fit.
+column at a time, with two-sample tests registered with evidently's stat-test registry, at
+``threshold`` (a p-value; :func:`stattest_for`): K-S for a numeric column of more than five values,
+otherwise a chi-square test of homogeneity of the two windows' counts (for two values, the Z test of
+two proportions). Evidently's own defaults are not used: its chi-square takes the reference's counts
+as the expected frequencies, as if they had no sampling noise (equal windows drawn from one
+distribution then read p < 0.001 in about 8% of tests instead of 0.1%), and above 1,000 reference
+rows it picks distances (Wasserstein, Jensen-Shannon) that a p-value threshold does not fit.
 
 Evidently's HTML drift report is never built in the loop: it is built once when a drift
 finding fires (saved under ``reports_dir``, its path in the finding) and on demand with
@@ -182,12 +182,12 @@ class DescriptorDriftDetector(
         """The reference and current windows of ``key`` now, as data frames."""
         with self._lock:
             ref_rows, rows = list(self._ref[key]), list(self._cur.get(key, ()))  # a restored reference, no traffic yet
-        return _frame(ref_rows), _frame(rows)
+        return rows_to_frame(ref_rows), rows_to_frame(rows)
 
     def _test(self, key: tuple[str, str], ref_rows: Sequence[dict], rows: Sequence[dict], epoch: int = 0) -> list[Finding]:
         """Test a snapshot of ``key``'s current window against its reference: its finding, if it starts a drift.
         A snapshot taken before a reset of ``key`` (an older ``epoch``) is discarded."""
-        ref, cur = _frame(ref_rows), _frame(rows)
+        ref, cur = rows_to_frame(ref_rows), rows_to_frame(rows)
         results = column_tests(ref, cur, self.threshold)
         drifted = sorted(c for c, r in results.items() if r["drifted"])
         with self._lock:  # one block: a reset between the epoch check and the episode's state would be undone
@@ -310,8 +310,9 @@ class DescriptorDriftDetector(
             }
 
 
-def _frame(rows: Sequence[dict]):
-    """Descriptor rows as a data frame, without the event each row keeps."""
+def rows_to_frame(rows: Sequence[dict]):
+    """Descriptor rows (:meth:`DescriptorDriftDetector.describe_events`) as a data frame of COLUMNS, without the
+    event each row keeps."""
     import pandas as pd
 
     return pd.DataFrame([{k: v for k, v in r.items() if k != "_event"} for r in rows], columns=[*NUMERIC, *CATEGORICAL])
