@@ -187,8 +187,7 @@ class DescriptorDriftDetector(
     def _test(self, key: tuple[str, str], ref_rows: Sequence[dict], rows: Sequence[dict], epoch: int = 0) -> list[Finding]:
         """Test a snapshot of ``key``'s current window against its reference: its finding, if it starts a drift.
         A snapshot taken before a reset of ``key`` (an older ``epoch``) is discarded."""
-        ref, cur = rows_to_frame(ref_rows), rows_to_frame(rows)
-        results = column_tests(ref, cur, self.threshold)
+        results = array_tests(rows_to_array(ref_rows), rows_to_array(rows), self.threshold)
         drifted = sorted(c for c, r in results.items() if r["drifted"])
         with self._lock:  # one block: a reset between the epoch check and the episode's state would be undone
             if self._epoch.get(key, 0) != epoch:
@@ -201,6 +200,7 @@ class DescriptorDriftDetector(
                 return []
             self._active.add(key)
         model, version = key
+        ref, cur = rows_to_frame(ref_rows), rows_to_frame(rows)  # for the example and the report: a drift is rare
 
         # The example: on the drifted column whose mean moved most (in the reference's standard deviations),
         # the current event furthest from the reference in the direction it moved. An extreme row on the
@@ -318,10 +318,33 @@ def rows_to_frame(rows: Sequence[dict]):
     return pd.DataFrame([{k: v for k, v in r.items() if k != "_event"} for r in rows], columns=[*NUMERIC, *CATEGORICAL])
 
 
+def array_tests(ref: np.ndarray, cur: np.ndarray, threshold: float) -> dict[str, dict]:
+    """Each descriptor column of ``cur`` (an array of COLUMNS, :func:`rows_to_array`) tested against ``ref``'s at
+    ``threshold``, with the test :func:`stattest_for` picks and the same p-values (:func:`column_tests` through
+    evidently's registry gives the same results; this is what the detector runs, without building data frames);
+    missing values are not counted; a column with under 20 values on a side, or one constant value on both, is not
+    tested."""
+    results: dict[str, dict] = {}
+    with _QUIET, warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for i, col in enumerate(COLUMNS):
+            r, c = ref[:, i], cur[:, i]
+            r, c = r[~np.isnan(r)], c[~np.isnan(c)]
+            if len(r) < 20 or len(c) < 20:
+                continue
+            values = len(np.union1d(r, c))
+            if values <= 1:
+                continue
+            name, p_value = (HOMOGENEITY, homogeneity_p(r, c)) if _homogeneous(col, values) else (KS, ks_p(r, c))
+            results[col] = {"stattest": name, "score": p_value, "drifted": p_value < threshold}
+    return results
+
+
 def column_tests(ref, cur, threshold: float, choose=None) -> dict[str, dict]:
     """Each descriptor column of ``cur`` (a data frame of COLUMNS) tested against ``ref``'s at ``threshold``, with
-    ``choose(column, reference, current)``'s test (:func:`stattest_for`, or another chooser to compare with);
-    a column with under 20 values on a side, or one constant value on both, is not tested."""
+    ``choose(column, reference, current)``'s test (:func:`stattest_for`, or another chooser to compare with:
+    bench/bench_descriptor_drift.py), called through evidently's stat-test interface; a column with under 20
+    values on a side, or one constant value on both, is not tested."""
     choose = choose or stattest_for
     results: dict[str, dict] = {}
     with _QUIET, warnings.catch_warnings():
@@ -337,26 +360,43 @@ def column_tests(ref, cur, threshold: float, choose=None) -> dict[str, dict]:
     return results
 
 
-def _homogeneity(reference: pd.Series, current: pd.Series, feature_type, threshold: float) -> tuple[float, bool]:
-    """Pearson's chi-square test of homogeneity of the two windows' counts (a 2 x k table, no continuity
-    correction): both samples are random, unlike evidently's ``chisquare``, which tests the current counts
-    against the reference's as if those were the true frequencies."""
+def homogeneity_p(reference: np.ndarray, current: np.ndarray) -> float:
+    """Pearson's chi-square test of homogeneity of the two samples' counts (a 2 x k table of their values, no
+    continuity correction): both samples are random, unlike evidently's ``chisquare``, which tests the current counts
+    against the reference's as if those were the true frequencies. 1.0 when they hold one value between them."""
     from scipy.stats import chi2_contingency
 
-    counts = [side.dropna().value_counts() for side in (reference, current)]
-    keys = sorted(set(counts[0].index) | set(counts[1].index))
+    keys, index = np.unique(np.concatenate([reference, current]), return_inverse=True)
     if len(keys) < 2:
-        return 1.0, False
-    table = np.array([[int(c.get(k, 0)) for k in keys] for c in counts])
-    p_value = float(chi2_contingency(table, correction=False)[1])
+        return 1.0
+    n = len(reference)
+    table = np.stack([np.bincount(index[:n], minlength=len(keys)), np.bincount(index[n:], minlength=len(keys))])
+    return float(chi2_contingency(table, correction=False)[1])
+
+
+def ks_p(reference: np.ndarray, current: np.ndarray) -> float:
+    """The two-sample Kolmogorov-Smirnov test (scipy's ``ks_2samp``, as evidently's ``ks``)."""
+    from scipy.stats import ks_2samp
+
+    return float(ks_2samp(reference, current)[1])
+
+
+def _homogeneous(column: str, values: int) -> bool:
+    """Whether a column holding ``values`` distinct values in the two windows together is tested for homogeneity
+    (the categorical column, and numeric ones of few values: counts, templated answers' sentiment; for two values
+    it is the Z test of two proportions: the same p-value), not with K-S."""
+    return column in CATEGORICAL or values <= 5
+
+
+def _homogeneity(reference: pd.Series, current: pd.Series, feature_type, threshold: float) -> tuple[float, bool]:
+    """:func:`homogeneity_p` as an evidently stat test."""
+    p_value = homogeneity_p(reference.dropna().to_numpy(), current.dropna().to_numpy())
     return p_value, p_value < threshold
 
 
 def _ks(reference: pd.Series, current: pd.Series, feature_type, threshold: float) -> tuple[float, bool]:
-    """The two-sample Kolmogorov-Smirnov test (scipy's ``ks_2samp``, as evidently's ``ks``)."""
-    from scipy.stats import ks_2samp
-
-    p_value = float(ks_2samp(reference.dropna(), current.dropna())[1])
+    """:func:`ks_p` as an evidently stat test."""
+    p_value = ks_p(reference.dropna().to_numpy(), current.dropna().to_numpy())
     return p_value, p_value < threshold
 
 
@@ -395,9 +435,7 @@ def stattest_for(column: str, reference: pd.Series, current: pd.Series):
     proportions: the same p-value)."""
     tests = _stattests()
     values = len(set(reference.dropna().unique()) | set(current.dropna().unique()))
-    if column in CATEGORICAL or values <= 5:
-        return tests[HOMOGENEITY]
-    return tests[KS]
+    return tests[HOMOGENEITY] if _homogeneous(column, values) else tests[KS]
 
 
 def _write_report(ref, cur, path: Path, threshold: float) -> Path:

@@ -295,3 +295,41 @@ def test_the_homogeneity_test_is_registered_once_when_threads_first_use_it_toget
         t.join()
     assert errors == [] and got == [False] * 8
     assert len(calls) == 2  # the homogeneity test and K-S, each once
+
+
+def test_the_detectors_array_tests_give_the_verdicts_and_p_values_of_the_registered_evidently_tests():
+    """The detector tests arrays (no data frames on its thread); the report and bench/bench_descriptor_drift.py call
+    the same tests through evidently's stat-test interface. Both must pick the same test per column and give the
+    same p-value: on windows with missing values (latency), few-valued counts, a constant column, and a real shift."""
+    import numpy as np
+
+    from detectors.descriptor_drift import array_tests, column_tests, rows_to_array, rows_to_frame
+
+    rng = random.Random(11)
+    det = DescriptorDriftDetector(background=False)
+
+    def events(n, refusing=0.0, long=False):
+        out = []
+        for _ in range(n):
+            response = "I'm sorry, but I can't help with that." if rng.random() < refusing else rng.choice(ANSWERS)
+            out.append(
+                make_event(
+                    response=response * (3 if long else 1),
+                    output_tokens=rng.choice([37, 38, 39, 40, 41]),
+                    latency_ms=rng.uniform(200, 800) if rng.random() < 0.8 else None,
+                )
+            )
+        return out
+
+    cases = [(events(200), events(200)), (events(200), events(150, refusing=0.3)), (events(60), events(200, long=True))]
+    for ref_events, cur_events in cases:
+        ref, cur = det.describe_events(ref_events), det.describe_events(cur_events)
+        fast = array_tests(rows_to_array(ref), rows_to_array(cur), 0.01)
+        through_evidently = column_tests(rows_to_frame(ref), rows_to_frame(cur), 0.01)
+        assert fast.keys() == through_evidently.keys() and len(fast) >= 4
+        for col, result in fast.items():
+            other = through_evidently[col]
+            assert (result["stattest"], result["drifted"]) == (other["stattest"], other["drifted"])
+            assert np.isclose(result["score"], other["score"], rtol=1e-12, atol=0.0)
+    shifted = array_tests(rows_to_array(det.describe_events(cases[1][0])), rows_to_array(det.describe_events(cases[1][1])), 0.01)
+    assert shifted["refusal"]["drifted"]  # the cases hold a real shift, so the comparison covers a drifted verdict
