@@ -257,17 +257,22 @@ class WorkerMetrics:
 
     def count(self, result: BatchResult) -> None:
         """What a batch adds to the counters: called once its offsets are committed."""
-        per_model: Counter = Counter()
+        per_model: dict[tuple[str, str], list] = {}
         for event in result.events:
-            per_model[(event.model, event.model_version)] += 1
-            if event.error_type is not None:
-                self.errors.labels(event.model, event.model_version).inc()
-            if event.feedback == "complaint":
-                self.complaints.labels(event.model, event.model_version).inc()
-            if event.latency_ms is not None:
-                self.model_latency.labels(event.model, event.model_version).observe(event.latency_ms / 1000)
-        for (model, version), n in per_model.items():
-            self.events.labels(model, version).inc(n)
+            per_model.setdefault((event.model, event.model_version), []).append(event)
+        for (model, version), events in per_model.items():  # each labelled series looked up once a batch, not per event
+            self.events.labels(model, version).inc(len(events))
+            errors = sum(1 for e in events if e.error_type is not None)
+            if errors:
+                self.errors.labels(model, version).inc(errors)
+            complaints = sum(1 for e in events if e.feedback == "complaint")
+            if complaints:
+                self.complaints.labels(model, version).inc(complaints)
+            latencies = [e.latency_ms for e in events if e.latency_ms is not None]
+            if latencies:
+                latency = self.model_latency.labels(model, version)
+                for ms in latencies:
+                    latency.observe(ms / 1000)
         left: Counter = Counter()
         for name, ids in result.unjudged.items():
             for event in result.events:
