@@ -490,7 +490,7 @@ class ToxicityDetector(Detector, NeedsEmbeddings, ExposesGauges, LeavesUnjudged)
         one has none and the bucket is empty), by an independent draw from its event id. So the judged events stay
         a fair sample: repeated and empty answers are mostly canned or failed ones, and judging every one of them
         while new ones are refused would dilute the rate."""
-        cut = {e.response: self._chunks(e.response) for e in events}
+        cut = {r: self._chunks(r) for r in dict.fromkeys(e.response for e in events)}  # once per distinct response
         if not self.ration.limited:
             judged = {e.event_id for e in events}
         else:
