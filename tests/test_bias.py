@@ -183,3 +183,25 @@ def test_the_one_pattern_screen_finds_exactly_the_groups_each_groups_pattern_fin
     blank = GroupMatcher({"place": {"any": [" "], "paris": ["Parisians"]}})
     assert blank._any is None and blank.groups_in("hello") == {(c, g) for c, g, p in blank._patterns if p.search("hello")}
     assert sum(1 for f in found if f) > 500 and sum(1 for f in found if not f) > 500  # both kinds, many of each
+
+
+def test_a_texts_groups_are_found_once_and_kept_by_hash_never_by_text(monkeypatch):
+    m = GroupMatcher()
+    text = "As a Muslim woman, can I get a refund?"
+    first = m.groups_in(text)
+    assert {("religion", "muslim"), ("gender", "women")} <= first
+    searched = []
+
+    class Counting:  # a group's pattern, counting the texts it is run on
+        def __init__(self, pattern):
+            self.pattern = pattern
+
+        def search(self, t):
+            searched.append(t)
+            return self.pattern.search(t)
+
+    monkeypatch.setattr(m, "_patterns", [(c, g, Counting(p)) for c, g, p in m._patterns])
+    assert m.groups_in(text) == first and searched == []  # the second ask (the detector asks twice a batch) is kept
+    assert m.groups_in("As a Muslim man, can I get a refund?") and searched  # a new text is searched
+    assert all(isinstance(k, bytes) and len(k) == 16 for k in m._mentions)
+    assert not any(text in repr(v) for v in m._mentions.values())
