@@ -50,6 +50,7 @@ from typing import Any, NamedTuple
 
 from .base import Detector, EventLike, Finding, Severity
 from .errors import ConfigurationError
+from .literals import FOLDS_ONTO_ASCII
 
 log = logging.getLogger(__name__)
 
@@ -118,6 +119,25 @@ _SECRET_GATE = re.compile(
     r"[A-Za-z0-9_\-+/=.]{10,}|-----BEGIN|://[^/\s:@]+:[^/\s@]+@|"
     r"(?i:pass(?:word|wd)?|secret|token|api[_-]?key|apikey|auth)",
 )
+# _SECRET_GATE's four ways in, each tried on its own, cheapest first (:func:`_may_hold_secret`): the one pattern
+# tries its case-insensitive keywords at every position of every text, the costliest step of a clean response's scan.
+_SECRET_RUN = re.compile(r"[A-Za-z0-9_\-+/=.]{10,}")
+_SECRET_USERINFO = re.compile(r"://[^/\s:@]+:[^/\s@]+@")
+_SECRET_WORDS = ("pass", "secret", "token", "apikey", "api_key", "api-key", "auth")  # pass(?:word|wd)? matches where pass does
+
+
+def _may_hold_secret(text: str) -> bool:
+    """Whether ``_SECRET_GATE`` matches somewhere in ``text`` (the same answer, for every text: a test checks). Its
+    keywords are found in the lower-cased text, which is exact unless the text holds one of the four characters
+    outside ASCII that a case-insensitive pattern matches to an ASCII letter (the pattern runs then)."""
+    if _SECRET_RUN.search(text) or "-----BEGIN" in text or ("://" in text and _SECRET_USERINFO.search(text)):
+        return True
+    if not text.isascii() and any(c in text for c in FOLDS_ONTO_ASCII):
+        return _SECRET_GATE.search(text) is not None
+    low = text.lower()
+    return any(w in low for w in _SECRET_WORDS)
+
+
 _SECRET_KEYWORD = re.compile(r"(?i)(pass(?:word|wd)?|secret|token|api[_-]?key|apikey|credential|auth[a-z_]*)\W{0,4}(?:is|=|:|=>)?\W{0,3}$")
 
 
@@ -425,7 +445,7 @@ class PIILeakDetector(Detector):
                     out.append(PIIEntity(etype, r.start, r.end, score))
             if claimed:
                 out[:] = [e for e in out if e.entity_type != "PHONE_NUMBER" or not any(s < e.end and e.start < t for s, t in claimed)]
-            if want_secret and _SECRET_GATE.search(text):
+            if want_secret and _may_hold_secret(text):
                 out.extend(SPANS.get(text_key, (SECRET,), partial(self._find_secrets, text)))
         ner_types = [t for t in NER_TYPES if t in self.entities]
         if ner_types:

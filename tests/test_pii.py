@@ -321,3 +321,30 @@ def test_results_from_the_span_cache_equal_a_fresh_scan():
     again = det.find_many(texts)
     assert SPANS.hits > 0 and sum(map(len, fresh)) > 50
     assert first == fresh and again == fresh
+
+
+def test_the_secret_gate_in_parts_passes_exactly_the_texts_the_one_pattern_does():
+    """The gate in front of the secret scanners runs as four cheaper checks (keywords found in the lower-cased text);
+    it must let through the same texts as the pattern, or secrets would be missed (or scanned for nothing)."""
+    import json
+    import random
+
+    from detectors.pii import _SECRET_GATE, _may_hold_secret
+    from streams.local.traffic import Schedule, TrafficGenerator
+
+    rows = json.loads(shared_data("presidio_synth", "synth_dataset_v2.json").read_text(encoding="utf-8"))
+    cases = shared_data("detect_secrets_cases", "detect_secrets_plugin_cases.jsonl").read_text(encoding="utf-8").splitlines()
+    gen = TrafficGenerator(Schedule(()), seed=5, malformed_rate=0.0)
+    texts = [r["full_text"] for r in rows] + [json.loads(line)["text"] for line in cases]
+    texts += [t for e in (gen.event(0.0)[1] for _ in range(300)) for t in (e.prompt_text, e.response)]
+    # Case and the four characters outside ASCII that case-insensitive matching folds onto ASCII letters (the
+    # dotted capital I, the dotless i, the long s, the Kelvin sign), where str.lower() and the pattern part ways.
+    texts += ["My PaSSWD is x", "the API-Key here", "Api_key", "AUTHOR", "to\u212aen", "pa\u017f\u017f", "\u0130T", "fa\u0131led"]
+    texts += ["api key", "pas s", "tok en", "ftp://user@host", "ftp://u:p@host", "-----BEGIN RSA", "short.run", "abcdefghij"]
+    rng = random.Random(2)
+    alphabet = "passwordsecrettokenapikeyauthPASSWORDSECRETAPIKEY_-:/@. \u0130\u0131\u017f\u212a\u00e9x"
+    texts += ["".join(rng.choice(alphabet) for _ in range(rng.randint(1, 14))) for _ in range(20_000)]
+    disagree = [t for t in texts if _may_hold_secret(t) != (_SECRET_GATE.search(t) is not None)]
+    assert disagree == []
+    passed = sum(_may_hold_secret(t) for t in texts)
+    assert 0 < passed < len(texts)  # both ways are exercised
