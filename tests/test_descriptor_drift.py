@@ -333,3 +333,29 @@ def test_the_detectors_array_tests_give_the_verdicts_and_p_values_of_the_registe
             assert np.isclose(result["score"], other["score"], rtol=1e-12, atol=0.0)
     shifted = array_tests(rows_to_array(det.describe_events(cases[1][0])), rows_to_array(det.describe_events(cases[1][1])), 0.01)
     assert shifted["refusal"]["drifted"]  # the cases hold a real shift, so the comparison covers a drifted verdict
+
+
+def test_the_two_tests_give_scipys_p_values():
+    """homogeneity_p computes Pearson's statistic itself and ks_p calls ks_2samp past its wrapper: both must give what
+    scipy's public chi2_contingency (no continuity correction) and ks_2samp give, ties and few values included."""
+    from collections import Counter
+
+    import numpy as np
+    from scipy.stats import chi2_contingency, ks_2samp
+
+    from detectors.descriptor_drift import homogeneity_p, ks_p
+
+    rng = np.random.default_rng(4)
+    for _ in range(300):
+        n1, n2 = rng.integers(20, 600, 2)
+        k = int(rng.integers(2, 8))
+        shift = rng.uniform(0, 0.3)
+        a = rng.choice(k, n1, p=np.full(k, 1 / k)).astype(float)
+        b = np.minimum(k - 1, rng.choice(k, n2, p=np.full(k, 1 / k)) + (rng.random(n2) < shift)).astype(float)
+        counts = Counter(a.tolist()), Counter(b.tolist())
+        keys = sorted(set(counts[0]) | set(counts[1]))
+        table = [[c.get(key, 0) for key in keys] for c in counts]
+        expected = chi2_contingency(table, correction=False)[1] if len(keys) > 1 else 1.0
+        assert np.isclose(homogeneity_p(a, b), expected, rtol=1e-9, atol=1e-300)
+        x, y = rng.normal(0, 1, n1).round(int(rng.integers(0, 3))), rng.normal(shift, 1, n2).round(int(rng.integers(0, 3)))
+        assert ks_p(x, y) == ks_2samp(x, y).pvalue
