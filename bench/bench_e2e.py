@@ -6,7 +6,7 @@ and the share of the events each detector judged (toxicity's head is rationed un
 Latency counts the findings about one event (PII, injection, toxicity, grounding, consistency, descriptors),
 not the window findings of drift and bias, whose event is an example picked from a window of earlier events.
 
-    .venv/bin/python bench/bench_e2e.py [--events 10000] [--latency-seconds 45] [--latency-rate EVENTS_PER_S]
+    .venv/bin/python bench/bench_e2e.py [--events 10000] [--latency-seconds 45] [--latency-rate EVENTS_PER_S] [--one-worker]
 
 Two rates per run: ``events_per_s``, the burst from its first event produced to its last event counted (what
 earlier results report; it carries the ~0.5-1.5 s between an event's processing and its count reaching the
@@ -263,7 +263,19 @@ def main() -> None:
     ap.add_argument("--events", type=int, default=10_000)
     ap.add_argument("--latency-seconds", type=float, default=45.0)
     ap.add_argument("--latency-rate", type=float, default=None, help="events/s of the latency phase (default: half the burst's events/s)")
+    ap.add_argument(
+        "--one-worker",
+        action="store_true",
+        help="only the run of one worker, without the ceiling (a probe: run it from two checkouts in turns to compare them)",
+    )
     args = ap.parse_args()
+    if args.one_worker:
+        with EmbeddedBroker() as broker:
+            one = run(
+                broker, 1, args.events, args.latency_seconds, Path(tempfile.mkdtemp(prefix="bench-e2e-")), latency_rate=args.latency_rate
+            )
+        print(json.dumps(one, indent=2))
+        return
     gen = TrafficGenerator(Schedule(()), seed=3, malformed_rate=0.0)
     texts = [gen.event(0.0)[1].response for _ in range(2000)]
     ceiling = embedding_ceiling(texts)
