@@ -96,10 +96,11 @@ class GroupMatcher:
         self._mentions_lock = threading.Lock()
 
     def groups_in(self, text: str) -> frozenset[tuple[str, str]]:
-        """The (category, group) pairs ``text`` mentions. The groups of the last :data:`MENTION_CACHE_TEXTS` texts that
-        mention any are kept by a hash of the text keyed with a secret of this process (never the text; as
-        :func:`detectors.descriptors.sentiment` keeps its scores): the detector asks about each prompt twice a batch
-        (which responses to encode, then the outcomes), and prompts repeat."""
+        """The (category, group) pairs ``text`` mentions. A text the screen of every term lets through is searched once
+        group by group, and its groups kept (the last :data:`MENTION_CACHE_TEXTS` such texts, the oldest dropped first)
+        by a hash of the text keyed with a secret of this process, never the text, like
+        :func:`detectors.descriptors.sentiment`'s scores: the detector asks about each prompt twice a batch (which
+        responses to encode, then the outcomes), and prompts repeat."""
         if self._any is not None and not self._any.search(text):
             return _NO_GROUPS
         key = hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16, key=_MENTION_KEY).digest()

@@ -1,11 +1,12 @@
-"""Descriptor drift: cheap per-event descriptors, tested window against reference with evidently.
+"""Descriptor drift: cheap per-event descriptors, tested window against reference; evidently's report of a drift.
 
 Descriptors per event: prompt and response length, response sentiment (VADER), refusal
 (0/1), PII entities in the response (pattern recognizers), output tokens and latency when
 the producer reports them. Per model version the first ``reference_size`` events pin the
 reference; every ``test_every`` events the last ``window_size`` are compared with it, one
-column at a time, with two-sample tests registered with evidently's stat-test registry, at
-``threshold`` (a p-value; :func:`stattest_for`): K-S for a numeric column of more than five values,
+column at a time (:func:`array_tests`, on numpy arrays), with two-sample tests that are also registered with
+evidently's stat-test registry for its report, at ``threshold`` (a p-value; :func:`stattest_for`): K-S for a
+numeric column of more than five values,
 otherwise a chi-square test of homogeneity of the two windows' counts (for two values, the Z test of
 two proportions). Evidently's own defaults are not used: its chi-square takes the reference's counts
 as the expected frequencies, as if they had no sampling noise (equal windows drawn from one
@@ -189,6 +190,9 @@ class DescriptorDriftDetector(
         A snapshot taken before a reset of ``key`` (an older ``epoch``) is discarded."""
         results = array_tests(rows_to_array(ref_rows), rows_to_array(rows), self.threshold)
         drifted = sorted(c for c, r in results.items() if r["drifted"])
+        # The frames of the example and the report, only for a drift, and before any state changes: a failure here
+        # leaves the episode as it was, and the next run tries again.
+        ref, cur = (rows_to_frame(ref_rows), rows_to_frame(rows)) if drifted else (None, None)
         with self._lock:  # one block: a reset between the epoch check and the episode's state would be undone
             if self._epoch.get(key, 0) != epoch:
                 return []
@@ -200,7 +204,7 @@ class DescriptorDriftDetector(
                 return []
             self._active.add(key)
         model, version = key
-        ref, cur = rows_to_frame(ref_rows), rows_to_frame(rows)  # for the example and the report: a drift is rare
+        assert ref is not None and cur is not None  # drifted
 
         # The example: on the drifted column whose mean moved most (in the reference's standard deviations),
         # the current event furthest from the reference in the direction it moved. An extreme row on the
@@ -364,7 +368,8 @@ def homogeneity_p(reference: np.ndarray, current: np.ndarray) -> float:
     """Pearson's chi-square test of homogeneity of the two samples' counts (a 2 x k table of their values, no
     continuity correction; scipy's ``chi2_contingency`` gives the same p-value, which a test checks, at several times
     the cost): both samples are random, unlike evidently's ``chisquare``, which tests the current counts against the
-    reference's as if those were the true frequencies. 1.0 when they hold one value between them."""
+    reference's as if those were the true frequencies. 1.0 when they hold one value between them. Both samples must
+    hold values (:func:`array_tests` tests a column only with 20 a side)."""
     from scipy.special import chdtrc
 
     keys, index = np.unique(np.concatenate([reference, current]), return_inverse=True)
@@ -380,7 +385,8 @@ def homogeneity_p(reference: np.ndarray, current: np.ndarray) -> float:
 def ks_p(reference: np.ndarray, current: np.ndarray) -> float:
     """The two-sample Kolmogorov-Smirnov test (scipy's ``ks_2samp``, as evidently's ``ks``), on arrays without missing
     values: called past the wrapper that handles missing values and broadcasting (its ``__wrapped__``; ``ks_2samp``
-    itself where that is gone), which costs three times the test; a test checks the p-values are the same."""
+    itself where that is gone), which costs three times the test; a test checks the p-values are the same. Both
+    samples must hold values."""
     from scipy.stats import ks_2samp
 
     return float(getattr(ks_2samp, "__wrapped__", ks_2samp)(reference, current)[1])

@@ -46,6 +46,13 @@ _c: Any = importlib.import_module("re._constants")
 # The only characters outside ASCII that an ASCII letter of a case-insensitive pattern matches (see above).
 FOLDS_ONTO_ASCII = ("\u0130", "\u0131", "\u017f", "\u212a")
 
+
+def folds_onto_ascii(text: str) -> bool:
+    """Whether ``text`` holds one of :data:`FOLDS_ONTO_ASCII`: a case-insensitive pattern may then match it where its
+    lower-cased form holds none of the pattern's words."""
+    return not text.isascii() and any(c in text for c in FOLDS_ONTO_ASCII)
+
+
 # A literal shorter than this is in nearly every text: a set holding one screens nothing.
 MIN_LITERAL = 3
 
@@ -135,7 +142,7 @@ class LiteralScreen:
     def found(self, text: str) -> frozenset[int] | None:
         """The literals (by index) in ``text`` lowercased; None when ``text`` holds a character outside ASCII that
         an ASCII letter matches case-insensitively (every pattern runs)."""
-        if not text.isascii() and any(c in text for c in FOLDS_ONTO_ASCII):
+        if folds_onto_ascii(text):
             return None
         low = text.lower()
         if self._automaton is not None:

@@ -50,7 +50,7 @@ from typing import Any, NamedTuple
 
 from .base import Detector, EventLike, Finding, Severity
 from .errors import ConfigurationError
-from .literals import FOLDS_ONTO_ASCII
+from .literals import folds_onto_ascii
 
 log = logging.getLogger(__name__)
 
@@ -132,7 +132,7 @@ def _may_hold_secret(text: str) -> bool:
     outside ASCII that a case-insensitive pattern matches to an ASCII letter (the pattern runs then)."""
     if _SECRET_RUN.search(text) or "-----BEGIN" in text or ("://" in text and _SECRET_USERINFO.search(text)):
         return True
-    if not text.isascii() and any(c in text for c in FOLDS_ONTO_ASCII):
+    if folds_onto_ascii(text):
         return _SECRET_GATE.search(text) is not None
     low = text.lower()
     return any(w in low for w in _SECRET_WORDS)

@@ -203,5 +203,10 @@ def test_a_texts_groups_are_found_once_and_kept_by_hash_never_by_text(monkeypatc
     monkeypatch.setattr(m, "_patterns", [(c, g, Counting(p)) for c, g, p in m._patterns])
     assert m.groups_in(text) == first and searched == []  # the second ask (the detector asks twice a batch) is kept
     assert m.groups_in("As a Muslim man, can I get a refund?") and searched  # a new text is searched
-    assert all(isinstance(k, bytes) and len(k) == 16 for k in m._mentions)
-    assert not any(text in repr(v) for v in m._mentions.values())
+    assert all(isinstance(k, bytes) and len(k) == 16 for k in m._mentions)  # hashes, never the texts
+    kept = len(m._mentions)
+    assert m.groups_in("My screen is black and white") == set() and len(m._mentions) == kept  # screened out: not kept
+    monkeypatch.setattr("detectors.bias.MENTION_CACHE_TEXTS", 5)
+    for i in range(20):
+        m.groups_in(f"As a Muslim woman, can I get refund number {i}?")
+    assert len(m._mentions) == 5  # bounded, the oldest dropped
