@@ -115,22 +115,23 @@ _PHONE_RUN = re.compile(rf"\d(?:{_PHONE_SEP}{{0,4}}\d){{6,}}")
 _PHONE_BEFORE, _PHONE_AFTER = 4, 12
 _SSN_BARE = re.compile(r"\d{9}")
 _IP_GATE = re.compile(r"\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3}|[0-9A-Fa-f]{1,4}:[0-9A-Fa-f]{0,4}:")
-_SECRET_GATE = re.compile(
-    r"[A-Za-z0-9_\-+/=.]{10,}|-----BEGIN|://[^/\s:@]+:[^/\s@]+@|"
-    r"(?i:pass(?:word|wd)?|secret|token|api[_-]?key|apikey|auth)",
-)
-# _SECRET_GATE's four ways in, each tried on its own, cheapest first (:func:`_may_hold_secret`): the one pattern
-# tries its case-insensitive keywords at every position of every text, the costliest step of a clean response's scan.
+# The gate in front of the secret scanners: a text with none of these holds no secret they find. Four ways in, each
+# tried on its own, cheapest first (:func:`_may_hold_secret`); _SECRET_GATE is them in one pattern, which tries its
+# case-insensitive keywords at every position of every text (the costliest step of a clean response's scan).
 _SECRET_RUN = re.compile(r"[A-Za-z0-9_\-+/=.]{10,}")
+_SECRET_PEM = "-----BEGIN"
 _SECRET_USERINFO = re.compile(r"://[^/\s:@]+:[^/\s@]+@")
-_SECRET_WORDS = ("pass", "secret", "token", "apikey", "api_key", "api-key", "auth")  # pass(?:word|wd)? matches where pass does
+_SECRET_WORDS = ("pass", "secret", "token", "apikey", "api_key", "api-key", "auth")  # "password" holds "pass"
+_SECRET_GATE = re.compile(
+    rf"{_SECRET_RUN.pattern}|{re.escape(_SECRET_PEM)}|{_SECRET_USERINFO.pattern}|(?i:{'|'.join(map(re.escape, _SECRET_WORDS))})"
+)
 
 
 def _may_hold_secret(text: str) -> bool:
     """Whether ``_SECRET_GATE`` matches somewhere in ``text`` (the same answer, for every text: a test checks). Its
     keywords are found in the lower-cased text, which is exact unless the text holds one of the four characters
     outside ASCII that a case-insensitive pattern matches to an ASCII letter (the pattern runs then)."""
-    if _SECRET_RUN.search(text) or "-----BEGIN" in text or ("://" in text and _SECRET_USERINFO.search(text)):
+    if _SECRET_RUN.search(text) or _SECRET_PEM in text or ("://" in text and _SECRET_USERINFO.search(text)):
         return True
     if folds_onto_ascii(text):
         return _SECRET_GATE.search(text) is not None

@@ -1,3 +1,5 @@
+import re
+
 import pytest
 
 from detectors.base import Severity
@@ -346,5 +348,10 @@ def test_the_secret_gate_in_parts_passes_exactly_the_texts_the_one_pattern_does(
     texts += ["".join(rng.choice(alphabet) for _ in range(rng.randint(1, 14))) for _ in range(20_000)]
     disagree = [t for t in texts if _may_hold_secret(t) != (_SECRET_GATE.search(t) is not None)]
     assert disagree == []
+    # The one pattern, built from the four parts, is the gate as it was written before it was split.
+    written = re.compile(
+        r"[A-Za-z0-9_\-+/=.]{10,}|-----BEGIN|://[^/\s:@]+:[^/\s@]+@|(?i:pass(?:word|wd)?|secret|token|api[_-]?key|apikey|auth)"
+    )
+    assert [t for t in texts if (written.search(t) is None) != (_SECRET_GATE.search(t) is None)] == []
     passed = sum(_may_hold_secret(t) for t in texts)
     assert 0 < passed < len(texts)  # both ways are exercised
