@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from functools import cache
 
 from .base import Detector, EventLike, Finding, Severity
+from .literals import LiteralScreen
 
 # Phrasings that open or carry a refusal in English chat models' answers.
 _REFUSAL_PATTERNS = [
@@ -28,6 +29,10 @@ _REFUSAL_PATTERNS = [
 _REFUSAL_RE = re.compile("|".join(f"(?:{p})" for p in _REFUSAL_PATTERNS), re.IGNORECASE)
 # A refusal is said early; a long helpful answer quoting "I can't" later is not one.
 _REFUSAL_WINDOW = 240
+# Most answers hold none of the words every refusal needs ("sorry", "unable", "as an AI"...): the screen skips the
+# pattern there, and only where it cannot match (detectors.literals). Three detectors ask about each response
+# (descriptors, descriptor drift, and bias where the prompt names a group).
+_REFUSAL_SCREEN = LiteralScreen([_REFUSAL_RE])
 
 
 @cache
@@ -66,7 +71,8 @@ def sentiment(text: str) -> float:
 
 def is_refusal(text: str) -> bool:
     """True when the response refuses the request."""
-    return bool(_REFUSAL_RE.search(text[:_REFUSAL_WINDOW].replace("\u2019", "'")))
+    window = text[:_REFUSAL_WINDOW].replace("\u2019", "'")
+    return _REFUSAL_SCREEN.allowed(window)[0] and _REFUSAL_RE.search(window) is not None
 
 
 class ResponseDescriptorDetector(Detector):

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from detectors import injection, toxicity
+from detectors import descriptors, injection, toxicity
 from detectors.literals import FOLDS_ONTO_ASCII, LiteralScreen, required_literals
 
 from .conftest import shared_data
@@ -83,7 +83,11 @@ def test_the_rule_screens_skip_most_rules_on_a_benign_text():
 def _rule_sets() -> dict[str, tuple[list[re.Pattern[str]], LiteralScreen]]:
     tox = [p for _c, _r, p, _a in toxicity._FLAT_RULES]
     inj = [r.pattern for r in injection.RULES]
-    return {"toxicity": (tox, toxicity._SCREEN), "injection": (inj, injection._SCREEN)}
+    return {
+        "toxicity": (tox, toxicity._SCREEN),
+        "injection": (inj, injection._SCREEN),
+        "refusal": ([descriptors._REFUSAL_RE], descriptors._REFUSAL_SCREEN),
+    }
 
 
 def _assert_never_skips_a_match(texts: list[str]) -> int:
@@ -165,3 +169,29 @@ def test_the_screened_scans_give_what_every_pattern_gives(text, hits, monkeypatc
     monkeypatch.setattr(injection, "_SCREEN", everything)
     assert toxicity.rule_hits(text) == screened_tox
     assert injection.scan(text) == screened_inj
+
+
+@pytest.mark.parametrize(
+    "text, refuses",
+    [
+        ("I'm sorry, but I can't help with that.", True),
+        ("I\u2019m sorry, but I can\u2019t help with that.", True),  # curly apostrophes
+        ("I'm \u017forry, but I cannot a\u017f\u017fi\u017ft.", True),  # long s: no "sorry" once lowercased
+        ("As an AI language model, I cannot browse the web.", True),
+        ("THAT REQUEST VIOLATES MY GUIDELINES.", True),
+        ("Sure! You can reset your password from the account page.", False),
+        ("Happy to help: here is the summary you asked for.", False),  # a word of the screen, yet no refusal
+        ("x" * 300 + " I must decline.", False),  # said too late to be the answer's refusal
+    ],
+)
+def test_the_refusal_screen_changes_no_answer(text, refuses, monkeypatch):
+    assert descriptors.is_refusal(text) is refuses
+    everything = LiteralScreen([])
+    monkeypatch.setattr(everything, "allowed", lambda t: (True,))
+    monkeypatch.setattr(descriptors, "_REFUSAL_SCREEN", everything)
+    assert descriptors.is_refusal(text) is refuses
+
+
+def test_the_refusal_screen_skips_the_pattern_on_an_ordinary_answer():
+    assert list(descriptors._REFUSAL_SCREEN.allowed("Sure! You can reset your password from the account page.")) == [False]
+    assert list(descriptors._REFUSAL_SCREEN.allowed("I'm sorry, but I can't help with that.")) == [True]
