@@ -89,7 +89,7 @@ class Sizes:
     nli_cpu_pairs: int = 256
     nli_batches: tuple[int, ...] = (32, 128, 512)
     events: int = 8192
-    event_batches: tuple[int, ...] = (64, 256, 1024)  # the worker's batch_size is 64 by default
+    event_batches: tuple[int, ...] = (64, 256, 1024)  # the worker's batch_size is 256 by default
     drift: dict[str, Any] = field(default_factory=dict)  # EmbeddingDriftDetector arguments besides its defaults
 
 
