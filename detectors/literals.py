@@ -28,7 +28,7 @@ dropped.)
 ``tests/test_literals.py`` checks the sets on crafted patterns; checks, for every rule the detectors screen,
 that no pattern a screen skips would have matched, over every text of the shared toxicity and injection sets
 (and the forms the injection scan reads: normalised, decoded) and over generated texts; and that
-``rule_hits`` and ``scan`` give what they give with every pattern run.
+``rule_hits``, ``scan`` and ``descriptors.is_refusal`` give what they give with every pattern run.
 """
 
 from __future__ import annotations

@@ -192,6 +192,19 @@ def test_the_refusal_screen_changes_no_answer(text, refuses, monkeypatch):
     assert descriptors.is_refusal(text) is refuses
 
 
-def test_the_refusal_screen_skips_the_pattern_on_an_ordinary_answer():
+def test_the_refusal_screen_skips_the_pattern_on_an_ordinary_answer(monkeypatch):
     assert list(descriptors._REFUSAL_SCREEN.allowed("Sure! You can reset your password from the account page.")) == [False]
     assert list(descriptors._REFUSAL_SCREEN.allowed("I'm sorry, but I can't help with that.")) == [True]
+    searched: list[str] = []
+    pattern = descriptors._REFUSAL_RE
+
+    class Counting:
+        def search(self, text: str) -> re.Match[str] | None:
+            searched.append(text)
+            return pattern.search(text)
+
+    monkeypatch.setattr(descriptors, "_REFUSAL_RE", Counting())
+    assert not descriptors.is_refusal("Sure! You can reset your password from the account page.")
+    assert searched == []  # is_refusal asked the screen first, and the screen skipped the pattern
+    assert descriptors.is_refusal("I'm sorry, but I can't help with that.")
+    assert searched == ["I'm sorry, but I can't help with that."]
