@@ -95,8 +95,8 @@ class Settings(BaseSettings):
         description="Events per micro-batch at most: a batch closes when it has this many, or batch_within_s after the "
         "batch before it was done. A backlog is worked off faster in larger batches (bench/RESULTS.md: one worker on 2 "
         "cores, median sustained 1,650 events/s in batches of 256 against 1,404 in batches of 64); what grows with the "
-        "batch: latency (p50 0.4 against 0.26 s at half that rate), ~70 MiB of memory, the events one failure touches, "
-        "the spacing of bias's looks (README, Micro-batches).",
+        "batch: latency (p50 0.39-0.47 against 0.23-0.29 s at half the burst's rate), ~70 MiB of memory, the events one "
+        "failure touches, the spacing of what runs once a batch (README, Micro-batches).",
     )
     batch_within_s: float = Field(default=0.5, gt=0, le=60)
     max_event_bytes: int = Field(default=1_000_000, ge=1_024)
