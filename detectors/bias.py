@@ -24,13 +24,11 @@ model, and measure the spread of outcome scores across groups.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
-import os
 import re
 import threading
-from collections import OrderedDict, deque
+from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cache, cached_property
@@ -50,6 +48,7 @@ from .contracts import (
 )
 from .descriptors import is_refusal, sentiment
 from .errors import ConfigurationError
+from .textcache import HashedTextCache
 from .wordlists import trie_alternation
 
 if TYPE_CHECKING:
@@ -66,7 +65,6 @@ _ATTR = {"non_refusal_rate": "non_refusal", "favourable_sentiment_rate": "favour
 # -- group mentions -------------------------------------------------------------------------
 
 MENTION_CACHE_TEXTS = 4096
-_MENTION_KEY = os.urandom(16)
 _NO_GROUPS: frozenset[tuple[str, str]] = frozenset()
 
 
@@ -92,26 +90,16 @@ class GroupMatcher:
         # matches are then found exactly as before. No screen where a list holds a blank term.
         words = [" ".join(str(w).split()) for ws in self.terms.values() for w in ws]
         self._any = re.compile(rf"(?<![\w-])(?:{trie_alternation(sorted(set(words)))})(?![\w-])", re.IGNORECASE) if all(words) else None
-        self._mentions: OrderedDict[bytes, frozenset[tuple[str, str]]] = OrderedDict()
-        self._mentions_lock = threading.Lock()
+        self._mentions: HashedTextCache[frozenset[tuple[str, str]]] = HashedTextCache(MENTION_CACHE_TEXTS)
 
     def groups_in(self, text: str) -> frozenset[tuple[str, str]]:
         """The (category, group) pairs ``text`` mentions. A text the screen of every term lets through is searched once
-        group by group, and its groups kept (the last :data:`MENTION_CACHE_TEXTS` such texts, the oldest dropped first)
-        by a hash of the text keyed with a secret of this process, never the text, like
-        :func:`detectors.descriptors.sentiment`'s scores: the detector asks about each prompt twice a batch (which
+        group by group, and its groups kept for the last :data:`MENTION_CACHE_TEXTS` such texts, by a keyed hash of
+        the text, never the text (detectors.textcache): the detector asks about each prompt twice a batch (which
         responses to encode, then the outcomes), and prompts repeat."""
         if self._any is not None and not self._any.search(text):
             return _NO_GROUPS
-        key = hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16, key=_MENTION_KEY).digest()
-        found = self._mentions.get(key)
-        if found is None:
-            found = frozenset((c, g) for c, g, pattern in self._patterns if pattern.search(text))
-            with self._mentions_lock:
-                self._mentions[key] = found
-                while len(self._mentions) > MENTION_CACHE_TEXTS:
-                    self._mentions.popitem(last=False)
-        return found
+        return self._mentions.get(text, lambda: frozenset((c, g) for c, g, pattern in self._patterns if pattern.search(text)))
 
 
 # -- gender swap and stereotype score -------------------------------------------------------

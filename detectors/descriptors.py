@@ -6,16 +6,13 @@ before the model-backed detectors are configured.
 
 from __future__ import annotations
 
-import hashlib
-import os
 import re
-import threading
-from collections import OrderedDict
 from collections.abc import Sequence
 from functools import cache
 
 from .base import Detector, EventLike, Finding, Severity
 from .literals import LiteralScreen
+from .textcache import HashedTextCache
 
 # Phrasings that open or carry a refusal in English chat models' answers.
 _REFUSAL_PATTERNS = [
@@ -44,29 +41,15 @@ def _vader():
 
 # VADER is pure Python, about 0.17 ms a response: the costliest step of descriptor drift, and bias asks for the same
 # response's score again (descriptor drift scores the first 2,000 characters: the same text up to that length). A
-# bounded LRU keyed by a hash of the text answers a repeated answer (a canned refusal, a templated reply) and the
-# second caller. Never the text: the monitor keeps no response longer than its batch; and the hash is keyed with a
-# secret of this process, so a short value (a number) cannot be confirmed from a memory dump by hashing guesses.
+# bounded cache keyed by a keyed hash of the text (detectors.textcache) answers a repeated answer (a canned refusal,
+# a templated reply) and the second caller.
 SENTIMENT_CACHE_ENTRIES = 10_000
-_sentiments: OrderedDict[bytes, float] = OrderedDict()
-_sentiments_lock = threading.Lock()
-_SENTIMENT_KEY = os.urandom(16)
+_sentiments: HashedTextCache[float] = HashedTextCache(SENTIMENT_CACHE_ENTRIES)
 
 
 def sentiment(text: str) -> float:
     """VADER compound score in [-1, 1] (loaded on first use; repeated texts answered from a bounded cache)."""
-    key = hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16, key=_SENTIMENT_KEY).digest()
-    with _sentiments_lock:
-        score = _sentiments.get(key)
-        if score is not None:
-            _sentiments.move_to_end(key)
-            return score
-    score = float(_vader().polarity_scores(text)["compound"])
-    with _sentiments_lock:
-        _sentiments[key] = score
-        while len(_sentiments) > SENTIMENT_CACHE_ENTRIES:
-            _sentiments.popitem(last=False)
-    return score
+    return _sentiments.get(text, lambda: float(_vader().polarity_scores(text)["compound"]))
 
 
 def is_refusal(text: str) -> bool:

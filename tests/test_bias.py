@@ -206,7 +206,7 @@ def test_a_texts_groups_are_found_once_and_kept_by_hash_never_by_text(monkeypatc
     assert all(isinstance(k, bytes) and len(k) == 16 for k in m._mentions)  # hashes, never the texts
     kept = len(m._mentions)
     assert m.groups_in("My screen is black and white") == set() and len(m._mentions) == kept  # screened out: not kept
-    monkeypatch.setattr("detectors.bias.MENTION_CACHE_TEXTS", 5)
+    monkeypatch.setattr(m._mentions, "size", 5)
     for i in range(20):
         m.groups_in(f"As a Muslim woman, can I get refund number {i}?")
     assert len(m._mentions) == 5  # bounded, the oldest dropped

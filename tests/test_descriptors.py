@@ -75,8 +75,7 @@ def test_sentiment_is_vaders_and_a_repeated_text_is_answered_from_a_bounded_cach
     texts = ["What a wonderful, helpful answer!", "This is terrible and I hate it.", "The train leaves at noon."]
     vader = descriptors._vader()
     expected = [vader.polarity_scores(t)["compound"] for t in texts]
-    monkeypatch.setattr(descriptors, "SENTIMENT_CACHE_ENTRIES", 2)
-    monkeypatch.setattr(descriptors, "_sentiments", type(descriptors._sentiments)())
+    monkeypatch.setattr(descriptors, "_sentiments", type(descriptors._sentiments)(2))
     calls = []
     real = vader.polarity_scores
     monkeypatch.setattr(vader, "polarity_scores", lambda t: calls.append(t) or real(t))
@@ -95,8 +94,7 @@ def test_the_sentiment_cache_gives_vaders_scores_to_threads_at_once(monkeypatch)
     texts = [f"Answer {i}: this is {'great' if i % 2 else 'awful'} and {'fine' if i % 3 else 'bad'}." for i in range(60)]
     vader = descriptors._vader()
     expected = {t: vader.polarity_scores(t)["compound"] for t in texts}
-    monkeypatch.setattr(descriptors, "SENTIMENT_CACHE_ENTRIES", 16)  # evicting all the time
-    monkeypatch.setattr(descriptors, "_sentiments", type(descriptors._sentiments)())
+    monkeypatch.setattr(descriptors, "_sentiments", type(descriptors._sentiments)(16))  # evicting all the time
     wrong: list[str] = []
 
     def score(seed: int) -> None:
