@@ -314,6 +314,15 @@ class DescriptorDriftDetector(
             }
 
 
+MIN_TEST_VALUES = 20  # values a side (missing ones not counted) for a column to be tested
+
+
+def _testable(n_ref: int, n_cur: int, distinct: int) -> bool:
+    """Whether a column is tested: :data:`MIN_TEST_VALUES` values on each side, and two distinct values between them
+    (one constant value on both sides has nothing to test). One rule for :func:`array_tests` and :func:`column_tests`."""
+    return n_ref >= MIN_TEST_VALUES and n_cur >= MIN_TEST_VALUES and distinct > 1
+
+
 def rows_to_frame(rows: Sequence[dict]):
     """Descriptor rows (:meth:`DescriptorDriftDetector.describe_events`) as a data frame of COLUMNS, without the
     event each row keeps."""
@@ -334,10 +343,8 @@ def array_tests(ref: np.ndarray, cur: np.ndarray, threshold: float) -> dict[str,
         for i, col in enumerate(COLUMNS):
             r, c = ref[:, i], cur[:, i]
             r, c = r[~np.isnan(r)], c[~np.isnan(c)]
-            if len(r) < 20 or len(c) < 20:
-                continue
             values = len(np.union1d(r, c))
-            if values <= 1:
+            if not _testable(len(r), len(c), values):
                 continue
             name, p_value = (HOMOGENEITY, homogeneity_p(r, c)) if _homogeneous(col, values) else (KS, ks_p(r, c))
             results[col] = {"stattest": name, "score": p_value, "drifted": p_value < threshold}
@@ -355,7 +362,7 @@ def column_tests(ref, cur, threshold: float, choose=None) -> dict[str, dict]:
         warnings.simplefilter("ignore")
         for col in COLUMNS:
             r, c = ref[col].dropna(), cur[col].dropna()
-            if len(r) < 20 or len(c) < 20 or (r.nunique() <= 1 and c.nunique() <= 1 and r.iloc[0] == c.iloc[0]):
+            if not _testable(len(r), len(c), len(set(r.unique()) | set(c.unique()))):
                 continue
             kind = "cat" if col in CATEGORICAL else "num"
             test = choose(col, r, c)

@@ -359,3 +359,29 @@ def test_the_two_tests_give_scipys_p_values():
         assert np.isclose(homogeneity_p(a, b), expected, rtol=1e-9, atol=1e-300)
         x, y = rng.normal(0, 1, n1).round(int(rng.integers(0, 3))), rng.normal(shift, 1, n2).round(int(rng.integers(0, 3)))
         assert ks_p(x, y) == ks_2samp(x, y).pvalue
+
+
+def test_a_column_is_tested_with_twenty_values_a_side_and_two_distinct_values_between_them():
+    import numpy as np
+    import pandas as pd
+
+    from detectors.descriptor_drift import COLUMNS, array_tests, column_tests
+
+    col = COLUMNS.index("response_chars")
+
+    def arrays(n_ref, n_cur, ref_value=None, cur_value=None):
+        ref, cur = np.full((n_ref, len(COLUMNS)), np.nan), np.full((n_cur, len(COLUMNS)), np.nan)
+        ref[:, col] = ref_value if ref_value is not None else np.arange(n_ref) % 7
+        cur[:, col] = cur_value if cur_value is not None else np.arange(n_cur) % 7 + 3
+        return ref, cur
+
+    def tested(ref, cur):
+        fast = array_tests(ref, cur, 0.01)
+        frames = column_tests(*(pd.DataFrame(a, columns=list(COLUMNS)) for a in (ref, cur)), 0.01)
+        assert fast.keys() == frames.keys()  # one rule for both
+        return set(fast)
+
+    assert tested(*arrays(20, 20)) == {"response_chars"}
+    assert tested(*arrays(19, 20)) == set() and tested(*arrays(20, 19)) == set()  # too few values on a side
+    assert tested(*arrays(30, 30, ref_value=5.0, cur_value=5.0)) == set()  # one constant value on both sides
+    assert tested(*arrays(30, 30, ref_value=5.0, cur_value=6.0)) == {"response_chars"}  # constant, but not the same
